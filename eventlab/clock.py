@@ -1,0 +1,121 @@
+"""Clocks give the store its knowledge time (``recorded_at``).
+
+Every timestamp in eventlab is a timezone-aware UTC ``datetime``. Naive datetimes
+and ISO strings are read as UTC, whatever the machine's time zone.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from .errors import EventlabError
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_utc(value: datetime | str) -> datetime:
+    """Return ``value`` as an aware UTC datetime.
+
+    Naive datetimes and ISO 8601 strings without an offset are taken to be UTC.
+
+    >>> to_utc("2024-01-02T03:04:05")
+    datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise EventlabError(
+                f"cannot read {value!r} as a timestamp; use ISO 8601, e.g. "
+                f"'2024-05-01T12:00:00Z', or pass a datetime"
+            ) from None
+    if not isinstance(value, datetime):
+        raise EventlabError(
+            f"expected a datetime or an ISO 8601 string, got {type(value).__name__}: {value!r}"
+        )
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def to_micros(value: datetime | str) -> int:
+    """Microseconds since the Unix epoch for a timestamp (exact, no float rounding)."""
+    delta = to_utc(value) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime ``micros`` microseconds after the Unix epoch."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+class SystemClock:
+    """The wall clock, in UTC."""
+
+    def now(self) -> datetime:
+        """The current time as an aware UTC datetime."""
+        return datetime.now(UTC)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class SimulatedClock:
+    """A clock that moves only when told to, for reproducible notebooks and tests.
+
+    Each call to :meth:`now` returns the current simulated time and then advances
+    it by ``step``, so consecutive events get distinct, predictable timestamps.
+
+    Parameters
+    ----------
+    start : datetime or str, optional
+        The first time returned; naive values are UTC. Defaults to 2024-01-01 00:00 UTC.
+    step : timedelta, optional
+        How far each :meth:`now` call moves the clock. Defaults to one second.
+
+    Examples
+    --------
+    >>> clock = SimulatedClock("2024-01-01", step=timedelta(minutes=1))
+    >>> clock.now().isoformat()
+    '2024-01-01T00:00:00+00:00'
+    >>> clock.now().isoformat()
+    '2024-01-01T00:01:00+00:00'
+    """
+
+    def __init__(
+        self,
+        start: datetime | str = "2024-01-01T00:00:00",
+        step: timedelta = timedelta(seconds=1),
+    ):
+        if not isinstance(step, timedelta) or step < timedelta(0):
+            raise EventlabError(f"step must be a non-negative timedelta, got {step!r}")
+        self._time = to_utc(start)
+        self.step = step
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> datetime:
+        """The time the next :meth:`now` call will return, without advancing."""
+        return self._time
+
+    def now(self) -> datetime:
+        """Return the simulated time, then advance it by ``step``."""
+        with self._lock:
+            value = self._time
+            self._time = value + self.step
+            return value
+
+    def advance(self, delta: timedelta) -> datetime:
+        """Jump forward by ``delta`` and return the new current time."""
+        if not isinstance(delta, timedelta) or delta < timedelta(0):
+            raise EventlabError(
+                f"a clock only moves forward: advance() needs a non-negative timedelta, "
+                f"got {delta!r}"
+            )
+        with self._lock:
+            self._time += delta
+            return self._time
+
+    def __repr__(self) -> str:
+        return f"SimulatedClock(current={self._time.isoformat()!r}, step={self.step!r})"

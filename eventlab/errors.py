@@ -1,0 +1,69 @@
+"""Every failure a user can cause is an :class:`EventlabError` subclass.
+
+Messages say what was wrong and what to do about it, so a student reading a
+traceback in a notebook learns the fix, not only the symptom.
+"""
+
+from __future__ import annotations
+
+
+class EventlabError(Exception):
+    """Base class of every error eventlab raises on purpose."""
+
+
+class InvalidEventError(EventlabError, ValueError):
+    """An event, stream id, type or payload is malformed (nothing was written)."""
+
+
+class ConcurrencyError(EventlabError):
+    """A stream's version is not the one the caller expected (optimistic concurrency).
+
+    Attributes
+    ----------
+    stream_id : str
+        The stream whose version was checked.
+    expected : int
+        The version the caller expected.
+    actual : int
+        The stream's version in the store.
+    """
+
+    def __init__(self, stream_id: str, expected: int, actual: int, detail: str | None = None):
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        message = detail or (
+            f"stream {stream_id!r} is at version {actual}, but the append expected "
+            f"version {expected}; someone else wrote to it first. Reload the stream "
+            f"(store.read_stream or Aggregate.load), re-check your decision, and append "
+            f"again with expected_version={actual}."
+        )
+        super().__init__(message)
+
+
+class DuplicateEventError(EventlabError):
+    """An event id is already stored with different content."""
+
+
+class ReadOnlyError(EventlabError):
+    """A write was attempted on a store opened with ``read_only=True``."""
+
+
+class StoreLockedError(EventlabError):
+    """Another process holds the DuckDB file open for writing."""
+
+
+class StoreClosedError(EventlabError):
+    """The store was used after :meth:`EventStore.close`."""
+
+
+class ParquetError(EventlabError):
+    """A Parquet file is missing, unreadable or lacks required columns."""
+
+
+class MissingColumnsError(EventlabError, ValueError):
+    """A frame or file lacks columns that an import requires."""
+
+
+class JournalError(EventlabError):
+    """The store's append journal cannot be recovered in the requested mode."""

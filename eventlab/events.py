@@ -1,0 +1,238 @@
+"""What a caller appends (:class:`Event`) and what the store gives back (:class:`RecordedEvent`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import FrozenInstanceError, dataclass, field
+from datetime import datetime
+from functools import cached_property
+from operator import itemgetter
+from typing import Any
+
+from .clock import from_micros, to_utc
+from .errors import InvalidEventError
+
+_EVENT_KEYS = {"type", "data", "metadata", "event_id", "occurred_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event to append: a type and a JSON object of data.
+
+    Parameters
+    ----------
+    type : str
+        The event type, a past-tense fact such as ``"OrderPlaced"``.
+    data : dict
+        A JSON-serialisable dict: the facts the event records.
+    metadata : dict, optional
+        A JSON-serialisable dict about the event (who, why). The keys
+        ``correlation_id`` and ``causation_id`` fill the columns of those names.
+    event_id : str, optional
+        A unique id; give one to make appends idempotent. Defaults to a new UUID.
+    occurred_at : datetime or str, optional
+        Business time: when it happened in the domain (UTC). Defaults to the
+        time the store records it.
+
+    Examples
+    --------
+    >>> Event("OrderPlaced", {"order_id": "o-1", "total": 12.5}).type
+    'OrderPlaced'
+    """
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        check_name("event type", self.type)
+        if not isinstance(self.data, Mapping):
+            raise InvalidEventError(
+                f"event data must be a dict (a JSON object), got {type(self.data).__name__} "
+                f"for event type {self.type!r}; wrap the value, e.g. {{'value': ...}}"
+            )
+        if self.metadata is not None and not isinstance(self.metadata, Mapping):
+            raise InvalidEventError(
+                f"event metadata must be a dict or None, got {type(self.metadata).__name__}"
+            )
+        if self.event_id is not None:
+            if isinstance(self.event_id, uuid.UUID):
+                object.__setattr__(self, "event_id", str(self.event_id))
+            else:
+                check_name("event_id", self.event_id)
+        if self.occurred_at is not None:
+            try:
+                object.__setattr__(self, "occurred_at", to_utc(self.occurred_at))
+            except Exception as exc:
+                raise InvalidEventError(f"occurred_at: {exc}") from None
+
+    @classmethod
+    def coerce(cls, value: Event | Mapping[str, Any]) -> Event:
+        """Accept an :class:`Event` or a plain dict ``{"type": ..., "data": ...}``."""
+        if isinstance(value, Event):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - _EVENT_KEYS
+            if unknown:
+                raise InvalidEventError(
+                    f"unknown event key(s) {sorted(unknown)}; an event dict may have "
+                    f"{sorted(_EVENT_KEYS)}"
+                )
+            if "type" not in value:
+                raise InvalidEventError(
+                    "an event dict needs a 'type', e.g. {'type': 'OrderPlaced', 'data': {...}}"
+                )
+            return cls(**value)
+        raise InvalidEventError(
+            f"expected an el.Event or a dict with 'type' and 'data', got "
+            f"{type(value).__name__}: {value!r:.80}"
+        )
+
+
+def check_name(what: str, value: object) -> None:
+    """Raise :class:`InvalidEventError` unless ``value`` is a non-empty string."""
+    if not isinstance(value, str):
+        raise InvalidEventError(
+            f"{what} must be a non-empty string, got {type(value).__name__}: {value!r:.80}"
+        )
+    if not value.strip():
+        raise InvalidEventError(f"{what} must be a non-empty string, got {value!r}")
+
+
+def to_json(value: Mapping[str, Any], what: str) -> str:
+    """Serialise a JSON object compactly, naming the offending key when it cannot be."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        path, bad = _find_unserialisable(value, what)
+        raise InvalidEventError(
+            f"{path} is not JSON-serialisable ({type(bad).__name__}: {bad!r:.60}); "
+            f"store plain JSON values (str, int, float, bool, None, list, dict), e.g. "
+            f"convert datetimes with .isoformat() and Decimals with float() or str()"
+        ) from exc
+
+
+def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
+    """Walk a payload and return the path and value of the first non-JSON leaf."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return f"{path} key {key!r}", key
+            found = _find_unserialisable(item, f"{path}[{key!r}]")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find_unserialisable(item, f"{path}[{index}]")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return "", None
+    return path, value
+
+
+# Field order of the tuple behind a RecordedEvent; the store reads rows in this order.
+RECORD_FIELDS = (
+    "position",
+    "event_id",
+    "stream_id",
+    "version",
+    "type",
+    "data",
+    "metadata",
+    "correlation_id",
+    "causation_id",
+    "recorded_at",
+    "occurred_at",
+    "schema_version",
+)
+
+
+class RecordedEvent(tuple):
+    """An event as stored: immutable, with its position, version and timestamps.
+
+    Fields: ``position`` (global, gapless), ``event_id``, ``stream_id``,
+    ``version`` (1-based in its stream), ``type``, ``data``, ``metadata``,
+    ``correlation_id``, ``causation_id``, ``recorded_at`` (knowledge time),
+    ``occurred_at`` (business time), ``schema_version``.
+
+    Notes
+    -----
+    Replaying millions of events is the hot path, so a record is a compact tuple
+    holding the JSON text and epoch microseconds; ``data``, ``metadata`` and the
+    two timestamps are decoded on first access and cached. Use the attributes,
+    not indexing.
+    """
+
+    __match_args__ = RECORD_FIELDS
+
+    position: int = property(itemgetter(0))  # type: ignore[assignment]
+    event_id: str = property(itemgetter(1))  # type: ignore[assignment]
+    stream_id: str = property(itemgetter(2))  # type: ignore[assignment]
+    version: int = property(itemgetter(3))  # type: ignore[assignment]
+    type: str = property(itemgetter(4))  # type: ignore[assignment]
+    correlation_id: str | None = property(itemgetter(7))  # type: ignore[assignment]
+    causation_id: str | None = property(itemgetter(8))  # type: ignore[assignment]
+    schema_version: int = property(itemgetter(11))  # type: ignore[assignment]
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """The event's payload (decoded once, on first access)."""
+        return json.loads(self[5])
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """The event's metadata (decoded once, on first access)."""
+        return json.loads(self[6])
+
+    @cached_property
+    def recorded_at(self) -> datetime:
+        """Knowledge time: when the store wrote the event (UTC)."""
+        return from_micros(self[9])
+
+    @cached_property
+    def occurred_at(self) -> datetime:
+        """Business time: when the event happened in the domain (UTC)."""
+        return from_micros(self[10])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"RecordedEvent is immutable: cannot assign to {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"RecordedEvent is immutable: cannot delete {name!r}")
+
+    def __reduce__(self):
+        return (_rebuild, (tuple(self),))
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a dict, with ``data`` and ``metadata`` decoded."""
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
+
+    def content(self) -> tuple:
+        """What an idempotent re-append must match: stream, type, data, metadata."""
+        return (self.stream_id, self.type, self.data, self.metadata)
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent(position={self.position}, stream_id={self.stream_id!r}, "
+            f"version={self.version}, type={self.type!r}, data={self.data!r}, "
+            f"recorded_at={self.recorded_at.isoformat()!r})"
+        )
+
+
+def _rebuild(values: tuple) -> RecordedEvent:
+    return tuple.__new__(RecordedEvent, values)
+
+
+def make_record(values: tuple) -> RecordedEvent:
+    """Wrap a row tuple laid out as :data:`RECORD_FIELDS` (raw JSON, epoch micros)."""
+    return tuple.__new__(RecordedEvent, values)

@@ -1,0 +1,67 @@
+"""The DuckDB schema of a store, and the row layouts that move in and out of it."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+FORMAT_VERSION = "1"
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    position       BIGINT      NOT NULL,  -- global, strictly increasing, gapless
+    event_id       VARCHAR     NOT NULL,  -- unique; a caller may supply it for idempotency
+    stream_id      VARCHAR     NOT NULL,
+    version        INTEGER     NOT NULL,  -- 1-based within the stream
+    type           VARCHAR     NOT NULL,
+    data           JSON        NOT NULL,
+    metadata       JSON        NOT NULL,
+    correlation_id VARCHAR,
+    causation_id   VARCHAR,
+    recorded_at    TIMESTAMPTZ NOT NULL,  -- knowledge time: when the store wrote it
+    occurred_at    TIMESTAMPTZ NOT NULL,  -- business time: when it happened
+    schema_version INTEGER     NOT NULL   -- for upcasting old payload shapes
+)
+"""
+
+INFO_DDL = """
+CREATE TABLE IF NOT EXISTS eventlab_info (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)
+"""
+
+# The layout of a pending row and of a RecordedEvent's tuple: JSON as text and
+# timestamps as epoch microseconds, which Arrow turns into TIMESTAMPTZ for free.
+ARROW_SCHEMA = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("event_id", pa.string()),
+        ("stream_id", pa.string()),
+        ("version", pa.int32()),
+        ("type", pa.string()),
+        ("data", pa.string()),
+        ("metadata", pa.string()),
+        ("correlation_id", pa.string()),
+        ("causation_id", pa.string()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+        ("schema_version", pa.int32()),
+    ]
+)
+
+# Reads rows of ``events`` (or anything shaped like it) in the RecordedEvent layout.
+SELECT_RECORD = (
+    "SELECT position, event_id, stream_id, version, type, data::VARCHAR, "
+    "metadata::VARCHAR, correlation_id, causation_id, epoch_us(recorded_at), "
+    "epoch_us(occurred_at), schema_version FROM {src}"
+)
+
+EVENT_COLUMNS = tuple(ARROW_SCHEMA.names)
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the store's tables if they do not exist yet."""
+    con.execute(EVENTS_DDL)
+    con.execute(INFO_DDL)
+    con.execute(
+        "INSERT INTO eventlab_info VALUES ('format_version', $1) ON CONFLICT DO NOTHING",
+        [FORMAT_VERSION],
+    )

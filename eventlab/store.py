@@ -1,0 +1,789 @@
+"""EventStore: an append-only event log in DuckDB, embedded in a file or in memory.
+
+How a write travels (see :mod:`eventlab.journal` for why):
+
+1. ``append`` validates, checks the expected version against an in-memory map of
+   stream versions, and stages rows with their positions and versions.
+2. The outermost transaction commits: a file store writes the rows to its
+   journal and syncs it; then the rows join the *pending* buffer. The append is
+   acknowledged.
+3. Pending rows are absorbed into the DuckDB ``events`` table in one bulk Arrow
+   insert before any read, when the buffer grows large, and on close. Every read
+   therefore sees every acknowledged event.
+
+The store is the only writer of its file (DuckDB's rule), so the in-memory
+version map and head position are authoritative.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from .clock import SimulatedClock, SystemClock, to_micros
+from .errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventlabError,
+    InvalidEventError,
+    ReadOnlyError,
+    StoreClosedError,
+    StoreLockedError,
+)
+from .events import (
+    RECORD_FIELDS,
+    Event,
+    RecordedEvent,
+    check_name,
+    make_record,
+    to_json,
+)
+from .journal import Journal, Row
+from .schema import ARROW_SCHEMA, SELECT_RECORD, create_schema
+
+# Pending rows are absorbed into DuckDB once this many accumulate, which keeps
+# the journal short and the bulk insert efficient.
+ABSORB_THRESHOLD = 50_000
+READ_BATCH_SIZE = 65_536
+
+
+class _Transaction:
+    """Rows staged by the open transaction, with savepoints for nested blocks."""
+
+    def __init__(self, head: int):
+        self.start_head = head
+        self.rows: list[Row] = []
+        self.records: list[RecordedEvent] = []
+        self.versions: dict[str, int] = {}
+        self.ids: dict[str, int] = {}  # caller-supplied event_id -> index in rows
+
+    def savepoint(self) -> tuple:
+        return (len(self.rows), dict(self.versions), dict(self.ids))
+
+    def rollback_to(self, savepoint: tuple) -> None:
+        size, versions, ids = savepoint
+        del self.rows[size:]
+        del self.records[size:]
+        self.versions = versions
+        self.ids = ids
+
+
+class EventStore:
+    """An append-only event log on DuckDB.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A DuckDB file, created on first use; ``None`` keeps the store in memory.
+    clock : SystemClock or SimulatedClock, optional
+        Gives ``recorded_at`` (knowledge time). Defaults to the UTC wall clock;
+        use :class:`~eventlab.SimulatedClock` for reproducible notebooks.
+    read_only : bool
+        Open an existing file for reading only. DuckDB lets one process write a
+        file, and while it does no other process may open it, not even read-only.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> with el.EventStore() as store:
+    ...     recorded = store.append("order-1", [el.Event("OrderPlaced", {"total": 12.5})])
+    ...     store.version("order-1")
+    1
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        clock: SystemClock | SimulatedClock | None = None,
+        read_only: bool = False,
+    ):
+        self.path = None if path is None else Path(path)
+        self.clock = clock if clock is not None else SystemClock()
+        self.read_only = bool(read_only)
+        self._lock = threading.RLock()
+        self._tx: _Transaction | None = None
+        self._pending: list[Row] = []
+        self._pending_ids: dict[str, int] = {}  # caller-supplied event_id -> pending index
+        self._versions: dict[str, int] | None = None  # loaded on the first append
+        self._journal: Journal | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._commit_listeners: list = []
+        if self.read_only and self.path is None:
+            raise EventlabError(
+                "an in-memory store cannot be read-only: it starts empty. Pass the path "
+                "of an existing store file with read_only=True."
+            )
+        self._con = _connect(self.path, self.read_only)
+        try:
+            self._open()
+        except BaseException:
+            self._con.close()
+            raise
+
+    def _open(self) -> None:
+        con = self._con
+        if self.read_only:
+            tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            if "events" not in tables:
+                raise EventlabError(
+                    f"{self.path} is a DuckDB file without an eventlab 'events' table; "
+                    f"open it once without read_only=True to create an empty store, or "
+                    f"check the path"
+                )
+        else:
+            create_schema(con)
+        self._head = con.execute("SELECT coalesce(max(position), 0) FROM events").fetchall()[0][0]
+        if self.path is None:
+            return
+        journal_path = self.path.with_name(self.path.name + ".journal")
+        rows = [r for r in Journal.recover(journal_path, repair=not self.read_only) if r[0] > self._head]
+        if self.read_only:
+            if rows:
+                self._overlay_journal(rows)
+            return
+        self._journal = Journal(journal_path)
+        if rows:
+            # Acknowledged before a crash but not yet absorbed: absorb them now.
+            self._pending = rows
+            self._head = rows[-1][0]
+            self._absorb()
+        else:
+            self._journal.clear()
+
+    def _overlay_journal(self, rows: list[Row]) -> None:
+        """Show journal rows a crashed writer left behind, without writing the file."""
+        con = self._con
+        database = con.execute("SELECT current_database()").fetchall()[0][0]
+        con.execute("CREATE TEMP TABLE journal_rows AS SELECT * FROM events LIMIT 0")
+        con.register("_journal_arrow", _rows_to_arrow(rows))
+        con.execute("INSERT INTO temp.main.journal_rows SELECT * FROM _journal_arrow")
+        con.unregister("_journal_arrow")
+        con.execute(
+            f'CREATE TEMP VIEW events AS SELECT * FROM "{database}".main.events '
+            f"UNION ALL SELECT * FROM temp.main.journal_rows"
+        )
+        self._head = rows[-1][0]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Absorb pending events and close the database. Safe to call twice."""
+        with self._lock:
+            if self._con is None:
+                return
+            try:
+                if self._pending and not self.read_only:
+                    self._absorb()
+            finally:
+                if self._journal is not None:
+                    self._journal.close()
+                self._con.close()
+                self._con = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._con is None
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "memory" if self.path is None else str(self.path)
+        state = "closed" if self.closed else f"head={self._head}"
+        mode = ", read_only" if self.read_only else ""
+        return f"EventStore({where}{mode}, {state})"
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def transaction(self) -> Iterator[EventStore]:
+        """Group appends into one atomic commit: all of them, or none if the block raises.
+
+        Blocks nest: an inner block that raises undoes only its own appends (a
+        savepoint), so one failing command need not take a batch down with it.
+
+        Examples
+        --------
+        >>> import eventlab as el
+        >>> store = el.EventStore()
+        >>> with store.transaction():
+        ...     _ = store.append("a", [el.Event("Created", {})])
+        ...     _ = store.append("b", [el.Event("Created", {})])
+        >>> store.version("a"), store.version("b")
+        (1, 1)
+        """
+        self._check_writable()
+        with self._lock:
+            if self._tx is not None:
+                savepoint = self._tx.savepoint()
+                try:
+                    yield self
+                except BaseException:
+                    self._tx.rollback_to(savepoint)
+                    raise
+                return
+            self._tx = _Transaction(self._head)
+            try:
+                yield self
+            except BaseException:
+                self._head = self._tx.start_head
+                self._tx = None
+                raise
+            tx, self._tx = self._tx, None
+            try:
+                self._commit(tx)
+            except BaseException:
+                self._head = tx.start_head
+                raise
+
+    def _commit(self, tx: _Transaction) -> None:
+        if not tx.rows:
+            return
+        if self._journal is not None:
+            self._journal.write(tx.rows)
+        base = len(self._pending)
+        self._pending.extend(tx.rows)
+        for event_id, index in tx.ids.items():
+            self._pending_ids[event_id] = base + index
+        self._versions.update(tx.versions)
+        self._head = tx.rows[-1][0]
+        for listener in self._commit_listeners:
+            listener(tx.records)
+        if len(self._pending) >= ABSORB_THRESHOLD:
+            self._absorb()
+
+    def append(
+        self,
+        stream_id: str,
+        events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Append events to a stream, atomically, with consecutive versions.
+
+        Parameters
+        ----------
+        stream_id : str
+            The stream, e.g. ``"order-42"``; the part before the first ``-`` is
+            its category by convention.
+        events : Event, dict, or a list of them
+            What to append; a dict needs ``type`` and may have ``data``,
+            ``metadata``, ``event_id`` and ``occurred_at``.
+        expected_version : int, optional
+            ``None`` appends whatever the version; ``0`` requires a new stream;
+            ``n`` requires the stream to be exactly at version ``n``.
+
+        Returns
+        -------
+        list of RecordedEvent
+            The stored events. Re-appending events whose ``event_id`` is already
+            stored with identical content writes nothing and returns the stored
+            records (an idempotent retry).
+
+        Raises
+        ------
+        ConcurrencyError
+            The stream is not at ``expected_version``; nothing is written.
+        DuplicateEventError
+            An ``event_id`` is already stored with different content.
+        InvalidEventError
+            A malformed stream id, event or payload.
+        """
+        self._check_writable()
+        check_name("stream_id", stream_id)
+        _check_expected_version(expected_version)
+        batch = _coerce_events(events)
+        with self.transaction():
+            tx = self._tx
+            duplicates = self._find_stored(stream_id, batch)
+            if duplicates is not None:
+                return duplicates
+            current = self._current_version(stream_id)
+            if expected_version is not None and expected_version != current:
+                raise ConcurrencyError(stream_id, expected_version, current)
+            return self._stage(tx, stream_id, batch, current)
+
+    def _stage(
+        self, tx: _Transaction, stream_id: str, batch: list[Event], current: int
+    ) -> list[RecordedEvent]:
+        encoded = [
+            (
+                event,
+                to_json(event.data, f"events[{index}].data"),
+                to_json(event.metadata or {}, f"events[{index}].metadata"),
+            )
+            for index, event in enumerate(batch)
+        ]
+        records = []
+        for event, data_json, metadata_json in encoded:
+            self._head += 1
+            current += 1
+            recorded_us = to_micros(self.clock.now())
+            metadata = event.metadata or {}
+            row = (
+                self._head,
+                event.event_id or str(uuid.uuid4()),
+                stream_id,
+                current,
+                event.type,
+                data_json,
+                metadata_json,
+                _optional_str(metadata.get("correlation_id")),
+                _optional_str(metadata.get("causation_id")),
+                recorded_us,
+                recorded_us if event.occurred_at is None else to_micros(event.occurred_at),
+                1,
+            )
+            record = make_record(row)
+            tx.rows.append(row)
+            tx.records.append(record)
+            if event.event_id is not None:
+                tx.ids[event.event_id] = len(tx.rows) - 1
+            records.append(record)
+        if batch:
+            tx.versions[stream_id] = current
+        return records
+
+    def _find_stored(self, stream_id: str, batch: list[Event]) -> list[RecordedEvent] | None:
+        """Stored records when every event of ``batch`` was stored before (a retry).
+
+        Returns None when none was; raises when some were, or when content differs.
+        """
+        supplied = [event.event_id for event in batch if event.event_id is not None]
+        if not supplied:
+            return None
+        if len(set(supplied)) != len(supplied):
+            raise DuplicateEventError(
+                "the same event_id appears twice in one append; give every event its own id"
+            )
+        stored = self._lookup_ids(supplied)
+        if not stored:
+            return None
+        if len(stored) != len(batch):
+            raise DuplicateEventError(
+                f"event ids {sorted(stored)} are already stored but the other events of this "
+                f"append are not; an idempotent retry must repeat the original append exactly. "
+                f"Give new events new ids."
+            )
+        records = [stored[event.event_id] for event in batch]
+        for event, record in zip(batch, records, strict=True):
+            same = (
+                record.stream_id == stream_id
+                and record.type == event.type
+                and record.data == _json_roundtrip(event.data)
+                and record.metadata == _json_roundtrip(event.metadata or {})
+                and (event.occurred_at is None or record.occurred_at == event.occurred_at)
+            )
+            if not same:
+                raise DuplicateEventError(
+                    f"event_id {event.event_id!r} is already stored as {record.type} in stream "
+                    f"{record.stream_id!r} (version {record.version}) with different content; "
+                    f"event ids must be unique: use a new id for a new event"
+                )
+        return records
+
+    def _lookup_ids(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
+        found: dict[str, RecordedEvent] = {}
+        if self._tx is not None:
+            found.update({i: self._tx.records[self._tx.ids[i]] for i in event_ids if i in self._tx.ids})
+        for event_id in event_ids:
+            index = self._pending_ids.get(event_id)
+            if index is not None:
+                found[event_id] = make_record(self._pending[index])
+        missing = [i for i in event_ids if i not in found]
+        if missing:
+            cursor = self._cursor()
+            rows = cursor.execute(
+                SELECT_RECORD.format(src="events") + " WHERE event_id IN (SELECT unnest($1))",
+                [missing],
+            ).fetchall()
+            found.update({row[1]: make_record(row) for row in rows})
+        return found
+
+    def _current_version(self, stream_id: str) -> int:
+        if self._tx is not None and stream_id in self._tx.versions:
+            return self._tx.versions[stream_id]
+        if self._versions is None:
+            self._load_versions()
+        return self._versions.get(stream_id, 0)
+
+    def _load_versions(self) -> None:
+        # One grouped scan, once: after it, version checks cost a dict lookup.
+        self._absorb()
+        rows = self._cursor().execute(
+            "SELECT stream_id, max(version) FROM events GROUP BY stream_id"
+        ).fetchall()
+        self._versions = dict(rows)
+
+    # ------------------------------------------------------------------ absorbing
+
+    def _absorb(self) -> None:
+        """Move pending rows into DuckDB in one bulk insert, then empty the journal."""
+        if not self._pending:
+            return
+        table = _rows_to_arrow(self._pending)
+        con = self._con
+        con.register("_pending_arrow", table)
+        try:
+            con.execute("INSERT INTO events SELECT * FROM _pending_arrow")
+        finally:
+            con.unregister("_pending_arrow")
+        if self._journal is not None:
+            self._journal.clear()
+        self._pending = []
+        self._pending_ids = {}
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A fresh cursor that sees every acknowledged event."""
+        if self._con is None:
+            raise StoreClosedError("this store is closed; open a new el.EventStore(path)")
+        with self._lock:
+            if self._pending:
+                self._absorb()
+            return self._con.cursor()
+
+    def _check_writable(self) -> None:
+        if self._con is None:
+            raise StoreClosedError("this store is closed; open a new el.EventStore(path)")
+        if self.read_only:
+            raise ReadOnlyError(
+                f"this store was opened with read_only=True, so it cannot append; open "
+                f"el.EventStore({str(self.path)!r}) without read_only to write (one writing "
+                f"process at a time)"
+            )
+
+    # ------------------------------------------------------------------ reading
+
+    def version(self, stream_id: str) -> int:
+        """The stream's current version: its number of events (0 if it does not exist)."""
+        check_name("stream_id", stream_id)
+        with self._lock:
+            if self._tx is not None or self._versions is not None:
+                return self._current_version(stream_id)
+            row = self._cursor().execute(
+                "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", [stream_id]
+            ).fetchall()[0]
+            return row[0]
+
+    @property
+    def head(self) -> int:
+        """The position of the last committed event (0 for an empty store)."""
+        if self._tx is not None:
+            return self._tx.start_head
+        return self._head
+
+    def read_stream(
+        self, stream_id: str, *, from_version: int = 1, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The events of one stream in version order, optionally a version range (inclusive)."""
+        check_name("stream_id", stream_id)
+        sql = SELECT_RECORD.format(src="events") + " WHERE stream_id = $1 AND version >= $2"
+        params: list[Any] = [stream_id, from_version]
+        if to_version is not None:
+            sql += " AND version <= $3"
+            params.append(to_version)
+        rows = self._cursor().execute(sql + " ORDER BY version", params).fetchall()
+        return [make_record(row) for row in rows]
+
+    def read_all(
+        self,
+        *,
+        after: int = 0,
+        types: Sequence[str] | str | None = None,
+        until: int | datetime | str | None = None,
+        batch_size: int = READ_BATCH_SIZE,
+    ) -> Iterator[RecordedEvent]:
+        """Iterate over every event in position order, streaming in Arrow batches.
+
+        Memory stays bounded by ``batch_size`` whatever the size of the history.
+
+        Parameters
+        ----------
+        after : int
+            Start after this position (0 reads from the beginning).
+        types : str or list of str, optional
+            Only events of these types.
+        until : int or datetime, optional
+            Stop at this position (an int, inclusive), or at this knowledge time
+            (a datetime or ISO string: events recorded at or before it).
+        batch_size : int
+            Rows fetched from DuckDB at a time.
+        """
+        where, params = _filters(after=after, types=types, until=until)
+        sql = SELECT_RECORD.format(src="events") + where
+        if self._head_overlay():
+            sql += " ORDER BY position"
+        # Events are only ever inserted in position order, and DuckDB preserves
+        # insertion order for a plain scan, so no sort is needed here.
+        reader = self._cursor().sql(sql, params=params).to_arrow_reader(batch_size)
+        return _iterate_records(reader)
+
+    def _head_overlay(self) -> bool:
+        return self.read_only and self._con is not None and bool(
+            self._con.execute(
+                "SELECT count(*) FROM duckdb_views() WHERE view_name = 'events' AND temporary"
+            ).fetchall()[0][0]
+        )
+
+    def streams(self) -> list[str]:
+        """Every stream id, sorted."""
+        rows = self._cursor().execute(
+            "SELECT DISTINCT stream_id FROM events ORDER BY stream_id"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def events(
+        self,
+        stream_id: str | None = None,
+        *,
+        types: Sequence[str] | str | None = None,
+        after: int = 0,
+        until: int | datetime | str | None = None,
+    ) -> pd.DataFrame:
+        """The events as a pandas DataFrame, one row per event, in position order.
+
+        ``data`` and ``metadata`` hold decoded dicts; timestamps are UTC.
+        """
+        where, params = _filters(after=after, types=types, until=until)
+        if stream_id is not None:
+            check_name("stream_id", stream_id)
+            params.append(stream_id)
+            where += f" AND stream_id = ${len(params)}"
+        frame = self._cursor().execute(
+            f"SELECT * FROM events{where} ORDER BY position", params
+        ).df()
+        frame["data"] = frame["data"].map(_loads)
+        frame["metadata"] = frame["metadata"].map(_loads)
+        return frame
+
+    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run a read-only SQL query over the store's tables and return a DataFrame.
+
+        Examples
+        --------
+        >>> import eventlab as el
+        >>> store = el.EventStore()
+        >>> _ = store.append("s-1", [el.Event("Created", {"n": 1})])
+        >>> store.sql("SELECT type, count(*) AS n FROM events GROUP BY type")
+              type  n
+        0  Created  1
+        """
+        cursor = self._cursor()
+        try:
+            statements = cursor.extract_statements(query)
+        except duckdb.Error as exc:
+            raise EventlabError(f"cannot parse the SQL query: {exc}") from None
+        writes = [s for s in statements if s.type.name not in _READ_STATEMENTS]
+        if writes:
+            raise EventlabError(
+                f"store.sql() is for reading, but the query contains a {writes[0].type.name} "
+                f"statement; the event log is append-only: write through store.append() or "
+                f"store.append_frame()"
+            )
+        try:
+            return cursor.execute(query, params).df()
+        except duckdb.Error as exc:
+            raise EventlabError(f"SQL query failed: {exc}") from None
+
+    # ------------------------------------------------------------------ bulk and Parquet
+
+    def append_frame(self, frame: pd.DataFrame | pa.Table) -> int:
+        """Append a whole DataFrame or Arrow table of events in one transaction.
+
+        Required columns: ``stream_id``, ``type``, ``data`` (dicts or JSON text).
+        Optional: ``event_id``, ``occurred_at``, ``metadata``, ``version``,
+        ``correlation_id``, ``causation_id``. Rows keep their order; versions
+        continue each stream. A given ``version`` column must continue every
+        stream exactly, else :class:`ConcurrencyError` and nothing is written.
+
+        Returns
+        -------
+        int
+            The number of events appended.
+        """
+        from .ingest import append_table
+
+        return append_table(self, frame)
+
+    def import_parquet(self, path_or_glob: str | Path) -> int:
+        """Append the events in Parquet files (a file, a directory or a glob).
+
+        Into an empty store every column is kept exactly, positions included;
+        into a non-empty one positions continue the log and versions must
+        continue their streams. Returns the number of events imported.
+        """
+        from .ingest import import_parquet
+
+        return import_parquet(self, path_or_glob)
+
+    def export_parquet(
+        self,
+        directory: str | Path,
+        *,
+        partition_by: str | Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write the whole log as Parquet into ``directory`` and return it.
+
+        ``partition_by="day"`` writes Hive partitions by the UTC date of
+        ``recorded_at``; any other value names columns to partition by.
+        """
+        from .ingest import export_parquet
+
+        return export_parquet(self, directory, partition_by=partition_by, overwrite=overwrite)
+
+    @classmethod
+    def from_parquet(
+        cls,
+        path_or_glob: str | Path,
+        path: str | Path | None = None,
+        *,
+        clock: SystemClock | SimulatedClock | None = None,
+    ) -> EventStore:
+        """Build a new store (in memory, or at ``path``) from exported Parquet files."""
+        store = cls(path, clock=clock)
+        try:
+            if store.head:
+                raise EventlabError(
+                    f"{path} already holds {store.head} events; from_parquet builds a new "
+                    f"store. Use store.import_parquet() to add to an existing one."
+                )
+            store.import_parquet(path_or_glob)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    # ------------------------------------------------------------------ hooks for later layers
+
+    def _after_bulk_insert(self, last_position: int) -> None:
+        """Bring in-memory state in line after an insert that bypassed staging."""
+        self._head = last_position
+        self._versions = None
+
+
+_READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "RELATION"}
+
+
+def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        if path is None:
+            con = duckdb.connect(":memory:")
+        else:
+            con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        message = str(exc)
+        if "lock" in message.lower():
+            raise StoreLockedError(
+                f"cannot open {path}: another process holds it open for writing. DuckDB "
+                f"allows one writing process per database file, and while it writes no "
+                f"other process can open the file, not even with read_only=True. Close the "
+                f"store in the other process (store.close() or restart its kernel) and then "
+                f"open it here, with read_only=True if you only read; or work on a copy of "
+                f"the file; or export it to Parquet (store.export_parquet) and read that. "
+                f"DuckDB said: {message}"
+            ) from None
+        if "does not exist" in message:
+            raise EventlabError(
+                f"there is no store at {path} to open read-only; check the path, or open "
+                f"it without read_only=True to create it"
+            ) from None
+        raise EventlabError(f"cannot open {path}: {message}") from None
+    except duckdb.Error as exc:
+        raise EventlabError(
+            f"cannot open {path} as a DuckDB database: {exc}. Is it an eventlab store "
+            f"file? Check the path, or restore it from a Parquet export."
+        ) from None
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def _coerce_events(events: Any) -> list[Event]:
+    if isinstance(events, (Event, Mapping)):
+        events = [events]
+    elif isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
+        raise InvalidEventError(
+            f"events must be an el.Event, a dict, or a list of them; got "
+            f"{type(events).__name__}"
+        )
+    return [Event.coerce(event) for event in events]
+
+
+def _check_expected_version(expected: object) -> None:
+    if expected is None:
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidEventError(
+            f"expected_version must be None (any version), 0 (a new stream) or a positive "
+            f"int (the stream's current version), got {expected!r}"
+        )
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _json_roundtrip(value: Mapping[str, Any]) -> Any:
+    import json
+
+    return json.loads(to_json(value, "data"))
+
+
+def _loads(text: str | None) -> Any:
+    import json
+
+    return None if text is None else json.loads(text)
+
+
+def _rows_to_arrow(rows: list[Row]) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    return pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, ARROW_SCHEMA, strict=True)],
+        schema=ARROW_SCHEMA,
+    )
+
+
+def _filters(
+    *, after: int, types: Sequence[str] | str | None, until: int | datetime | str | None
+) -> tuple[str, list[Any]]:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise EventlabError(f"after must be a non-negative position, got {after!r}")
+    clauses = ["position > $1"]
+    params: list[Any] = [after]
+    if types is not None:
+        if isinstance(types, str):
+            types = [types]
+        params.append(list(types))
+        clauses.append(f"list_contains(${len(params)}, type)")
+    if until is not None:
+        if isinstance(until, int) and not isinstance(until, bool):
+            params.append(until)
+            clauses.append(f"position <= ${len(params)}")
+        else:
+            params.append(to_micros(until))
+            clauses.append(f"epoch_us(recorded_at) <= ${len(params)}")
+    return " WHERE " + " AND ".join(clauses), params
+
+
+def _iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
+    # Column-wise conversion then one tuple per row: the cheapest way to build
+    # millions of Python objects (see RecordedEvent's notes).
+    for batch in reader:
+        yield from map(make_record, zip(*(column.to_pylist() for column in batch.columns)))
+
+
+assert RECORD_FIELDS == tuple(ARROW_SCHEMA.names)
