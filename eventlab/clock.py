@@ -7,6 +7,7 @@ and ISO strings are read as UTC, whatever the machine's time zone.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from .errors import EventlabError
@@ -50,12 +51,22 @@ def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 
 
+def now_micros(clock: object) -> int:
+    """The clock's next reading in epoch microseconds (fast path for the store)."""
+    fast = getattr(clock, "now_micros", None)
+    return fast() if fast is not None else to_micros(clock.now())
+
+
 class SystemClock:
     """The wall clock, in UTC."""
 
     def now(self) -> datetime:
         """The current time as an aware UTC datetime."""
         return datetime.now(UTC)
+
+    def now_micros(self) -> int:
+        """The current time in microseconds since the Unix epoch."""
+        return time.time_ns() // 1000
 
     def __repr__(self) -> str:
         return "SystemClock()"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
@@ -104,10 +105,37 @@ def check_name(what: str, value: object) -> None:
         raise InvalidEventError(f"{what} must be a non-empty string, got {value!r}")
 
 
+def _make_encoder():
+    """A reusable compact JSON encoder (no NaN, UTF-8 kept as is).
+
+    ``json.dumps`` builds a new C encoder on every call, which costs more than
+    encoding a small payload; the store encodes every appended event, so it
+    builds one once. Circular structures surface as RecursionError.
+    """
+    options = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+    if json.encoder.c_make_encoder is None:  # pragma: no cover - pure-Python json
+        return json.JSONEncoder(**options).encode
+
+    def reject(value: object) -> None:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    encoder = json.encoder.c_make_encoder(
+        None, reject, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda value: "".join(encoder(value, 0))
+
+
+_encode = _make_encoder()
+
+
 def to_json(value: Mapping[str, Any], what: str) -> str:
     """Serialise a JSON object compactly, naming the offending key when it cannot be."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _encode(value)
+    except RecursionError:
+        raise InvalidEventError(
+            f"{what} is nested too deeply or refers to itself; store a plain tree of values"
+        ) from None
     except (TypeError, ValueError) as exc:
         path, bad = _find_unserialisable(value, what)
         raise InvalidEventError(
@@ -138,6 +166,21 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
     if value is None or isinstance(value, (str, int, float, bool)):
         return "", None
     return path, value
+
+
+def new_event_ids(count: int) -> list[str]:
+    """``count`` fresh random (version 4) UUIDs as text.
+
+    Equivalent to ``str(uuid.uuid4())`` but several times faster, which matters
+    when every appended event needs one.
+    """
+    digits = os.urandom(16 * count).hex()
+    ids = []
+    for start in range(0, 32 * count, 32):
+        h = digits[start : start + 32]
+        variant = "89ab"[int(h[16], 16) & 3]
+        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return ids
 
 
 # Field order of the tuple behind a RecordedEvent; the store reads rows in this order.

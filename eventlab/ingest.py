@@ -61,8 +61,7 @@ def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
         table = pa.Table.from_batches([frame])
     else:
         raise EventlabError(
-            f"append_frame takes a pandas DataFrame or a pyarrow Table, got "
-            f"{type(frame).__name__}"
+            f"append_frame takes a pandas DataFrame or a pyarrow Table, got {type(frame).__name__}"
         )
     _check_columns(table.column_names, "the frame", allow_extra=False)
     table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
@@ -292,8 +291,7 @@ def _validate(cursor, what: str) -> None:
             f"event ids must be unique"
         )
     dup = cursor.execute(
-        f"SELECT s.event_id FROM {_STAGE} s SEMI JOIN events e ON e.event_id = s.event_id "
-        f"LIMIT 1"
+        f"SELECT s.event_id FROM {_STAGE} s SEMI JOIN events e ON e.event_id = s.event_id LIMIT 1"
     ).fetchall()
     if dup:
         raise DuplicateEventError(

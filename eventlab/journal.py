@@ -23,7 +23,10 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from json.encoder import encode_basestring as _quote
 from pathlib import Path
+
+from .events import to_json
 
 Row = tuple  # laid out as eventlab.events.RECORD_FIELDS
 
@@ -41,7 +44,7 @@ class Journal:
 
     def write(self, rows: list[Row]) -> None:
         """Append one record holding ``rows`` and make it durable before returning."""
-        payload = json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode()
+        payload = ("[" + ",".join(map(_row_json, rows)) + "]").encode()
         line = b"%08x %s\n" % (zlib.crc32(payload), payload)
         written = os.write(self._fd, line)
         if written != len(line):  # a short write leaves a torn tail; recovery drops it
@@ -74,13 +77,32 @@ class Journal:
             record = _decode(raw[offset:end]) if end >= 0 else None
             if record is None:
                 break
-            rows.extend(tuple(row) for row in record)
+            rows.extend(map(_row_from_json, record))
             offset = end + 1
         if repair and offset < len(raw):
             with open(path, "r+b") as handle:
                 handle.truncate(offset)
                 os.fsync(handle.fileno())
         return rows
+
+
+def _row_json(row: Row) -> str:
+    """One row as a JSON array, embedding the already-encoded data and metadata as is.
+
+    Re-encoding them as JSON strings would escape every quote: slower and bigger.
+    """
+    correlation = "null" if row[7] is None else _quote(row[7])
+    causation = "null" if row[8] is None else _quote(row[8])
+    return (
+        f"[{row[0]:d},{_quote(row[1])},{_quote(row[2])},{row[3]:d},{_quote(row[4])},"
+        f"{row[5]},{row[6]},{correlation},{causation},{row[9]:d},{row[10]:d},{row[11]:d}]"
+    )
+
+
+def _row_from_json(values: list) -> Row:
+    values[5] = to_json(values[5], "journal data")
+    values[6] = to_json(values[6], "journal metadata")
+    return tuple(values)
 
 
 def _decode(line: bytes) -> list | None:

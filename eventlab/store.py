@@ -18,7 +18,6 @@ version map and head position are authoritative.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,7 +28,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from .clock import SimulatedClock, SystemClock, to_micros
+from .clock import SimulatedClock, SystemClock, now_micros, to_micros
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -45,6 +44,7 @@ from .events import (
     RecordedEvent,
     check_name,
     make_record,
+    new_event_ids,
     to_json,
 )
 from .journal import Journal, Row
@@ -57,24 +57,25 @@ READ_BATCH_SIZE = 65_536
 
 
 class _Transaction:
-    """Rows staged by the open transaction, with savepoints for nested blocks."""
+    """Rows staged by the open transaction; nested blocks roll back to a row count."""
 
     def __init__(self, head: int):
         self.start_head = head
         self.rows: list[Row] = []
         self.records: list[RecordedEvent] = []
-        self.versions: dict[str, int] = {}
+        self.versions: dict[str, int] = {}  # streams written in this transaction
         self.ids: dict[str, int] = {}  # caller-supplied event_id -> index in rows
 
-    def savepoint(self) -> tuple:
-        return (len(self.rows), dict(self.versions), dict(self.ids))
-
-    def rollback_to(self, savepoint: tuple) -> None:
-        size, versions, ids = savepoint
+    def rollback_to(self, size: int) -> None:
+        """Forget every row staged after the first ``size`` (a savepoint)."""
+        removed = self.rows[size:]
         del self.rows[size:]
         del self.records[size:]
-        self.versions = versions
-        self.ids = ids
+        # Walking backwards leaves each stream at the version before its first removed row.
+        for row in reversed(removed):
+            self.versions[row[2]] = row[3] - 1
+        if any(index >= size for index in self.ids.values()):
+            self.ids = {key: index for key, index in self.ids.items() if index < size}
 
 
 class EventStore:
@@ -133,7 +134,9 @@ class EventStore:
     def _open(self) -> None:
         con = self._con
         if self.read_only:
-            tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            tables = {
+                row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+            }
             if "events" not in tables:
                 raise EventlabError(
                     f"{self.path} is a DuckDB file without an eventlab 'events' table; "
@@ -146,7 +149,9 @@ class EventStore:
         if self.path is None:
             return
         journal_path = self.path.with_name(self.path.name + ".journal")
-        rows = [r for r in Journal.recover(journal_path, repair=not self.read_only) if r[0] > self._head]
+        rows = [
+            r for r in Journal.recover(journal_path, repair=not self.read_only) if r[0] > self._head
+        ]
         if self.read_only:
             if rows:
                 self._overlay_journal(rows)
@@ -228,12 +233,14 @@ class EventStore:
         """
         self._check_writable()
         with self._lock:
-            if self._tx is not None:
-                savepoint = self._tx.savepoint()
+            tx = self._tx
+            if tx is not None:
+                savepoint = len(tx.rows)
                 try:
                     yield self
                 except BaseException:
-                    self._tx.rollback_to(savepoint)
+                    tx.rollback_to(savepoint)
+                    self._head = tx.start_head + savepoint
                     raise
                 return
             self._tx = _Transaction(self._head)
@@ -307,36 +314,44 @@ class EventStore:
         check_name("stream_id", stream_id)
         _check_expected_version(expected_version)
         batch = _coerce_events(events)
-        with self.transaction():
-            tx = self._tx
-            duplicates = self._find_stored(stream_id, batch)
-            if duplicates is not None:
-                return duplicates
-            current = self._current_version(stream_id)
-            if expected_version is not None and expected_version != current:
-                raise ConcurrencyError(stream_id, expected_version, current)
-            return self._stage(tx, stream_id, batch, current)
+        with self._lock:
+            if self._tx is not None:
+                return self._append_in(self._tx, stream_id, batch, expected_version)
+            with self.transaction():
+                return self._append_in(self._tx, stream_id, batch, expected_version)
 
-    def _stage(
-        self, tx: _Transaction, stream_id: str, batch: list[Event], current: int
+    def _append_in(
+        self, tx: _Transaction, stream_id: str, batch: list[Event], expected_version: int | None
     ) -> list[RecordedEvent]:
+        """Check and stage one append. Raises before changing anything, so no savepoint."""
+        duplicates = self._find_stored(stream_id, batch)
+        if duplicates is not None:
+            return duplicates
+        current = self._current_version(stream_id)
+        if expected_version is not None and expected_version != current:
+            raise ConcurrencyError(stream_id, expected_version, current)
         encoded = [
             (
                 event,
                 to_json(event.data, f"events[{index}].data"),
-                to_json(event.metadata or {}, f"events[{index}].metadata"),
+                "{}"
+                if not event.metadata
+                else to_json(event.metadata, f"events[{index}].metadata"),
             )
             for index, event in enumerate(batch)
         ]
+        now_us = [now_micros(self.clock) for _ in batch]
+        event_ids = new_event_ids(len(batch))
         records = []
-        for event, data_json, metadata_json in encoded:
+        for (event, data_json, metadata_json), recorded_us, new_id in zip(
+            encoded, now_us, event_ids, strict=True
+        ):
             self._head += 1
             current += 1
-            recorded_us = to_micros(self.clock.now())
             metadata = event.metadata or {}
             row = (
                 self._head,
-                event.event_id or str(uuid.uuid4()),
+                event.event_id or new_id,
                 stream_id,
                 current,
                 event.type,
@@ -399,7 +414,9 @@ class EventStore:
     def _lookup_ids(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
         found: dict[str, RecordedEvent] = {}
         if self._tx is not None:
-            found.update({i: self._tx.records[self._tx.ids[i]] for i in event_ids if i in self._tx.ids})
+            found.update(
+                {i: self._tx.records[self._tx.ids[i]] for i in event_ids if i in self._tx.ids}
+            )
         for event_id in event_ids:
             index = self._pending_ids.get(event_id)
             if index is not None:
@@ -424,9 +441,11 @@ class EventStore:
     def _load_versions(self) -> None:
         # One grouped scan, once: after it, version checks cost a dict lookup.
         self._absorb()
-        rows = self._cursor().execute(
-            "SELECT stream_id, max(version) FROM events GROUP BY stream_id"
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute("SELECT stream_id, max(version) FROM events GROUP BY stream_id")
+            .fetchall()
+        )
         self._versions = dict(rows)
 
     # ------------------------------------------------------------------ absorbing
@@ -474,9 +493,13 @@ class EventStore:
         with self._lock:
             if self._tx is not None or self._versions is not None:
                 return self._current_version(stream_id)
-            row = self._cursor().execute(
-                "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", [stream_id]
-            ).fetchall()[0]
+            row = (
+                self._cursor()
+                .execute(
+                    "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1", [stream_id]
+                )
+                .fetchall()[0]
+            )
             return row[0]
 
     @property
@@ -533,17 +556,23 @@ class EventStore:
         return _iterate_records(reader)
 
     def _head_overlay(self) -> bool:
-        return self.read_only and self._con is not None and bool(
-            self._con.execute(
-                "SELECT count(*) FROM duckdb_views() WHERE view_name = 'events' AND temporary"
-            ).fetchall()[0][0]
+        return (
+            self.read_only
+            and self._con is not None
+            and bool(
+                self._con.execute(
+                    "SELECT count(*) FROM duckdb_views() WHERE view_name = 'events' AND temporary"
+                ).fetchall()[0][0]
+            )
         )
 
     def streams(self) -> list[str]:
         """Every stream id, sorted."""
-        rows = self._cursor().execute(
-            "SELECT DISTINCT stream_id FROM events ORDER BY stream_id"
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute("SELECT DISTINCT stream_id FROM events ORDER BY stream_id")
+            .fetchall()
+        )
         return [row[0] for row in rows]
 
     def events(
@@ -563,14 +592,16 @@ class EventStore:
             check_name("stream_id", stream_id)
             params.append(stream_id)
             where += f" AND stream_id = ${len(params)}"
-        frame = self._cursor().execute(
-            f"SELECT * FROM events{where} ORDER BY position", params
-        ).df()
+        frame = (
+            self._cursor().execute(f"SELECT * FROM events{where} ORDER BY position", params).df()
+        )
         frame["data"] = frame["data"].map(_loads)
         frame["metadata"] = frame["metadata"].map(_loads)
         return frame
 
-    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
         """Run a read-only SQL query over the store's tables and return a DataFrame.
 
         Examples
@@ -717,8 +748,7 @@ def _coerce_events(events: Any) -> list[Event]:
         events = [events]
     elif isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
         raise InvalidEventError(
-            f"events must be an el.Event, a dict, or a list of them; got "
-            f"{type(events).__name__}"
+            f"events must be an el.Event, a dict, or a list of them; got {type(events).__name__}"
         )
     return [Event.coerce(event) for event in events]
 
@@ -752,7 +782,10 @@ def _loads(text: str | None) -> Any:
 def _rows_to_arrow(rows: list[Row]) -> pa.Table:
     columns = list(zip(*rows, strict=True))
     return pa.Table.from_arrays(
-        [pa.array(column, type=field.type) for column, field in zip(columns, ARROW_SCHEMA, strict=True)],
+        [
+            pa.array(column, type=field.type)
+            for column, field in zip(columns, ARROW_SCHEMA, strict=True)
+        ],
         schema=ARROW_SCHEMA,
     )
 
@@ -783,7 +816,8 @@ def _iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
     # Column-wise conversion then one tuple per row: the cheapest way to build
     # millions of Python objects (see RecordedEvent's notes).
     for batch in reader:
-        yield from map(make_record, zip(*(column.to_pylist() for column in batch.columns)))
+        columns = [column.to_pylist() for column in batch.columns]
+        yield from map(make_record, zip(*columns, strict=True))
 
 
 assert RECORD_FIELDS == tuple(ARROW_SCHEMA.names)
