@@ -49,6 +49,7 @@ def describe() -> dict[str, str]:
         "nproc": str(nproc()),
         "memory": _memory(),
         "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "load": " ".join(f"{load:.2f}" for load in os.getloadavg()),
         "python": platform.python_version(),
         "duckdb": _version("duckdb"),
         "pyarrow": _version("pyarrow"),

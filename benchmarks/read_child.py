@@ -1,8 +1,13 @@
 """Child process for the memory benchmark: open a store, iterate ``read_all``, report.
 
-Run as ``python -m benchmarks.read_child STORE`` from the project root; prints one JSON object with the
-event count, the resident set size before iterating and the process's peak RSS
-(``ru_maxrss``, kilobytes on Linux), both in MB.
+Run as ``python -m benchmarks.read_child STORE`` from the project root. Prints one
+JSON object: the event count, the iteration time, the resident set size before
+iterating and the process's peak resident set size, in MB.
+
+The peak is read from ``VmHWM`` in ``/proc/self/status``, not from
+``getrusage(RUSAGE_SELF).ru_maxrss``: on Linux a process started with
+``subprocess`` inherits its parent's ``ru_maxrss`` through exec, so a parent
+that once held a million-row frame would make the child look that big too.
 """
 
 from __future__ import annotations
@@ -13,12 +18,23 @@ import sys
 import time
 
 
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MB, if available."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    if peak is None:  # no procfs: fall back to ru_maxrss (kilobytes on Linux)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak
 
 
 def main(path: str) -> dict[str, float]:
@@ -26,18 +42,17 @@ def main(path: str) -> dict[str, float]:
     import eventlab as el
 
     with el.EventStore(path) as store:
-        rss_before = _current_rss_mb()
+        rss_before = _status_mb("VmRSS") or 0.0
         count = 0
         start = time.perf_counter()
         for _ in store.read_all():
             count += 1
         seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "count": count,
         "seconds": seconds,
         "rss_before_mb": rss_before,
-        "peak_rss_mb": peak_kb / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 

@@ -48,10 +48,12 @@ class Config:
     repeat: int
 
 
-FULL = Config("full", per_command_orders=3000, batch_orders=1000, batches=20,
-              bulk_events=1_000_000, repeat=3)  # fmt: skip
-QUICK = Config("quick", per_command_orders=500, batch_orders=1000, batches=3,
-               bulk_events=100_000, repeat=3)  # fmt: skip
+FULL = Config(
+    "full", per_command_orders=3000, batch_orders=1000, batches=20, bulk_events=1_000_000, repeat=3
+)
+QUICK = Config(
+    "quick", per_command_orders=500, batch_orders=1000, batches=3, bulk_events=100_000, repeat=3
+)
 
 
 @dataclass(frozen=True)
@@ -61,26 +63,54 @@ class Row:
     label: str
     unit: str
     metric: str
-    target: str
-    passes: Callable[[dict[str, float]], bool]
+    target: str = "-"
+    passes: Callable[[dict[str, float]], bool] | None = None
     peer: str | None = None
     ratio: str | None = None
 
 
 ROWS = [
-    Row("append, one commit per order", "events/s", "append_per_command_eps", ">= 1x peer",
-        lambda r: r["append_per_command_ratio"] >= 1.0,
-        "peer_append_per_command_eps", "append_per_command_ratio"),
-    Row("append, 1000 orders per commit", "events/s", "append_batched_eps", ">= 10x peer",
-        lambda r: r["append_batched_ratio"] >= 10.0,
-        "peer_append_batched_eps", "append_batched_ratio"),
-    Row("append_frame", "events/s", "append_frame_eps", ">= 1,000,000",
-        lambda r: r["append_frame_eps"] >= 1_000_000),
-    Row("read_all", "events/s", "read_all_eps", ">= 1,000,000",
-        lambda r: r["read_all_eps"] >= 1_000_000),
-    Row("read_all peak RSS", "MB", "read_all_peak_rss_mb", "< 500",
-        lambda r: r["read_all_peak_rss_mb"] < 500),
-]  # fmt: skip
+    Row(
+        "append, one commit per order",
+        "events/s",
+        "append_per_command_eps",
+        target=">= 1x peer",
+        passes=lambda r: r["append_per_command_ratio"] >= 1.0,
+        peer="peer_append_per_command_eps",
+        ratio="append_per_command_ratio",
+    ),
+    Row(
+        "append, 1000 orders per commit",
+        "events/s",
+        "append_batched_eps",
+        target=">= 10x peer",
+        passes=lambda r: r["append_batched_ratio"] >= 10.0,
+        peer="peer_append_batched_eps",
+        ratio="append_batched_ratio",
+    ),
+    Row(
+        "append_frame",
+        "events/s",
+        "append_frame_eps",
+        target=">= 1,000,000",
+        passes=lambda r: r["append_frame_eps"] >= 1_000_000,
+    ),
+    Row(
+        "read_all",
+        "events/s",
+        "read_all_eps",
+        target=">= 1,000,000",
+        passes=lambda r: r["read_all_eps"] >= 1_000_000,
+    ),
+    Row("read_all, reading each ev.data", "events/s", "read_all_decoded_eps"),
+    Row(
+        "read_all peak RSS",
+        "MB",
+        "read_all_peak_rss_mb",
+        target="< 500",
+        passes=lambda r: r["read_all_peak_rss_mb"] < 500,
+    ),
+]
 
 
 class Bench:
@@ -189,13 +219,16 @@ class Bench:
             seconds, count = ours.time_read_all(path)
             _check_count("read_all", count, n_events)
             self.record("read_all_eps", count / seconds)
+            decode_seconds, _ = ours.time_read_all(path, decode=True)
+            self.record("read_all_decoded_eps", count / decode_seconds)
             child = _read_in_child(path)
             _check_count("read_all (child)", int(child["count"]), n_events)
             self.record("read_all_peak_rss_mb", child["peak_rss_mb"])
             self.record("read_all_rss_before_mb", child["rss_before_mb"])
             _progress(
                 f"{'read_all':<19} run {rep + 1}/{self.config.repeat}: "
-                f"eventlab {count / seconds:>11,.0f} ev/s,  "
+                f"eventlab {count / seconds:>11,.0f} ev/s "
+                f"({count / decode_seconds:,.0f} reading ev.data),  "
                 f"child peak RSS {child['peak_rss_mb']:,.0f} MB"
             )
 
@@ -243,7 +276,8 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
     c = config
     lines = [
         f"eventlab benchmarks, {c.mode} mode: file stores, median of {c.repeat} run(s) each",
-        f"machine:  {info['cpu']}, nproc {info['nproc']}, {info['memory']}, {info['os']}",
+        f"machine:  {info['cpu']}, nproc {info['nproc']}, {info['memory']}, {info['os']}, "
+        f"load average {info['load']} at the end",
         f"software: Python {info['python']}, duckdb {info['duckdb']}, pyarrow {info['pyarrow']}, "
         f"eventsourcing {info['eventsourcing']} (SQLite {info['sqlite']})",
         f"workload: orders of {workload.EVENTS_PER_ORDER} events; per-command "
@@ -260,7 +294,7 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
         value = results[row.metric]
         peer_value = f"{results[row.peer]:,.0f}" if row.peer else "-"
         ratio = f"{results[row.ratio]:.2f}x" if row.ratio else "-"
-        verdict = "PASS" if row.passes(results) else "FAIL"
+        verdict = "-" if row.passes is None else "PASS" if row.passes(results) else "FAIL"
         lines.append(
             f"{row.label:<32} {row.unit:<9} {value:>12,.0f} {peer_value:>10} {ratio:>7} "
             f"{bench.spread(row.metric):>6.0%}  {row.target:<13} {verdict}"
@@ -279,13 +313,20 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
     return "\n".join(lines)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
         description="Measure eventlab's throughput and memory, side by side with eventsourcing.",
     )
     parser.add_argument("--quick", action="store_true", help="scaled down: under a minute")
-    parser.add_argument("--repeat", type=int, help="runs per measurement (default 3)")
+    parser.add_argument("--repeat", type=_positive_int, help="runs per measurement (default 3)")
     parser.add_argument(
         "--output", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})"
     )

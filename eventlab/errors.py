@@ -35,7 +35,7 @@ class ConcurrencyError(EventlabError):
         message = detail or (
             f"stream {stream_id!r} is at version {actual}, but the append expected "
             f"version {expected}; someone else wrote to it first. Reload the stream "
-            f"(store.read_stream or Aggregate.load), re-check your decision, and append "
+            f"(store.read_stream), re-check your decision, and append "
             f"again with expected_version={actual}."
         )
         super().__init__(message)

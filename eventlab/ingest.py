@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .clock import to_micros
+from .clock import reserve_micros
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -134,7 +134,7 @@ def _ingest(store: EventStore, source: pa.Table | str, *, order_by: str, what: s
         try:
             cursor.execute("BEGIN TRANSACTION")
             try:
-                count = _stage(cursor, columns, head, to_micros(store.clock.now()), order_by)
+                count = _stage(cursor, columns, head, store.clock, order_by)
                 _validate(cursor, what)
                 cursor.execute(
                     f"INSERT INTO events SELECT {', '.join(EVENT_COLUMNS)} FROM {_STAGE} "
@@ -180,15 +180,18 @@ def _time_expr(name: str, schema: pa.Schema) -> str | None:
     return f"TRY_CAST(s.{name} AS TIMESTAMPTZ)"
 
 
-def _stage(cursor, schema: pa.Schema, head: int, now_us: int, order_by: str) -> int:
+def _stage(cursor, schema: pa.Schema, head: int, clock, order_by: str) -> int:
     names = schema.names
+    rows = cursor.execute(f"SELECT count(*) FROM {_SOURCE}").fetchall()[0][0]
+    first_us, step_us = reserve_micros(clock, rows)
 
     def optional(name: str, sql_type: str) -> str:
         return f"CAST(s.{name} AS {sql_type})" if name in names else f"CAST(NULL AS {sql_type})"
 
+    metadata = _json_expr("metadata", schema, "{}")
     recorded = _time_expr("recorded_at", schema)
     occurred = _time_expr("occurred_at", schema)
-    now = f"make_timestamptz({now_us}::BIGINT)"
+    now = f"make_timestamptz({first_us}::BIGINT + (s._n - 1) * {step_us}::BIGINT)"
     recorded_sql = f"coalesce({recorded}, {now})" if recorded else now
     cursor.execute(
         f"""
@@ -210,9 +213,13 @@ def _stage(cursor, schema: pa.Schema, head: int, now_us: int, order_by: str) -> 
                 AS version,
             CAST(s.type AS VARCHAR) AS type,
             {_json_expr("data", schema, None)} AS data,
-            {_json_expr("metadata", schema, "{}")} AS metadata,
-            {optional("correlation_id", "VARCHAR")} AS correlation_id,
-            {optional("causation_id", "VARCHAR")} AS causation_id,
+            {metadata} AS metadata,
+            coalesce({optional("correlation_id", "VARCHAR")},
+                     CASE WHEN json_valid({metadata})
+                          THEN json_extract_string({metadata}, '$.correlation_id') END) AS correlation_id,
+            coalesce({optional("causation_id", "VARCHAR")},
+                     CASE WHEN json_valid({metadata})
+                          THEN json_extract_string({metadata}, '$.causation_id') END) AS causation_id,
             {recorded_sql} AS recorded_at,
             coalesce({occurred or "NULL"}, {recorded_sql}) AS occurred_at,
             coalesce({optional("schema_version", "INTEGER")}, 1) AS schema_version,
@@ -225,7 +232,7 @@ def _stage(cursor, schema: pa.Schema, head: int, now_us: int, order_by: str) -> 
         FROM src s LEFT JOIN current c ON c.stream_id = CAST(s.stream_id AS VARCHAR)
         """
     )
-    return cursor.execute(f"SELECT count(*) FROM {_STAGE}").fetchall()[0][0]
+    return rows
 
 
 def _validate(cursor, what: str) -> None:
@@ -335,17 +342,21 @@ def import_parquet(store: EventStore, path_or_glob: str | Path) -> int:
         for file in files:
             cursor.execute(f"SELECT count(*) FROM parquet_metadata({_sql_string(file)})").fetchall()
     except duckdb.Error as exc:
-        raise ParquetError(
-            f"cannot read Parquet from {str(path_or_glob)!r}: {exc}. Is it a complete "
-            f"Parquet file written by export_parquet or another tool? Re-export it."
-        ) from None
+        raise _unreadable(path_or_glob, exc) from None
     names = [n for n in schema.names if n not in ("_file", "file_row_number")]
     _check_columns(names, f"the Parquet data at {str(path_or_glob)!r}", allow_extra=True)
     order = "position" if "position" in names else "_file, file_row_number"
     try:
         return _ingest(store, scan, order_by=order, what="Parquet row")
     except duckdb.Error as exc:
-        raise ParquetError(f"cannot import Parquet from {str(path_or_glob)!r}: {exc}") from None
+        raise _unreadable(path_or_glob, exc) from None
+
+
+def _unreadable(path_or_glob: str | Path, exc: Exception) -> ParquetError:
+    return ParquetError(
+        f"cannot read Parquet from {str(path_or_glob)!r}: {exc}. Is it a complete Parquet "
+        f"file written by export_parquet or another tool? Re-export it, or check the path."
+    )
 
 
 def export_parquet(

@@ -18,6 +18,7 @@ version map and head position are authoritative.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -124,12 +125,45 @@ class EventStore:
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
                 "of an existing store file with read_only=True."
             )
-        self._con = _connect(self.path, self.read_only)
+        self._claim_file()
+        try:
+            self._con = _connect(self.path, self.read_only)
+        except BaseException:
+            self._release_file()
+            raise
         try:
             self._open()
         except BaseException:
             self._con.close()
+            self._release_file()
             raise
+
+    def _claim_file(self) -> None:
+        """Refuse a second store on a file this process already has open.
+
+        DuckDB shares one database between connections of a process, so two
+        stores on one file would both write, each with its own idea of the
+        stream versions: optimistic concurrency would silently break.
+        """
+        if self.path is None:
+            return
+        key = str(self.path.resolve())
+        with _OPEN_LOCK:
+            other = _OPEN_FILES.get(key)
+            if other is not None and not other.closed:
+                raise StoreLockedError(
+                    f"{self.path} is already open in this process ({other!r}). Use that "
+                    f"store, or close it first (store.close()); opening with "
+                    f"`with el.EventStore(path) as store:` closes it for you."
+                )
+            _OPEN_FILES[key] = self
+
+    def _release_file(self) -> None:
+        if self.path is not None:
+            with _OPEN_LOCK:
+                key = str(self.path.resolve())
+                if _OPEN_FILES.get(key) is self:
+                    del _OPEN_FILES[key]
 
     def _open(self) -> None:
         con = self._con
@@ -192,8 +226,11 @@ class EventStore:
             finally:
                 if self._journal is not None:
                     self._journal.close()
+                    if not self._pending:  # a clean close leaves no empty journal behind
+                        self._journal.path.unlink(missing_ok=True)
                 self._con.close()
                 self._con = None
+                self._release_file()
 
     @property
     def closed(self) -> bool:
@@ -423,11 +460,15 @@ class EventStore:
                 found[event_id] = make_record(self._pending[index])
         missing = [i for i in event_ids if i not in found]
         if missing:
-            cursor = self._cursor()
-            rows = cursor.execute(
-                SELECT_RECORD.format(src="events") + " WHERE event_id IN (SELECT unnest($1))",
-                [missing],
-            ).fetchall()
+            # Pending rows were checked above, so DuckDB need not absorb them first.
+            rows = (
+                self._con.cursor()
+                .execute(
+                    SELECT_RECORD.format(src="events") + " WHERE event_id IN (SELECT unnest($1))",
+                    [missing],
+                )
+                .fetchall()
+            )
             found.update({row[1]: make_record(row) for row in rows})
         return found
 
@@ -468,16 +509,18 @@ class EventStore:
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor that sees every acknowledged event."""
-        if self._con is None:
-            raise StoreClosedError("this store is closed; open a new el.EventStore(path)")
+        self._check_open()
         with self._lock:
             if self._pending:
                 self._absorb()
             return self._con.cursor()
 
-    def _check_writable(self) -> None:
+    def _check_open(self) -> None:
         if self._con is None:
             raise StoreClosedError("this store is closed; open a new el.EventStore(path)")
+
+    def _check_writable(self) -> None:
+        self._check_open()
         if self.read_only:
             raise ReadOnlyError(
                 f"this store was opened with read_only=True, so it cannot append; open "
@@ -490,6 +533,7 @@ class EventStore:
     def version(self, stream_id: str) -> int:
         """The stream's current version: its number of events (0 if it does not exist)."""
         check_name("stream_id", stream_id)
+        self._check_open()
         with self._lock:
             if self._tx is not None or self._versions is not None:
                 return self._current_version(stream_id)
@@ -707,6 +751,10 @@ class EventStore:
         self._versions = None
 
 
+# Stores with a file open in this process, by resolved path (see _claim_file).
+_OPEN_FILES: weakref.WeakValueDictionary[str, EventStore] = weakref.WeakValueDictionary()
+_OPEN_LOCK = threading.Lock()
+
 _READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "RELATION"}
 
 
@@ -739,7 +787,9 @@ def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
             f"cannot open {path} as a DuckDB database: {exc}. Is it an eventlab store "
             f"file? Check the path, or restore it from a Parquet export."
         ) from None
-    con.execute("SET TimeZone='UTC'")
+    # GLOBAL, because every cursor is a new session that would otherwise start in
+    # the machine's local zone.
+    con.execute("SET GLOBAL TimeZone='UTC'")
     return con
 
 
