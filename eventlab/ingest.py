@@ -189,6 +189,10 @@ def _stage(cursor, schema: pa.Schema, head: int, clock, order_by: str) -> int:
         return f"CAST(s.{name} AS {sql_type})" if name in names else f"CAST(NULL AS {sql_type})"
 
     metadata = _json_expr("metadata", schema, "{}")
+
+    def from_metadata(key: str) -> str:
+        # As with append: the ids may travel in metadata (validated below).
+        return f"CASE WHEN json_valid({metadata}) THEN json_extract_string({metadata}, '$.{key}') END"
     recorded = _time_expr("recorded_at", schema)
     occurred = _time_expr("occurred_at", schema)
     now = f"make_timestamptz({first_us}::BIGINT + (s._n - 1) * {step_us}::BIGINT)"
@@ -214,12 +218,8 @@ def _stage(cursor, schema: pa.Schema, head: int, clock, order_by: str) -> int:
             CAST(s.type AS VARCHAR) AS type,
             {_json_expr("data", schema, None)} AS data,
             {metadata} AS metadata,
-            coalesce({optional("correlation_id", "VARCHAR")},
-                     CASE WHEN json_valid({metadata})
-                          THEN json_extract_string({metadata}, '$.correlation_id') END) AS correlation_id,
-            coalesce({optional("causation_id", "VARCHAR")},
-                     CASE WHEN json_valid({metadata})
-                          THEN json_extract_string({metadata}, '$.causation_id') END) AS causation_id,
+            coalesce({optional("correlation_id", "VARCHAR")}, {from_metadata("correlation_id")}) AS correlation_id,
+            coalesce({optional("causation_id", "VARCHAR")}, {from_metadata("causation_id")}) AS causation_id,
             {recorded_sql} AS recorded_at,
             coalesce({occurred or "NULL"}, {recorded_sql}) AS occurred_at,
             coalesce({optional("schema_version", "INTEGER")}, 1) AS schema_version,
