@@ -190,9 +190,14 @@ def _stage(cursor, schema: pa.Schema, head: int, clock, order_by: str) -> int:
 
     metadata = _json_expr("metadata", schema, "{}")
 
-    def from_metadata(key: str) -> str:
-        # As with append: the ids may travel in metadata (validated below).
-        return f"CASE WHEN json_valid({metadata}) THEN json_extract_string({metadata}, '$.{key}') END"
+    def id_column(key: str) -> str:
+        # As with append, the id may travel in metadata (whose JSON is validated later).
+        in_metadata = f"json_extract_string({metadata}, '$.{key}')"
+        return (
+            f"coalesce({optional(key, 'VARCHAR')}, "
+            f"CASE WHEN json_valid({metadata}) THEN {in_metadata} END)"
+        )
+
     recorded = _time_expr("recorded_at", schema)
     occurred = _time_expr("occurred_at", schema)
     now = f"make_timestamptz({first_us}::BIGINT + (s._n - 1) * {step_us}::BIGINT)"
@@ -218,8 +223,8 @@ def _stage(cursor, schema: pa.Schema, head: int, clock, order_by: str) -> int:
             CAST(s.type AS VARCHAR) AS type,
             {_json_expr("data", schema, None)} AS data,
             {metadata} AS metadata,
-            coalesce({optional("correlation_id", "VARCHAR")}, {from_metadata("correlation_id")}) AS correlation_id,
-            coalesce({optional("causation_id", "VARCHAR")}, {from_metadata("causation_id")}) AS causation_id,
+            {id_column("correlation_id")} AS correlation_id,
+            {id_column("causation_id")} AS causation_id,
             {recorded_sql} AS recorded_at,
             coalesce({occurred or "NULL"}, {recorded_sql}) AS occurred_at,
             coalesce({optional("schema_version", "INTEGER")}, 1) AS schema_version,
