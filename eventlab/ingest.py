@@ -380,12 +380,10 @@ def export_parquet(
             f"{directory} is not empty; export into a new or empty directory, or pass "
             f"overwrite=True to replace what is there"
         )
-    if overwrite and directory.exists():
-        _clear_parquet(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     cursor = store._cursor()
     columns = ", ".join(EVENT_COLUMNS)
     if partition_by is None:
+        _prepare_directory(directory, overwrite)
         target = directory / "events.parquet"
         cursor.execute(
             f"COPY (SELECT {columns} FROM events ORDER BY position) "
@@ -407,6 +405,7 @@ def export_parquet(
         # Keep the partition columns inside the files too, so each file is a
         # complete, self-describing slice of the log.
         options = f"PARTITION_BY ({', '.join(keys)}), WRITE_PARTITION_COLUMNS true"
+    _prepare_directory(directory, overwrite)
     cursor.execute(
         f"COPY ({query}) TO {_sql_string(str(directory))} "
         f"(FORMAT parquet, {options}, OVERWRITE_OR_IGNORE true)"
@@ -414,9 +413,12 @@ def export_parquet(
     return directory
 
 
-def _clear_parquet(directory: Path) -> None:
-    for file in directory.rglob("*.parquet"):
-        file.unlink()
+def _prepare_directory(directory: Path, overwrite: bool) -> None:
+    """Create the export directory once all checks passed, clearing old files if asked."""
+    if overwrite and directory.exists():
+        for file in directory.rglob("*.parquet"):
+            file.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
 
 
 def _sql_string(value: str) -> str:

@@ -666,8 +666,8 @@ class EventStore:
         if writes:
             raise EventlabError(
                 f"store.sql() is for reading, but the query contains a {writes[0].type.name} "
-                f"statement; the event log is append-only: write through store.append() or "
-                f"store.append_frame()"
+                f"statement. The event log is append-only: write through store.append() or "
+                f"store.append_frame(); and settings stay fixed (timestamps are always UTC)."
             )
         try:
             return cursor.execute(query, params).df()
@@ -755,7 +755,9 @@ class EventStore:
 _OPEN_FILES: weakref.WeakValueDictionary[str, EventStore] = weakref.WeakValueDictionary()
 _OPEN_LOCK = threading.Lock()
 
-_READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET", "RELATION"}
+# What store.sql() runs. SET is excluded: a session setting such as TimeZone would
+# change what every later read returns.
+_READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 
 
 def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,13 +206,14 @@ def run_child(
         )
     lines: list[bytes] = []
     acks = 0
-    deadline = time.monotonic() + timeout
+    # A hung child must fail the test, not hang it: kill it after ``timeout``.
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
     try:
         while True:
-            assert time.monotonic() < deadline, "the child did not reach its kill point in time"
             line = proc.stdout.readline()
             if not line:
-                break  # the child ended on its own
+                break  # the child ended on its own (or the watchdog killed it)
             lines.append(line)
             message = json.loads(line)
             if kill_after_opening_s is not None and "opening" in message:
@@ -225,10 +227,13 @@ def run_child(
         proc.wait(timeout=30)
         lines.extend(proc.stdout.read().splitlines(keepends=True))
     finally:
+        timed_out = not watchdog.is_alive()
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+    assert not timed_out, f"the child did not reach its kill point within {timeout} s"
     errors = stderr_path.read_text()
     assert proc.returncode == -signal.SIGKILL, errors
     messages = [json.loads(line) for line in lines if line.endswith(b"\n")]

@@ -349,6 +349,20 @@ def test_append_frame_event_id_already_stored(store, snapshot, absorbed):
     before.assert_same(store)
 
 
+def test_event_id_stored_by_a_frame_is_idempotent_for_append(store, snapshot):
+    frame = pd.DataFrame(
+        {"stream_id": ["s"], "type": ["A"], "data": ['{"b": 1, "a": [2]}'], "event_id": ["x"]}
+    )
+    store.append_frame(frame)
+    [stored] = store.read_all()
+    before = snapshot(store)
+    # the same content as a dict (key order and spacing do not matter): a retry
+    assert store.append("s", [el.Event("A", {"a": [2], "b": 1}, event_id="x")]) == [stored]
+    with pytest.raises(el.DuplicateEventError, match="different content"):
+        store.append("s", [el.Event("A", {"a": [3], "b": 1}, event_id="x")])
+    before.assert_same(store)
+
+
 def test_append_frame_then_append_continues(store):
     store.append_frame(pd.DataFrame({"stream_id": ["s"], "type": ["A"], "data": [{}]}))
     [record] = store.append("s", [el.Event("B", {})], expected_version=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
@@ -166,10 +167,6 @@ def test_wrong_expected_version_raises_and_writes_nothing(store, snapshot, exist
     assert f"expected version {expected}" in message
     assert f"expected_version={existing}" in message  # the fix
     before.assert_same(store)
-
-
-def test_concurrency_error_is_an_eventlab_error():
-    assert issubclass(el.ConcurrencyError, el.EventlabError)
 
 
 def test_two_writers_one_wins(store):
@@ -505,6 +502,16 @@ def test_read_all_is_a_lazy_iterator(filled):
     assert [r.position for r in reader] == [2, 3, 4, 5, 6, 7]
 
 
+def test_read_all_survives_writes_and_reads_while_it_iterates(own_filled):
+    reader = own_filled.read_all(batch_size=2)
+    assert next(reader).position == 1
+    own_filled.append("c", [el.Event("New", {})])
+    assert own_filled.streams() == ["a", "b", "c"]  # a read in between (absorbs the append)
+    assert [r.position for r in own_filled.read_all(after=6)] == [7, 8]
+    # the open iterator goes on over the log as it was when it started
+    assert [r.position for r in reader] == [2, 3, 4, 5, 6, 7]
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 100])
 def test_read_all_batches_do_not_change_the_result(filled, batch_size):
     assert [r.position for r in filled.read_all(batch_size=batch_size)] == [1, 2, 3, 4, 5, 6, 7]
@@ -648,6 +655,28 @@ def test_sql_rejects_writes(own_filled, snapshot, query):
     assert "store.sql() is for reading" in str(info.value)
     assert "store.append()" in str(info.value)
     before.assert_same(own_filled)
+
+
+@pytest.mark.parametrize(
+    "query", ["SET GLOBAL TimeZone='Asia/Kolkata'", "SET TimeZone='America/New_York'"]
+)
+def test_sql_cannot_take_the_store_out_of_utc(own_filled, tmp_path, query):
+    # sql() may refuse the statement or run it harmlessly; either way every
+    # timestamp the store gives out afterwards is still UTC.
+    with contextlib.suppress(el.EventlabError):
+        own_filled.sql(query)
+    assert own_filled.sql("select current_setting('TimeZone') as tz")["tz"].tolist() == ["UTC"]
+    frame = own_filled.events()
+    assert str(frame["recorded_at"].dt.tz) in ("UTC", "Etc/UTC")
+    assert [t.isoformat() for t in frame["recorded_at"]][:1] == [START.isoformat()]
+    clock = own_filled.clock
+    clock.advance(datetime(2024, 1, 1, 23, 59, 59, tzinfo=UTC) - clock.current)
+    own_filled.append("late", [el.Event("L", {}), el.Event("L", {})])  # 23:59:59, 00:00:00
+    own_filled.export_parquet(tmp_path / "lake", partition_by="day")
+    assert sorted(p.name for p in (tmp_path / "lake").iterdir()) == [
+        "day=2024-01-01",
+        "day=2024-01-02",
+    ]
 
 
 def test_sql_errors_are_eventlab_errors(filled):
@@ -853,10 +882,3 @@ def test_closed_store_raises(closed_stores, tmp_path, operation, kind):
         CLOSED_OPERATIONS[operation](store, tmp_path / "lake")
     assert "closed" in str(info.value)
     assert "el.EventStore(" in str(info.value)  # the fix: open a new one
-
-
-def test_repr(store):
-    store.append("a", [el.Event("A", {})])
-    assert repr(store) == "EventStore(memory, head=1)"
-    store.close()
-    assert repr(store) == "EventStore(memory, closed)"
