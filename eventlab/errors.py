@@ -65,5 +65,5 @@ class MissingColumnsError(EventlabError, ValueError):
     """A frame or file lacks columns that an import requires."""
 
 
-class JournalError(EventlabError):
-    """The store's append journal cannot be recovered in the requested mode."""
+class JournalError(EventlabError, OSError):
+    """The store's append journal could not be written (disk full, I/O error)."""

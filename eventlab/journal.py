@@ -26,6 +26,7 @@ import zlib
 from json.encoder import encode_basestring as _quote
 from pathlib import Path
 
+from .errors import JournalError
 from .events import to_json
 
 Row = tuple  # laid out as eventlab.events.RECORD_FIELDS
@@ -38,23 +39,50 @@ class Journal:
         self.path = path
         existed = path.exists()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size  # bytes of intact, synced records
+        self._broken: str | None = None
         if not existed:
             # Make the new file's directory entry durable too.
             _fsync_directory(path.parent)
 
     def write(self, rows: list[Row]) -> None:
         """Append one record holding ``rows`` and make it durable before returning."""
+        if self._broken:
+            raise JournalError(self._broken)
         payload = ("[" + ",".join(map(_row_json, rows)) + "]").encode()
         line = b"%08x %s\n" % (zlib.crc32(payload), payload)
-        written = os.write(self._fd, line)
-        if written != len(line):  # a short write leaves a torn tail; recovery drops it
-            raise OSError(f"short write to the journal {self.path}")
-        os.fdatasync(self._fd)
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._undo_failed_write(exc)
+        self._size += len(line)
+
+    def _undo_failed_write(self, exc: OSError) -> None:
+        """Cut a failed record off the file, so it can neither be recovered later
+        (its positions are about to be reused) nor hide the records after it."""
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+        except OSError as again:
+            self._broken = (
+                f"the journal {self.path} could not be written ({exc}) nor repaired "
+                f"({again}); no more appends are accepted. Free disk space or fix the "
+                f"device, then close and reopen the store: every acknowledged event is safe."
+            )
+            raise JournalError(self._broken) from exc
+        raise JournalError(
+            f"could not write the journal {self.path}: {exc}. Nothing was appended; "
+            f"check free disk space and retry."
+        ) from exc
 
     def clear(self) -> None:
         """Empty the journal once its rows are safely in DuckDB."""
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
+        self._size = 0
 
     def close(self) -> None:
         if self._fd >= 0:

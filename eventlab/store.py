@@ -120,6 +120,7 @@ class EventStore:
         self._journal: Journal | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
         self._commit_listeners: list = []
+        self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
         if self.read_only and self.path is None:
             raise EventlabError(
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
@@ -200,18 +201,23 @@ class EventStore:
             self._journal.clear()
 
     def _overlay_journal(self, rows: list[Row]) -> None:
-        """Show journal rows a crashed writer left behind, without writing the file."""
-        con = self._con
-        database = con.execute("SELECT current_database()").fetchall()[0][0]
-        con.execute("CREATE TEMP TABLE journal_rows AS SELECT * FROM events LIMIT 0")
-        con.register("_journal_arrow", _rows_to_arrow(rows))
-        con.execute("INSERT INTO temp.main.journal_rows SELECT * FROM _journal_arrow")
-        con.unregister("_journal_arrow")
-        con.execute(
-            f'CREATE TEMP VIEW events AS SELECT * FROM "{database}".main.events '
-            f"UNION ALL SELECT * FROM temp.main.journal_rows"
-        )
+        """Show journal rows a crashed writer left behind, without writing the file.
+
+        A read-only store cannot absorb them, so each cursor gets a temporary
+        ``events`` view over the table and the rows (temporary objects and
+        registered Arrow tables belong to one DuckDB connection, hence per cursor).
+        """
+        database = self._con.execute("SELECT current_database()").fetchall()[0][0]
+        self._overlay = (database, _rows_to_arrow(rows))
         self._head = rows[-1][0]
+
+    def _add_overlay(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        database, table = self._overlay
+        cursor.register("_journal_rows", table)
+        cursor.execute(
+            f'CREATE TEMP VIEW events AS SELECT * FROM "{database}".main.events '
+            f"UNION ALL SELECT * FROM _journal_rows"
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -513,7 +519,10 @@ class EventStore:
         with self._lock:
             if self._pending:
                 self._absorb()
-            return self._con.cursor()
+            cursor = self._con.cursor()
+            if self._overlay is not None:
+                self._add_overlay(cursor)
+            return cursor
 
     def _check_open(self) -> None:
         if self._con is None:
@@ -592,23 +601,12 @@ class EventStore:
         """
         where, params = _filters(after=after, types=types, until=until)
         sql = SELECT_RECORD.format(src="events") + where
-        if self._head_overlay():
+        if self._overlay is not None:
             sql += " ORDER BY position"
         # Events are only ever inserted in position order, and DuckDB preserves
         # insertion order for a plain scan, so no sort is needed here.
         reader = self._cursor().sql(sql, params=params).to_arrow_reader(batch_size)
         return _iterate_records(reader)
-
-    def _head_overlay(self) -> bool:
-        return (
-            self.read_only
-            and self._con is not None
-            and bool(
-                self._con.execute(
-                    "SELECT count(*) FROM duckdb_views() WHERE view_name = 'events' AND temporary"
-                ).fetchall()[0][0]
-            )
-        )
 
     def streams(self) -> list[str]:
         """Every stream id, sorted."""
@@ -770,12 +768,13 @@ def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
         message = str(exc)
         if "lock" in message.lower():
             raise StoreLockedError(
-                f"cannot open {path}: another process holds it open for writing. DuckDB "
-                f"allows one writing process per database file, and while it writes no "
-                f"other process can open the file, not even with read_only=True. Close the "
-                f"store in the other process (store.close() or restart its kernel) and then "
-                f"open it here, with read_only=True if you only read; or work on a copy of "
-                f"the file; or export it to Parquet (store.export_parquet) and read that. "
+                f"cannot open {path}: another process has it open. DuckDB allows one "
+                f"writing process per database file, and while it writes no other process "
+                f"can open the file, not even with read_only=True (readers, in turn, keep "
+                f"writers out). Close the store in the other process (store.close() or "
+                f"restart its kernel) and then open it here, with read_only=True if you "
+                f"only read; or work on a copy of the file made after it was closed; or "
+                f"export it to Parquet (store.export_parquet) and read that. "
                 f"DuckDB said: {message}"
             ) from None
         if "does not exist" in message:

@@ -414,7 +414,7 @@ def test_info_while_another_process_writes(shop_file, capsys):
     try:
         assert holder.stdout.readline() == "open\n"
         assert main(["info", str(shop_file)]) == 1
-        assert_error(capsys, "another process holds it open for writing", "read_only=True")
+        assert_error(capsys, "another process has it open", "read_only=True")
     finally:
         holder.communicate("", timeout=30)
     assert main(["info", str(shop_file)]) == 0

@@ -315,6 +315,7 @@ def assert_store_holds(store: el.EventStore, units: list[Unit]) -> list[el.Recor
         expected_history(units, records)
     )
     by_position = {r.position: r for r in records}
+    by_identity = {identity(r.data): r for r in records}
     for unit in units:
         # What the store acknowledged is exactly what is stored.
         for position, event_id, stream, version in unit.records:
@@ -326,8 +327,8 @@ def assert_store_holds(store: el.EventStore, units: list[Unit]) -> list[el.Recor
             )
         for _, _, events in unit.appends:
             for event_id, _, data in events:
-                if event_id is not None and identity(data) in {identity(r.data) for r in records}:
-                    assert by_position_of(records, data).event_id == event_id
+                if event_id is not None and identity(data) in by_identity:
+                    assert by_identity[identity(data)].event_id == event_id
     never = set()
     for unit in units:
         never.update(tuple(d) for d in unit.dropped)
@@ -340,10 +341,6 @@ def assert_store_holds(store: el.EventStore, units: list[Unit]) -> list[el.Recor
         assert store.version(stream) == len(stream_records)
     assert store.head == len(records)
     return records
-
-
-def by_position_of(records: list[el.RecordedEvent], data: dict) -> el.RecordedEvent:
-    return next(r for r in records if identity(r.data) == identity(data))
 
 
 def file_state(directory: Path) -> dict[str, bytes]:

@@ -263,7 +263,7 @@ def test_second_process_gets_store_locked_error(store_path):
             with pytest.raises(el.StoreLockedError) as info:
                 el.EventStore(store_path, read_only=read_only)
             message = str(info.value)
-            assert "another process holds it open for writing" in message
+            assert "another process has it open" in message
             assert "one writing process per database file" in message
             assert "not even with read_only=True" in message
             # what to do

@@ -96,9 +96,9 @@ def assert_explains_one_writer_rule(report: dict, path: Path) -> None:
     assert report["is_eventlab_error"] is True
     message = report["message"]
     assert message.startswith(
-        f"cannot open {path}: another process holds it open for writing. DuckDB allows one "
-        f"writing process per database file, and while it writes no other process can open "
-        f"the file, not even with read_only=True."
+        f"cannot open {path}: another process has it open. DuckDB allows one writing "
+        f"process per database file, and while it writes no other process can open the "
+        f"file, not even with read_only=True"
     )
     # What to do: close the writer and then open read-only, or a copy, or Parquet.
     assert "Close the store in the other process" in message
