@@ -168,19 +168,31 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
     return path, value
 
 
-def new_event_ids(count: int) -> list[str]:
-    """``count`` fresh random (version 4) UUIDs as text.
+class EventIds:
+    """Fresh event ids: UUIDs whose first 80 bits are random per store and last 48 count.
 
-    Equivalent to ``str(uuid.uuid4())`` but several times faster, which matters
-    when every appended event needs one.
+    The ids are valid RFC 9562 version 8 UUIDs, unique across stores (the random
+    part) and within one (the counter, which never goes back, even when a
+    transaction rolls back). Making one costs a string format instead of a call
+    to ``uuid.uuid4()``, which matters when every appended event needs one.
     """
-    digits = os.urandom(16 * count).hex()
-    ids = []
-    for start in range(0, 32 * count, 32):
-        h = digits[start : start + 32]
+
+    def __init__(self) -> None:
+        h = os.urandom(10).hex()
         variant = "89ab"[int(h[16], 16) & 3]
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
-    return ids
+        self.prefix = f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{variant}{h[17:20]}-"
+        self._next = 0
+
+    def take(self, count: int) -> list[str]:
+        """The next ``count`` ids."""
+        start, self._next = self._next, self._next + count
+        prefix = self.prefix
+        return [f"{prefix}{n:012x}" for n in range(start, start + count)]
+
+    def reserve(self, count: int) -> int:
+        """Reserve ``count`` ids for a bulk insert that formats them itself; returns the first."""
+        start, self._next = self._next, self._next + count
+        return start
 
 
 # Field order of the tuple behind a RecordedEvent; the store reads rows in this order.

@@ -2,18 +2,25 @@
 
 DuckDB spends about a millisecond on any write statement, so committing every
 command straight into DuckDB caps a file store at a few thousand events per
-second. Instead, each committed append is first written to a small journal file
-next to the database as one checksummed line, and ``fdatasync``'d before the
+second. Instead, each committed transaction is first written to a journal file
+next to the database as one checksummed record, and ``fdatasync``'d before the
 append returns: that is the durability point. The store later *absorbs* the
 journal into DuckDB in one bulk insert (before any read, or when it grows) and
 then empties it.
 
+A record is a header ``<kind:1 byte><length:u32><crc32:u32>`` and a payload:
+``J``, a JSON array of rows (cheapest for the few rows of one command), or
+``A``, an Arrow IPC stream of one record batch (cheapest for big transactions,
+and the batch is reused as is for the absorb).
+
 Crash safety:
 
-- A record is one line ``<crc32 hex> <json rows>\\n``; a torn or corrupt tail
-  (a write cut short by SIGKILL or power loss) fails its checksum and is dropped.
-  It was never acknowledged, because acknowledgement follows the sync.
-- Absorbing commits in DuckDB first and truncates the journal after. A crash in
+- A torn or corrupt record (a write cut short by SIGKILL or power loss) fails
+  its length or checksum and is dropped with everything after it. It was never
+  acknowledged, because acknowledgement follows the sync.
+- A write that fails (disk full, I/O error) is cut off the file at once, so it
+  can neither come back at recovery nor hide the records written after it.
+- Absorbing commits in DuckDB first and empties the journal after. A crash in
   between leaves rows in both places; recovery skips journal rows whose
   position DuckDB already holds, so nothing is applied twice.
 """
@@ -22,18 +29,24 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import zlib
+from collections.abc import Sequence
 from json.encoder import encode_basestring as _quote
 from pathlib import Path
 
+import pyarrow as pa
+
 from .errors import JournalError
 from .events import to_json
+from .schema import ARROW_SCHEMA, rows_to_batch
 
-Row = tuple  # laid out as eventlab.events.RECORD_FIELDS
+_HEADER = struct.Struct("<cII")
+_JSON, _ARROW = b"J", b"A"
 
 
 class Journal:
-    """An fsync'd, append-only file of committed-but-not-yet-absorbed rows."""
+    """An fsync'd, append-only file of committed-but-not-yet-absorbed events."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -45,24 +58,33 @@ class Journal:
             # Make the new file's directory entry durable too.
             _fsync_directory(path.parent)
 
-    def write(self, rows: list[Row]) -> None:
-        """Append one record holding ``rows`` and make it durable before returning."""
+    def write_rows(self, rows: Sequence[tuple]) -> None:
+        """Durably append a JSON record of ``rows`` (RecordedEvent layout)."""
+        payload = ("[" + ",".join(map(_row_json, rows)) + "]").encode()
+        self._write(_JSON, payload)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Durably append an Arrow record of ``batch`` (the events table's layout)."""
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        self._write(_ARROW, sink.getvalue())
+
+    def _write(self, kind: bytes, payload) -> None:
         if self._broken:
             raise JournalError(self._broken)
-        payload = ("[" + ",".join(map(_row_json, rows)) + "]").encode()
-        line = b"%08x %s\n" % (zlib.crc32(payload), payload)
+        record = _HEADER.pack(kind, len(payload), zlib.crc32(payload)) + memoryview(payload)
         try:
-            written = os.write(self._fd, line)
-            if written != len(line):
-                raise OSError(f"short write ({written} of {len(line)} bytes)")
+            written = os.write(self._fd, record)
+            if written != len(record):
+                raise OSError(f"short write ({written} of {len(record)} bytes)")
             os.fdatasync(self._fd)
         except OSError as exc:
             self._undo_failed_write(exc)
-        self._size += len(line)
+        self._size += len(record)
 
     def _undo_failed_write(self, exc: OSError) -> None:
-        """Cut a failed record off the file, so it can neither be recovered later
-        (its positions are about to be reused) nor hide the records after it."""
+        """Cut a failed record off the file: its positions are about to be reused."""
         try:
             os.ftruncate(self._fd, self._size)
             os.fsync(self._fd)
@@ -90,31 +112,44 @@ class Journal:
             self._fd = -1
 
     @staticmethod
-    def recover(path: Path, *, repair: bool) -> list[Row]:
-        """Return every intact row in the journal at ``path``, in order.
+    def recover(path: Path, *, repair: bool) -> pa.Table:
+        """Every intact row in the journal at ``path``, in order, as one Arrow table.
 
         A torn or corrupt tail is dropped (and cut off the file when ``repair``).
         """
-        if not path.exists():
-            return []
-        raw = path.read_bytes()
-        rows: list[Row] = []
+        batches: list[pa.RecordBatch] = []
+        raw = path.read_bytes() if path.exists() else b""
         offset = 0
-        while offset < len(raw):
-            end = raw.find(b"\n", offset)
-            record = _decode(raw[offset:end]) if end >= 0 else None
-            if record is None:
+        while offset + _HEADER.size <= len(raw):
+            kind, length, checksum = _HEADER.unpack_from(raw, offset)
+            payload = raw[offset + _HEADER.size : offset + _HEADER.size + length]
+            batch = _decode(kind, payload, length, checksum)
+            if batch is None:
                 break
-            rows.extend(map(_row_from_json, record))
-            offset = end + 1
+            batches.append(batch)
+            offset += _HEADER.size + length
         if repair and offset < len(raw):
             with open(path, "r+b") as handle:
                 handle.truncate(offset)
                 os.fsync(handle.fileno())
-        return rows
+        return pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
 
 
-def _row_json(row: Row) -> str:
+def _decode(kind: bytes, payload: bytes, length: int, checksum: int) -> pa.RecordBatch | None:
+    """The rows of one record, or None when it is torn or corrupt."""
+    if len(payload) != length or zlib.crc32(payload) != checksum:
+        return None
+    try:
+        if kind == _JSON:
+            return rows_to_batch([_row_from_json(row) for row in json.loads(payload)])
+        if kind == _ARROW:
+            return pa.ipc.open_stream(payload).read_all().to_batches()[0]
+    except (ValueError, pa.ArrowException, IndexError):
+        return None
+    return None
+
+
+def _row_json(row: tuple) -> str:
     """One row as a JSON array, embedding the already-encoded data and metadata as is.
 
     Re-encoding them as JSON strings would escape every quote: slower and bigger.
@@ -127,23 +162,10 @@ def _row_json(row: Row) -> str:
     )
 
 
-def _row_from_json(values: list) -> Row:
+def _row_from_json(values: list) -> tuple:
     values[5] = to_json(values[5], "journal data")
     values[6] = to_json(values[6], "journal metadata")
     return tuple(values)
-
-
-def _decode(line: bytes) -> list | None:
-    """The rows of one journal line, or None when it is torn or corrupt."""
-    if len(line) < 10 or line[8:9] != b" ":
-        return None
-    payload = line[9:]
-    try:
-        if int(line[:8], 16) != zlib.crc32(payload):
-            return None
-        return json.loads(payload)
-    except ValueError:
-        return None
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -65,3 +65,14 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         "INSERT INTO eventlab_info VALUES ('format_version', $1) ON CONFLICT DO NOTHING",
         [FORMAT_VERSION],
     )
+
+
+def rows_to_batch(rows) -> pa.RecordBatch:
+    """Rows in the RecordedEvent layout (JSON text, epoch microseconds) as one Arrow batch."""
+    if not rows:
+        return pa.RecordBatch.from_pylist([], schema=ARROW_SCHEMA)
+    columns = zip(*rows, strict=True)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(col, type=field.type) for col, field in zip(columns, ARROW_SCHEMA, strict=True)],
+        schema=ARROW_SCHEMA,
+    )

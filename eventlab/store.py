@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .clock import SimulatedClock, SystemClock, now_micros, to_micros
+from .clock import SimulatedClock, SystemClock, reserve_micros, to_micros
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -44,13 +44,14 @@ from .errors import (
 from .events import (
     RECORD_FIELDS,
     Event,
+    EventIds,
     RecordedEvent,
     check_name,
     make_record,
-    new_event_ids,
     to_json,
 )
-from .journal import Journal, Row
+from .journal import Journal
+from .pending import PendingEvents
 from .schema import ARROW_SCHEMA, SELECT_RECORD, create_schema
 
 # Pending rows are absorbed into DuckDB once this many accumulate, which keeps
@@ -60,25 +61,22 @@ READ_BATCH_SIZE = 65_536
 
 
 class _Transaction:
-    """Rows staged by the open transaction; nested blocks roll back to a row count."""
+    """Records staged by the open transaction; nested blocks roll back to a count."""
 
     def __init__(self, head: int):
         self.start_head = head
-        self.rows: list[Row] = []
         self.records: list[RecordedEvent] = []
         self.versions: dict[str, int] = {}  # streams written in this transaction
-        self.ids: dict[str, int] = {}  # caller-supplied event_id -> index in rows
+        self.supplied: dict[str, RecordedEvent] = {}  # caller-supplied event ids
 
     def rollback_to(self, size: int) -> None:
-        """Forget every row staged after the first ``size`` (a savepoint)."""
-        removed = self.rows[size:]
-        del self.rows[size:]
+        """Forget every record staged after the first ``size`` (a savepoint)."""
+        removed = self.records[size:]
         del self.records[size:]
         # Walking backwards leaves each stream at the version before its first removed row.
-        for row in reversed(removed):
-            self.versions[row[2]] = row[3] - 1
-        if any(index >= size for index in self.ids.values()):
-            self.ids = {key: index for key, index in self.ids.items() if index < size}
+        for record in reversed(removed):
+            self.versions[record[2]] = record[3] - 1
+            self.supplied.pop(record[1], None)
 
 
 class EventStore:
@@ -116,10 +114,9 @@ class EventStore:
         self.read_only = bool(read_only)
         self._lock = threading.RLock()
         self._tx: _Transaction | None = None
-        self._pending: list[Row] = []
-        self._pending_ids: dict[str, int] = {}  # caller-supplied event_id -> pending index
+        self._pending = PendingEvents(None)
         self._versions: dict[str, int] | None = None  # loaded on the first append
-        self._journal: Journal | None = None
+        self._new_ids = EventIds()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._commit_listeners: list = []
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
@@ -186,23 +183,23 @@ class EventStore:
         if self.path is None:
             return
         journal_path = self.path.with_name(self.path.name + ".journal")
-        rows = [
-            r for r in Journal.recover(journal_path, repair=not self.read_only) if r[0] > self._head
-        ]
+        recovered = Journal.recover(journal_path, repair=not self.read_only)
+        # Rows DuckDB already holds were absorbed just before a crash: skip them.
+        recovered = recovered.filter(pc.greater(recovered["position"], self._head))
         if self.read_only:
-            if rows:
-                self._overlay_journal(rows)
+            if recovered.num_rows:
+                self._overlay_journal(recovered)
             return
-        self._journal = Journal(journal_path)
-        if rows:
+        self._pending = PendingEvents(Journal(journal_path))
+        if recovered.num_rows:
             # Acknowledged before a crash but not yet absorbed: absorb them now.
-            self._pending = rows
-            self._head = rows[-1][0]
+            self._pending.restore(recovered)
+            self._head = recovered["position"][-1].as_py()
             self._absorb()
         else:
-            self._journal.clear()
+            self._pending.journal.clear()
 
-    def _overlay_journal(self, rows: list[Row]) -> None:
+    def _overlay_journal(self, recovered: pa.Table) -> None:
         """Show journal rows a crashed writer left behind, without writing the file.
 
         A read-only store cannot absorb them, so each cursor gets a temporary
@@ -210,8 +207,8 @@ class EventStore:
         registered Arrow tables belong to one DuckDB connection, hence per cursor).
         """
         database = self._con.execute("SELECT current_database()").fetchall()[0][0]
-        self._overlay = (database, _rows_to_arrow(rows))
-        self._head = rows[-1][0]
+        self._overlay = (database, recovered)
+        self._head = recovered["position"][-1].as_py()
 
     def _add_overlay(self, cursor: duckdb.DuckDBPyConnection) -> None:
         database, table = self._overlay
@@ -228,14 +225,14 @@ class EventStore:
         with self._lock:
             if self._con is None:
                 return
+            journal = self._pending.journal
             try:
-                if self._pending and not self.read_only:
-                    self._absorb()
+                self._absorb()
             finally:
-                if self._journal is not None:
-                    self._journal.close()
-                    if not self._pending:  # a clean close leaves no empty journal behind
-                        self._journal.path.unlink(missing_ok=True)
+                if journal is not None:
+                    journal.close()
+                    if not self._pending.count:  # a clean close leaves no empty journal
+                        journal.path.unlink(missing_ok=True)
                 self._con.close()
                 self._con = None
                 self._release_file()
@@ -280,7 +277,7 @@ class EventStore:
         with self._lock:
             tx = self._tx
             if tx is not None:
-                savepoint = len(tx.rows)
+                savepoint = len(tx.records)
                 try:
                     yield self
                 except BaseException:
@@ -303,19 +300,14 @@ class EventStore:
                 raise
 
     def _commit(self, tx: _Transaction) -> None:
-        if not tx.rows:
+        if not tx.records:
             return
-        if self._journal is not None:
-            self._journal.write(tx.rows)
-        base = len(self._pending)
-        self._pending.extend(tx.rows)
-        for event_id, index in tx.ids.items():
-            self._pending_ids[event_id] = base + index
+        self._pending.commit(tx.records, tx.supplied)
         self._versions.update(tx.versions)
-        self._head = tx.rows[-1][0]
+        self._head = tx.records[-1][0]
         for listener in self._commit_listeners:
             listener(tx.records)
-        if len(self._pending) >= ABSORB_THRESHOLD:
+        if self._pending.count >= ABSORB_THRESHOLD:
             self._absorb()
 
     def append(
@@ -375,47 +367,46 @@ class EventStore:
         current = self._current_version(stream_id)
         if expected_version is not None and expected_version != current:
             raise ConcurrencyError(stream_id, expected_version, current)
-        encoded = [
-            (
-                event,
-                to_json(event.data, f"events[{index}].data"),
-                "{}"
-                if not event.metadata
-                else to_json(event.metadata, f"events[{index}].metadata"),
-            )
-            for index, event in enumerate(batch)
-        ]
-        now_us = [now_micros(self.clock) for _ in batch]
-        event_ids = new_event_ids(len(batch))
+        size = len(batch)
+        first_us, step_us = reserve_micros(self.clock, size)
+        new_ids = self._new_ids.take(size)
+        position = self._head
         records = []
-        for (event, data_json, metadata_json), recorded_us, new_id in zip(
-            encoded, now_us, event_ids, strict=True
-        ):
-            self._head += 1
-            current += 1
-            metadata = event.metadata or {}
-            row = (
-                self._head,
-                event.event_id or new_id,
-                stream_id,
-                current,
-                event.type,
-                data_json,
-                metadata_json,
-                _optional_str(metadata.get("correlation_id")),
-                _optional_str(metadata.get("causation_id")),
-                recorded_us,
-                recorded_us if event.occurred_at is None else to_micros(event.occurred_at),
-                1,
+        for index, event in enumerate(batch):
+            metadata = event.metadata
+            if metadata:
+                metadata_json = to_json(metadata, f"events[{index}].metadata")
+                correlation_id = _optional_str(metadata.get("correlation_id"))
+                causation_id = _optional_str(metadata.get("causation_id"))
+            else:
+                metadata_json, correlation_id, causation_id = "{}", None, None
+            recorded_us = first_us + index * step_us
+            records.append(
+                _new_record(
+                    (
+                        position + index + 1,
+                        event.event_id or new_ids[index],
+                        stream_id,
+                        current + index + 1,
+                        event.type,
+                        to_json(event.data, f"events[{index}].data"),
+                        metadata_json,
+                        correlation_id,
+                        causation_id,
+                        recorded_us,
+                        recorded_us if event.occurred_at is None else to_micros(event.occurred_at),
+                        1,
+                    )
+                )
             )
-            record = make_record(row)
-            tx.rows.append(row)
-            tx.records.append(record)
+        # Nothing above changes the store, so a bad payload leaves no trace.
+        self._head += size
+        tx.records.extend(records)
+        for event, record in zip(batch, records, strict=True):
             if event.event_id is not None:
-                tx.ids[event.event_id] = len(tx.rows) - 1
-            records.append(record)
-        if batch:
-            tx.versions[stream_id] = current
+                tx.supplied[event.event_id] = record
+        if size:
+            tx.versions[stream_id] = current + size
         return records
 
     def _find_stored(self, stream_id: str, batch: list[Event]) -> list[RecordedEvent] | None:
@@ -458,14 +449,11 @@ class EventStore:
 
     def _lookup_ids(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
         found: dict[str, RecordedEvent] = {}
-        if self._tx is not None:
-            found.update(
-                {i: self._tx.records[self._tx.ids[i]] for i in event_ids if i in self._tx.ids}
-            )
         for event_id in event_ids:
-            index = self._pending_ids.get(event_id)
-            if index is not None:
-                found[event_id] = make_record(self._pending[index])
+            record = self._tx.supplied.get(event_id) if self._tx is not None else None
+            record = record or self._pending.find(event_id)
+            if record is not None:
+                found[event_id] = record
         missing = [i for i in event_ids if i not in found]
         if missing:
             # Pending rows were checked above, so DuckDB need not absorb them first.
@@ -501,25 +489,13 @@ class EventStore:
 
     def _absorb(self) -> None:
         """Move pending rows into DuckDB in one bulk insert, then empty the journal."""
-        if not self._pending:
-            return
-        table = _rows_to_arrow(self._pending)
-        con = self._con
-        con.register("_pending_arrow", table)
-        try:
-            con.execute("INSERT INTO events SELECT * FROM _pending_arrow")
-        finally:
-            con.unregister("_pending_arrow")
-        if self._journal is not None:
-            self._journal.clear()
-        self._pending = []
-        self._pending_ids = {}
+        self._pending.absorb_into(self._con)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor that sees every acknowledged event."""
         self._check_open()
         with self._lock:
-            if self._pending:
+            if self._pending.count:
                 self._absorb()
             cursor = self._con.cursor()
             if self._overlay is not None:
@@ -830,17 +806,6 @@ def _loads(text: str | None) -> Any:
     import json
 
     return None if text is None else json.loads(text)
-
-
-def _rows_to_arrow(rows: list[Row]) -> pa.Table:
-    columns = list(zip(*rows, strict=True))
-    return pa.Table.from_arrays(
-        [
-            pa.array(column, type=field.type)
-            for column, field in zip(columns, ARROW_SCHEMA, strict=True)
-        ],
-        schema=ARROW_SCHEMA,
-    )
 
 
 def _filters(

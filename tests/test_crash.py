@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -478,16 +479,36 @@ def crash_image(path: Path, directory: Path) -> Path:
     return copy_store(path, directory)
 
 
-def last_line(data: bytes) -> bytes:
-    return data.rstrip(b"\n").rsplit(b"\n", 1)[-1] + b"\n"
+# A journal record: <kind:1 byte><payload length:u32><crc32:u32><payload>.
+RECORD_HEADER = struct.Struct("<cII")
+
+
+def journal_records(data: bytes) -> list[bytes]:
+    records, offset = [], 0
+    while offset < len(data):
+        _, length, _ = RECORD_HEADER.unpack_from(data, offset)
+        end = offset + RECORD_HEADER.size + length
+        records.append(data[offset:end])
+        offset = end
+    return records
+
+
+def last_record(data: bytes) -> bytes:
+    return journal_records(data)[-1]
+
+
+def with_bad_checksum(record: bytes) -> bytes:
+    kind, length, checksum = RECORD_HEADER.unpack_from(record)
+    return RECORD_HEADER.pack(kind, length, checksum ^ 1) + record[RECORD_HEADER.size :]
 
 
 TORN_TAILS = {
-    "half of a record": lambda journal: last_line(journal)[: len(last_line(journal)) // 2],
-    "record without its newline": lambda journal: last_line(journal)[:-1],
+    "half of a record": lambda journal: last_record(journal)[: len(last_record(journal)) // 2],
+    "record short of its last byte": lambda journal: last_record(journal)[:-1],
+    "header only": lambda journal: last_record(journal)[: RECORD_HEADER.size],
     "garbage": lambda journal: b"\x00\xff garbage \x13",
-    "bad checksum": lambda journal: b"00000000" + last_line(journal)[8:],
-    "json cut short": lambda journal: b'1234abcd [[9999,"x"\n',
+    "bad checksum": lambda journal: with_bad_checksum(last_record(journal)),
+    "json cut short": lambda journal: RECORD_HEADER.pack(b"J", 100, 0) + b'[[9999,"x"',
 }
 
 
@@ -525,7 +546,7 @@ def test_torn_journal_tail_on_a_closed_store_is_dropped(tmp_path: Path, tail: st
         # One more record, left in the journal (copied before close absorbs it).
         store.append("a", [el.Event("A", {"u": "a", "k": 2})], expected_version=2)
         record_line = journal_of(path).read_bytes()
-        assert record_line.count(b"\n") == 1
+        assert len(journal_records(record_line)) == 1
         before = list(store.read_all())
     assert journal_bytes(path) == b""
     journal_of(path).write_bytes(TORN_TAILS[tail](record_line))
@@ -541,6 +562,40 @@ def test_torn_journal_tail_on_a_closed_store_is_dropped(tmp_path: Path, tail: st
             (3, "b", 1),
             (4, "a", 3),
         ]
+
+
+@pytest.mark.parametrize("cut", ["half", "last byte", "bad checksum"])
+def test_torn_arrow_record_of_a_big_transaction_is_dropped(tmp_path: Path, cut: str) -> None:
+    # A transaction of many events is journalled as one Arrow record, not JSON.
+    path = tmp_path / "store.duckdb"
+    with el.EventStore(path) as store:
+        store.append("a", [el.Event("A", {"u": "a", "k": 0})])
+        small = journal_of(path).read_bytes()
+        with store.transaction():
+            for k in range(100):
+                store.append(f"big-{k}", [el.Event("B", {"u": "big", "k": k})])
+        data = journal_of(path).read_bytes()
+        big = data[len(small) :]
+        assert [r[:1] for r in journal_records(data)] == [b"J", b"A"]
+        torn = {
+            "half": big[: len(big) // 2],
+            "last byte": big[:-1],
+            "bad checksum": with_bad_checksum(big),
+        }[cut]
+        image = tmp_path / "image"
+        image.mkdir()
+        (image / "store.duckdb.journal").write_bytes(small + torn)
+        shutil.copy2(path, image / "store.duckdb")
+    with el.EventStore(image / "store.duckdb") as store:
+        assert [(r.stream_id, r.version, r.data) for r in store.read_all()] == [
+            ("a", 1, {"u": "a", "k": 0})
+        ]
+    # Intact, the same record brings back all 100 events.
+    (image / "store.duckdb.journal").write_bytes(data)
+    with el.EventStore(image / "store.duckdb") as store:
+        records = list(store.read_all())
+        assert [r.position for r in records] == list(range(1, 102))
+        assert [r.data["k"] for r in records[1:]] == list(range(100))
 
 
 def test_crash_between_absorb_and_journal_truncate_applies_nothing_twice(
@@ -576,7 +631,7 @@ path, fault = sys.argv[1], sys.argv[2]
 store = el.EventStore(path)
 first = store.append("a", [el.Event("A", {"u": "first", "k": 0})])
 print(json.dumps([[r.position, r.event_id, r.stream_id, r.version] for r in first]), flush=True)
-journal_fd = store._journal._fd
+journal_fd = store._pending.journal._fd
 real_write, real_sync = os.write, os.fdatasync
 state = {"armed": True}
 

@@ -1,0 +1,84 @@
+"""Committed events waiting to be absorbed into DuckDB, and the absorbing itself.
+
+See :mod:`eventlab.journal` for why a file store acknowledges appends before
+DuckDB holds them. Small commits (one command's events) stay as rows and are
+journalled as JSON; big ones (a batch of commands) become one Arrow batch that
+is journalled as is and later inserted without another conversion.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from .events import RecordedEvent
+from .journal import Journal
+from .schema import ARROW_SCHEMA, rows_to_batch
+
+# From this many rows on, building an Arrow batch costs less than JSON.
+ARROW_COMMIT_ROWS = 64
+
+
+class PendingEvents:
+    """Acknowledged events not yet in the DuckDB ``events`` table, in position order."""
+
+    def __init__(self, journal: Journal | None):
+        self.journal = journal
+        self._chunks: list[list[RecordedEvent] | pa.RecordBatch] = []
+        self._supplied: dict[str, RecordedEvent] = {}  # caller-supplied event_id -> record
+        self.count = 0
+
+    def commit(self, records: list[RecordedEvent], supplied: dict[str, RecordedEvent]) -> None:
+        """Make ``records`` durable (journal) and keep them until the next absorb."""
+        if len(records) >= ARROW_COMMIT_ROWS:
+            chunk = rows_to_batch(records)
+            if self.journal is not None:
+                self.journal.write_batch(chunk)
+        else:
+            chunk = records
+            if self.journal is not None:
+                self.journal.write_rows(records)
+        self._chunks.append(chunk)
+        self._supplied.update(supplied)
+        self.count += len(records)
+
+    def restore(self, table: pa.Table) -> None:
+        """Take back rows recovered from the journal after a crash (already durable)."""
+        if table.num_rows:
+            self._chunks.extend(table.to_batches())
+            self.count += table.num_rows
+
+    def find(self, event_id: str) -> RecordedEvent | None:
+        """A pending record by the event id its caller supplied."""
+        return self._supplied.get(event_id)
+
+    def table(self) -> pa.Table:
+        """Everything pending as one Arrow table."""
+        batches: list[pa.RecordBatch] = []
+        rows: list[RecordedEvent] = []
+        for chunk in self._chunks:
+            if isinstance(chunk, pa.RecordBatch):
+                if rows:
+                    batches.append(rows_to_batch(rows))
+                    rows = []
+                batches.append(chunk)
+            else:
+                rows.extend(chunk)  # consecutive small commits convert in one go
+        if rows:
+            batches.append(rows_to_batch(rows))
+        return pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
+
+    def absorb_into(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Insert everything pending into ``events`` in one statement, then forget it."""
+        if not self.count:
+            return
+        con.register("_pending_events", self.table())
+        try:
+            con.execute("INSERT INTO events SELECT * FROM _pending_events")
+        finally:
+            con.unregister("_pending_events")
+        if self.journal is not None:
+            self.journal.clear()
+        self._chunks = []
+        self._supplied = {}
+        self.count = 0
