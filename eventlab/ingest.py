@@ -1,21 +1,21 @@
-"""Bulk paths: frames and Parquet in, Parquet out, all vectorised inside DuckDB.
+"""Bulk appends: a DataFrame or Arrow table of events in one transaction.
 
-A bulk append is one DuckDB transaction: the rows are staged with their
-positions and versions computed in SQL, checked, and inserted in position
-order, or nothing is written at all.
+Everything per row is vectorised: positions, versions and timestamps are
+computed with NumPy and Arrow, checks run as Arrow compute kernels, and DuckDB
+receives the finished columns in one ``INSERT ... SELECT`` over the Arrow table,
+in order, so no sort is needed. Either every row is written or none is.
 """
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .clock import reserve_micros
 from .errors import (
@@ -24,10 +24,8 @@ from .errors import (
     EventlabError,
     InvalidEventError,
     MissingColumnsError,
-    ParquetError,
 )
 from .events import to_json
-from .schema import EVENT_COLUMNS
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -44,11 +42,7 @@ OPTIONAL_COLUMNS = (
     "schema_version",
     "position",
 )
-_SOURCE = "_ingest_source"
-_STAGE = "_ingest_stage"
-
-
-# ---------------------------------------------------------------------- frames
+_UTC = pa.timestamp("us", tz="UTC")
 
 
 def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
@@ -61,11 +55,11 @@ def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
         table = pa.Table.from_batches([frame])
     else:
         raise EventlabError(
-            f"append_frame takes a pandas DataFrame or a pyarrow Table, got {type(frame).__name__}"
+            f"append_frame takes a pandas DataFrame or a pyarrow Table, got "
+            f"{type(frame).__name__}"
         )
-    _check_columns(table.column_names, "the frame", allow_extra=False)
-    table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    return _ingest(store, table, order_by="_row", what="frame row")
+    check_columns(table.column_names, "the frame", allow_extra=False)
+    return ingest(store, table, what="frame row")
 
 
 def _frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -95,7 +89,8 @@ def _json_column(series: pd.Series, name: str) -> list[str | None]:
     return values
 
 
-def _check_columns(names: Sequence[str], where: str, *, allow_extra: bool) -> None:
+def check_columns(names: Sequence[str], where: str, *, allow_extra: bool) -> None:
+    """Raise :class:`MissingColumnsError` unless ``names`` make an event table."""
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise MissingColumnsError(
@@ -114,8 +109,8 @@ def _check_columns(names: Sequence[str], where: str, *, allow_extra: bool) -> No
 # ---------------------------------------------------------------------- the shared ingest
 
 
-def _ingest(store: EventStore, source: pa.Table | str, *, order_by: str, what: str) -> int:
-    """Stage, check and insert events from a registered Arrow table or a SQL source."""
+def ingest(store: EventStore, table: pa.Table, *, what: str) -> int:
+    """Check ``table`` (rows in order) and append it to ``store`` in one transaction."""
     store._check_writable()
     with store._lock:
         if store._tx is not None:
@@ -123,188 +118,203 @@ def _ingest(store: EventStore, source: pa.Table | str, *, order_by: str, what: s
                 "bulk appends (append_frame, import_parquet) commit on their own; call them "
                 "outside a store.transaction() block"
             )
+        count = table.num_rows
+        if count == 0:
+            return 0
         cursor = store._cursor()  # absorbs pending appends first
-        if isinstance(source, pa.Table):
-            cursor.register(_SOURCE, source)
-            columns = source.schema
-        else:
-            cursor.execute(f"CREATE OR REPLACE TEMP VIEW {_SOURCE} AS {source}")
-            columns = cursor.sql(f"SELECT * FROM {_SOURCE} LIMIT 0").to_arrow_table().schema
         head = store.head
-        try:
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                count = _stage(cursor, columns, head, store.clock, order_by)
-                _validate(cursor, what)
-                cursor.execute(
-                    f"INSERT INTO events SELECT {', '.join(EVENT_COLUMNS)} FROM {_STAGE} "
-                    f"ORDER BY position"
-                )
-                cursor.execute(f"DROP TABLE {_STAGE}")
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-        finally:
-            if isinstance(source, pa.Table):
-                cursor.unregister(_SOURCE)
-            else:
-                cursor.execute(f"DROP VIEW IF EXISTS {_SOURCE}")
+        staged = _stage(cursor, table, head, store, what)
+        _check_duplicate_ids(cursor, staged, what)
+        _insert(cursor, staged, table.column_names, store, what)
         store._after_bulk_insert(head + count)
         return count
 
 
-def _json_expr(name: str, schema: pa.Schema, default: str | None) -> str:
-    """SQL turning a payload column (JSON text, or an Arrow struct/map) into JSON text."""
-    if name not in schema.names:
-        return f"'{default}'"
-    kind = schema.field(name).type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.null():
-        expr = f"CAST(s.{name} AS VARCHAR)"
-    elif pa.types.is_struct(kind) or pa.types.is_map(kind):
-        expr = f"CAST(to_json(s.{name}) AS VARCHAR)"
-    else:
-        raise InvalidEventError(
-            f"column {name!r} must hold JSON objects (dicts or JSON text), not {kind}"
-        )
-    return expr if default is None else f"coalesce({expr}, '{default}')"
+def _stage(cursor, table: pa.Table, head: int, store: EventStore, what: str) -> pa.Table:
+    """The rows as the columns of ``events``: checked, numbered and stamped."""
+    count = table.num_rows
+    stream_ids = _name_column(table, "stream_id", what)
+    types = _name_column(table, "type", what)
+    data = _json_text(cursor, table, "data", what)
+    metadata = None
+    if "metadata" in table.column_names:
+        metadata = _json_text(cursor, table, "metadata", what)
+    versions = _versions(cursor, stream_ids, table, what)
+    first_us, step_us = reserve_micros(store.clock, count)
+    stamps = pa.array(first_us + np.arange(count, dtype=np.int64) * step_us, type=_UTC)
+    recorded = _timestamps(cursor, table, "recorded_at", stamps, what)
+    occurred = _timestamps(cursor, table, "occurred_at", recorded, what)
+    columns = {
+        "position": pa.array(np.arange(head + 1, head + 1 + count, dtype=np.int64)),
+        "event_id": _optional(table, "event_id", pa.string()),
+        "stream_id": stream_ids,
+        "version": pa.array(versions, type=pa.int32()),
+        "type": types,
+        "data": data,
+        "metadata": metadata if metadata is not None else pa.array(["{}"] * count, pa.string()),
+        "correlation_id": _optional(table, "correlation_id", pa.string()),
+        "causation_id": _optional(table, "causation_id", pa.string()),
+        "recorded_at": recorded,
+        "occurred_at": occurred,
+        "schema_version": _optional(table, "schema_version", pa.int32()),
+    }
+    return pa.table(columns)
 
 
-def _time_expr(name: str, schema: pa.Schema) -> str | None:
-    if name not in schema.names:
+def _first_bad(mask: pa.ChunkedArray | pa.Array) -> int | None:
+    """Index of the first true value in a boolean mask (nulls count as true), or None."""
+    mask = pc.fill_null(mask, True)
+    if not pc.any(mask).as_py():
         return None
-    kind = schema.field(name).type
-    if pa.types.is_timestamp(kind) and kind.tz is None:
-        # Naive timestamps are UTC by convention; the session time zone is UTC.
-        return f"CAST(s.{name} AS TIMESTAMPTZ)"
-    return f"TRY_CAST(s.{name} AS TIMESTAMPTZ)"
+    return pc.index(mask, True).as_py()
 
 
-def _stage(cursor, schema: pa.Schema, head: int, clock, order_by: str) -> int:
-    names = schema.names
-    rows = cursor.execute(f"SELECT count(*) FROM {_SOURCE}").fetchall()[0][0]
-    first_us, step_us = reserve_micros(clock, rows)
-
-    def optional(name: str, sql_type: str) -> str:
-        return f"CAST(s.{name} AS {sql_type})" if name in names else f"CAST(NULL AS {sql_type})"
-
-    metadata = _json_expr("metadata", schema, "{}")
-
-    def id_column(key: str) -> str:
-        # As with append, the id may travel in metadata (whose JSON is validated later).
-        in_metadata = f"json_extract_string({metadata}, '$.{key}')"
-        return (
-            f"coalesce({optional(key, 'VARCHAR')}, "
-            f"CASE WHEN json_valid({metadata}) THEN {in_metadata} END)"
+def _name_column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
+    column = table[name]
+    if not pa.types.is_string(column.type):
+        try:
+            column = column.cast(pa.string())
+        except pa.ArrowException:
+            raise InvalidEventError(f"column {name!r} must hold text, not {column.type}") from None
+    bad = _first_bad(pc.equal(pc.utf8_trim_whitespace(column), ""))
+    if bad is not None:
+        raise InvalidEventError(
+            f"{what} {bad}: {name} is empty or missing; every event needs a stream_id, a "
+            f"type and data"
         )
+    return column
 
-    recorded = _time_expr("recorded_at", schema)
-    occurred = _time_expr("occurred_at", schema)
-    now = f"make_timestamptz({first_us}::BIGINT + (s._n - 1) * {step_us}::BIGINT)"
-    recorded_sql = f"coalesce({recorded}, {now})" if recorded else now
-    cursor.execute(
-        f"""
-        CREATE TEMP TABLE {_STAGE} AS
-        WITH src AS (
-            SELECT *, row_number() OVER (ORDER BY {order_by}) AS _n FROM {_SOURCE}
-        ),
-        current AS (
-            SELECT stream_id, max(version) AS v FROM events
-            WHERE stream_id IN (SELECT DISTINCT CAST(stream_id AS VARCHAR) FROM src)
-            GROUP BY stream_id
+
+def _json_text(cursor, table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
+    """A payload column as JSON text: text is kept (DuckDB validates it on insert)."""
+    column = table[name]
+    if pa.types.is_struct(column.type) or pa.types.is_map(column.type):
+        cursor.register("_payload", pa.table({"value": column}))
+        try:
+            column = cursor.sql(
+                "SELECT CAST(to_json(value) AS VARCHAR) FROM _payload"
+            ).to_arrow_table()[0]
+        finally:
+            cursor.unregister("_payload")
+    elif pa.types.is_large_string(column.type) or column.type == pa.null():
+        column = column.cast(pa.string())
+    elif not pa.types.is_string(column.type):
+        raise InvalidEventError(
+            f"column {name!r} must hold JSON objects (dicts or JSON text), not {column.type}"
         )
-        SELECT
-            {head} + s._n AS position,
-            coalesce({optional("event_id", "VARCHAR")}, CAST(uuid() AS VARCHAR)) AS event_id,
-            CAST(s.stream_id AS VARCHAR) AS stream_id,
-            CAST(coalesce(c.v, 0)
-                 + row_number() OVER (PARTITION BY s.stream_id ORDER BY s._n) AS INTEGER)
-                AS version,
-            CAST(s.type AS VARCHAR) AS type,
-            {_json_expr("data", schema, None)} AS data,
-            {metadata} AS metadata,
-            {id_column("correlation_id")} AS correlation_id,
-            {id_column("causation_id")} AS causation_id,
-            {recorded_sql} AS recorded_at,
-            coalesce({occurred or "NULL"}, {recorded_sql}) AS occurred_at,
-            coalesce({optional("schema_version", "INTEGER")}, 1) AS schema_version,
-            {optional("version", "BIGINT")} AS _given_version,
-            {f"s.occurred_at IS NOT NULL AND {occurred} IS NULL" if occurred else "false"}
-                AS _bad_occurred,
-            {f"s.recorded_at IS NOT NULL AND {recorded} IS NULL" if recorded else "false"}
-                AS _bad_recorded,
-            s._n AS _n
-        FROM src s LEFT JOIN current c ON c.stream_id = CAST(s.stream_id AS VARCHAR)
-        """
-    )
-    return rows
+    if name == "data":
+        bad = _first_bad(pc.is_null(column))
+        if bad is not None:
+            raise InvalidEventError(
+                f"{what} {bad}: data is missing; every event needs a stream_id, a type and data"
+            )
+    else:
+        column = pc.fill_null(column, "{}")
+    # Objects only: cheap here; that the text is valid JSON is checked by the insert.
+    bad = _first_bad(pc.invert(pc.starts_with(pc.utf8_ltrim_whitespace(column), "{")))
+    if bad is not None:
+        value = column[bad].as_py()
+        raise InvalidEventError(f"{what} {bad}: {name} must be a JSON object, got {value!r:.80}")
+    return column
 
 
-def _validate(cursor, what: str) -> None:
-    """Raise on the first bad row of the stage, naming it (rows count from 0)."""
-
-    def first(condition: str, columns: str = "_n - 1"):
+def _versions(cursor, stream_ids: pa.ChunkedArray, table: pa.Table, what: str) -> np.ndarray:
+    """Each row's version: its stream's stored version plus its rank within the frame."""
+    encoded = pc.dictionary_encode(stream_ids).combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    distinct = encoded.dictionary
+    # The rank of each row within its stream, in row order (a vectorised cumcount).
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    run_lengths = np.diff(np.r_[starts, len(codes)])
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[order] = np.arange(len(codes)) - np.repeat(starts, run_lengths)
+    stored = np.zeros(len(distinct), dtype=np.int64)
+    frame_streams = pa.table({"code": np.arange(len(distinct)), "stream_id": distinct})
+    cursor.register("_frame_streams", frame_streams)
+    try:
         rows = cursor.execute(
-            f"SELECT {columns} FROM {_STAGE} WHERE {condition} ORDER BY _n LIMIT 1"
-        ).fetchall()
-        return rows[0] if rows else None
+            "SELECT f.code, max(e.version) AS version FROM _frame_streams f "
+            "JOIN events e USING (stream_id) GROUP BY f.code"
+        ).fetchnumpy()
+    finally:
+        cursor.unregister("_frame_streams")
+    stored[rows["code"].astype(np.int64)] = rows["version"]
+    versions = stored[codes] + rank + 1
+    if "version" in table.column_names:
+        given = table["version"].to_numpy()
+        mismatch = np.flatnonzero(pd.notna(given) & (given != versions))
+        if len(mismatch):
+            row = int(mismatch[0])
+            stream_id, computed = stream_ids[row].as_py(), int(versions[row])
+            raise ConcurrencyError(
+                stream_id,
+                int(given[row]) - 1,
+                computed - 1,
+                detail=(
+                    f"{what} {row} gives version {int(given[row])} for stream {stream_id!r}, "
+                    f"but that stream is at version {computed - 1} there, so the next version "
+                    f"is {computed}. Versions must continue each stream without gaps; drop "
+                    f"the version column to have them assigned. Nothing was written."
+                ),
+            )
+    return versions
 
-    checks = [
-        ("stream_id IS NULL OR trim(stream_id) = ''", "stream_id is empty or missing"),
-        ("type IS NULL OR trim(type) = ''", "type is empty or missing"),
-        ("data IS NULL", "data is missing"),
-    ]
-    for condition, problem in checks:
-        bad = first(condition)
-        if bad:
+
+def _timestamps(cursor, table: pa.Table, name: str, default: pa.Array, what: str) -> pa.Array:
+    """A timestamp column in UTC microseconds; missing values take ``default``."""
+    if name not in table.column_names:
+        return default
+    column = table[name]
+    if pa.types.is_timestamp(column.type):
+        if column.type.tz is None:  # naive timestamps are UTC by convention
+            column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+        column = column.cast(_UTC, safe=False)
+    else:
+        # Text such as ISO 8601: DuckDB reads more formats than Arrow, offsets included.
+        cursor.register("_times", pa.table({"value": column}))
+        try:
+            parsed = cursor.sql(
+                "SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t, value IS NOT NULL AS given "
+                "FROM _times"
+            ).to_arrow_table()
+        finally:
+            cursor.unregister("_times")
+        bad = _first_bad(pc.and_(parsed["given"], pc.is_null(parsed["t"])))
+        if bad is not None:
             raise InvalidEventError(
-                f"{what} {bad[0]}: {problem}; every event needs a stream_id, a type and data"
+                f"{what} {bad}: cannot read {name} as a timestamp; use ISO 8601 text such "
+                f"as '2024-05-01T12:00:00Z' or a datetime column"
             )
-    for column in ("data", "metadata"):
-        bad = first(
-            f"NOT coalesce(json_valid({column}), false) "
-            f"OR json_type(CAST({column} AS JSON)) <> 'OBJECT'",
-            f"_n - 1, {column}",
-        )
-        if bad:
-            raise InvalidEventError(
-                f"{what} {bad[0]}: {column} must be a JSON object, got {bad[1]!r:.80}"
-            )
-    for column in ("occurred", "recorded"):
-        bad = first(f"_bad_{column}")
-        if bad:
-            raise InvalidEventError(
-                f"{what} {bad[0]}: cannot read {column}_at as a timestamp; use ISO 8601 "
-                f"text such as '2024-05-01T12:00:00Z' or a datetime column"
-            )
-    bad = first(
-        "_given_version IS NOT NULL AND _given_version <> version",
-        "_n - 1, stream_id, _given_version, version",
-    )
-    if bad:
-        row, stream_id, given, computed = bad
-        raise ConcurrencyError(
-            stream_id,
-            given - 1,
-            computed - 1,
-            detail=(
-                f"{what} {row} gives version {given} for stream {stream_id!r}, but that "
-                f"stream is at version {computed - 1} there, so the next version is "
-                f"{computed}. Versions must continue each stream without gaps; drop the "
-                f"version column to have them assigned. Nothing was written."
-            ),
-        )
-    dup = cursor.execute(
-        f"SELECT event_id FROM {_STAGE} GROUP BY event_id HAVING count(*) > 1 LIMIT 1"
-    ).fetchall()
-    if dup:
+        column = parsed["t"].cast(_UTC)
+    return pc.if_else(pc.is_null(column), default, column).combine_chunks()
+
+
+def _optional(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    if name in table.column_names:
+        return table[name].cast(kind)
+    return pa.nulls(table.num_rows, kind)
+
+
+def _check_duplicate_ids(cursor, staged: pa.Table, what: str) -> None:
+    ids = staged["event_id"]
+    if ids.null_count == len(ids):
+        return  # all generated: unique by construction
+    counts = pc.value_counts(ids.drop_null())
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if len(repeated):
         raise DuplicateEventError(
-            f"event_id {dup[0][0]!r} appears more than once in the {what.split()[0]}; "
-            f"event ids must be unique"
+            f"event_id {repeated[0].as_py()!r} appears more than once in the "
+            f"{what.split()[0]}; event ids must be unique"
         )
-    dup = cursor.execute(
-        f"SELECT s.event_id FROM {_STAGE} s SEMI JOIN events e ON e.event_id = s.event_id LIMIT 1"
-    ).fetchall()
+    cursor.register("_frame_ids", pa.table({"event_id": ids}))
+    try:
+        dup = cursor.execute(
+            "SELECT f.event_id FROM _frame_ids f SEMI JOIN events e USING (event_id) LIMIT 1"
+        ).fetchall()
+    finally:
+        cursor.unregister("_frame_ids")
     if dup:
         raise DuplicateEventError(
             f"event_id {dup[0][0]!r} is already stored; a bulk append cannot contain events "
@@ -312,114 +322,53 @@ def _validate(cursor, what: str) -> None:
         )
 
 
-# ---------------------------------------------------------------------- Parquet
-
-
-def _parquet_files(path_or_glob: str | Path) -> list[str]:
-    text = str(path_or_glob)
-    path = Path(text)
-    if path.is_dir():
-        files = sorted(glob.glob(str(path / "**" / "*.parquet"), recursive=True))
-    elif path.is_file():
-        files = [text]
-    else:
-        files = sorted(glob.glob(text, recursive=True))
-    if not files:
-        raise ParquetError(
-            f"no Parquet files at {text!r}; give a .parquet file, a directory holding "
-            f"some (searched recursively), or a glob such as 'lake/**/*.parquet'"
-        )
-    return files
-
-
-def import_parquet(store: EventStore, path_or_glob: str | Path) -> int:
-    """Append events from Parquet files; see :meth:`EventStore.import_parquet`."""
-    files = _parquet_files(path_or_glob)
-    listing = "[" + ", ".join(_sql_string(f) for f in files) + "]"
-    scan = (
-        f"SELECT * FROM read_parquet({listing}, union_by_name = true, "
-        f"hive_partitioning = false, filename = '_file', file_row_number = true)"
+def _insert(
+    cursor, staged: pa.Table, given: Sequence[str], store: EventStore, what: str
+) -> None:
+    """One INSERT over the staged Arrow table; generated ids and metadata ids filled in SQL."""
+    params = {
+        "prefix": store._new_ids.prefix,
+        "first_id": store._new_ids.reserve(staged.num_rows),
+        "first_position": staged["position"][0].as_py(),
+    }
+    # Ids in metadata only need looking for when the frame had a metadata column.
+    metadata_ids = "metadata" in given
+    sql = _INSERT_SQL.format(
+        correlation="json_extract_string(metadata, '$.correlation_id')" if metadata_ids else "NULL",
+        causation="json_extract_string(metadata, '$.causation_id')" if metadata_ids else "NULL",
     )
-    cursor = store._cursor()
+    cursor.register("_staged", staged)
     try:
-        schema = cursor.sql(f"{scan} LIMIT 0").to_arrow_table().schema
-        # Touch every file's footer now so a corrupt file is reported by name.
-        for file in files:
-            cursor.execute(f"SELECT count(*) FROM parquet_metadata({_sql_string(file)})").fetchall()
-    except duckdb.Error as exc:
-        raise _unreadable(path_or_glob, exc) from None
-    names = [n for n in schema.names if n not in ("_file", "file_row_number")]
-    _check_columns(names, f"the Parquet data at {str(path_or_glob)!r}", allow_extra=True)
-    order = "position" if "position" in names else "_file, file_row_number"
-    try:
-        return _ingest(store, scan, order_by=order, what="Parquet row")
-    except duckdb.Error as exc:
-        raise _unreadable(path_or_glob, exc) from None
+        cursor.execute(sql, params)
+    except (duckdb.ConversionException, duckdb.InvalidInputException):
+        # The JSON type rejects malformed text; find the row to name it.
+        raise InvalidEventError(
+            _bad_json_message(cursor, what, params["first_position"])
+        ) from None
+    finally:
+        cursor.unregister("_staged")
 
 
-def _unreadable(path_or_glob: str | Path, exc: Exception) -> ParquetError:
-    return ParquetError(
-        f"cannot read Parquet from {str(path_or_glob)!r}: {exc}. Is it a complete Parquet "
-        f"file written by export_parquet or another tool? Re-export it, or check the path."
-    )
+def _bad_json_message(cursor, what: str, first_position: int) -> str:
+    for column in ("data", "metadata"):
+        rows = cursor.execute(
+            f"SELECT position, {column} FROM _staged WHERE NOT json_valid({column}) "
+            f"ORDER BY position LIMIT 1"
+        ).fetchall()
+        if rows:
+            row = rows[0][0] - first_position
+            return f"{what} {row}: {column} must be a JSON object, got {rows[0][1]!r:.80}"
+    return f"a {what.split()[0]} value could not be stored; check its types"
 
 
-def export_parquet(
-    store: EventStore,
-    directory: str | Path,
-    *,
-    partition_by: str | Sequence[str] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write the log as Parquet; see :meth:`EventStore.export_parquet`."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ParquetError(f"{directory} is a file; export_parquet writes into a directory")
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise ParquetError(
-            f"{directory} is not empty; export into a new or empty directory, or pass "
-            f"overwrite=True to replace what is there"
-        )
-    cursor = store._cursor()
-    columns = ", ".join(EVENT_COLUMNS)
-    if partition_by is None:
-        _prepare_directory(directory, overwrite)
-        target = directory / "events.parquet"
-        cursor.execute(
-            f"COPY (SELECT {columns} FROM events ORDER BY position) "
-            f"TO {_sql_string(str(target))} (FORMAT parquet)"
-        )
-        return directory
-    if partition_by == "day":
-        query = f"SELECT {columns}, CAST(recorded_at AS DATE) AS day FROM events ORDER BY position"
-        options = "PARTITION_BY (day)"
-    else:
-        keys = [partition_by] if isinstance(partition_by, str) else list(partition_by)
-        unknown = [k for k in keys if k not in EVENT_COLUMNS]
-        if unknown or not keys:
-            raise ParquetError(
-                f"cannot partition by {unknown or keys}; use 'day' or columns of the "
-                f"events table: {list(EVENT_COLUMNS)}"
-            )
-        query = f"SELECT {columns} FROM events ORDER BY position"
-        # Keep the partition columns inside the files too, so each file is a
-        # complete, self-describing slice of the log.
-        options = f"PARTITION_BY ({', '.join(keys)}), WRITE_PARTITION_COLUMNS true"
-    _prepare_directory(directory, overwrite)
-    cursor.execute(
-        f"COPY ({query}) TO {_sql_string(str(directory))} "
-        f"(FORMAT parquet, {options}, OVERWRITE_OR_IGNORE true)"
-    )
-    return directory
-
-
-def _prepare_directory(directory: Path, overwrite: bool) -> None:
-    """Create the export directory once all checks passed, clearing old files if asked."""
-    if overwrite and directory.exists():
-        for file in directory.rglob("*.parquet"):
-            file.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+_INSERT_SQL = """
+INSERT INTO events
+SELECT
+    position,
+    coalesce(event_id, printf('%s%012x', $prefix, $first_id + position - $first_position)),
+    stream_id, version, type, data, metadata,
+    coalesce(correlation_id, {correlation}),
+    coalesce(causation_id, {causation}),
+    recorded_at, occurred_at, coalesce(schema_version, 1)
+FROM _staged
+"""

@@ -677,7 +677,7 @@ class EventStore:
         into a non-empty one positions continue the log and versions must
         continue their streams. Returns the number of events imported.
         """
-        from .ingest import import_parquet
+        from .parquet import import_parquet
 
         return import_parquet(self, path_or_glob)
 
@@ -693,7 +693,7 @@ class EventStore:
         ``partition_by="day"`` writes Hive partitions by the UTC date of
         ``recorded_at``; any other value names columns to partition by.
         """
-        from .ingest import export_parquet
+        from .parquet import export_parquet
 
         return export_parquet(self, directory, partition_by=partition_by, overwrite=overwrite)
 
