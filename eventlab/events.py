@@ -125,13 +125,13 @@ def _make_encoder():
     return lambda value: "".join(encoder(value, 0))
 
 
-_encode = _make_encoder()
+json_encoder = _make_encoder()
 
 
 def to_json(value: Mapping[str, Any], what: str) -> str:
     """Serialise a JSON object compactly, naming the offending key when it cannot be."""
     try:
-        return _encode(value)
+        return json_encoder(value)
     except RecursionError:
         raise InvalidEventError(
             f"{what} is nested too deeply or refers to itself; store a plain tree of values"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 FORMAT_VERSION = "1"
@@ -71,8 +72,21 @@ def rows_to_batch(rows) -> pa.RecordBatch:
     """Rows in the RecordedEvent layout (JSON text, epoch microseconds) as one Arrow batch."""
     if not rows:
         return pa.RecordBatch.from_pylist([], schema=ARROW_SCHEMA)
-    columns = zip(*rows, strict=True)
-    return pa.RecordBatch.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, ARROW_SCHEMA, strict=True)],
-        schema=ARROW_SCHEMA,
-    )
+    arrays = []
+    for column, field in zip(zip(*rows, strict=True), ARROW_SCHEMA, strict=True):
+        if field.name in _NUMERIC:
+            # NumPy reads Python ints several times faster than pa.array does.
+            values = np.fromiter(column, dtype=_NUMERIC[field.name], count=len(column))
+            arrays.append(pa.array(values).view(field.type))
+        else:
+            arrays.append(pa.array(column, type=field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+_NUMERIC = {
+    "position": np.int64,
+    "version": np.int32,
+    "recorded_at": np.int64,
+    "occurred_at": np.int64,
+    "schema_version": np.int32,
+}

@@ -47,6 +47,7 @@ from .events import (
     EventIds,
     RecordedEvent,
     check_name,
+    json_encoder,
     make_record,
     to_json,
 )
@@ -54,9 +55,10 @@ from .journal import Journal
 from .pending import PendingEvents
 from .schema import ARROW_SCHEMA, SELECT_RECORD, create_schema
 
-# Pending rows are absorbed into DuckDB once this many accumulate, which keeps
-# the journal short and the bulk insert efficient.
-ABSORB_THRESHOLD = 50_000
+# Pending rows are absorbed into DuckDB once this many accumulate. DuckDB inserts
+# big batches faster per row (about 2.5 us at 100k rows, 3 us at 50k, here), while
+# the rows wait in memory (roughly 0.5 KB each) and in the journal.
+ABSORB_THRESHOLD = 100_000
 READ_BATCH_SIZE = 65_536
 
 
@@ -360,63 +362,76 @@ class EventStore:
     def _append_in(
         self, tx: _Transaction, stream_id: str, batch: list[Event], expected_version: int | None
     ) -> list[RecordedEvent]:
-        """Check and stage one append. Raises before changing anything, so no savepoint."""
-        duplicates = self._find_stored(stream_id, batch)
-        if duplicates is not None:
-            return duplicates
+        """Check and stage one append. Raises before changing anything, so no savepoint.
+
+        This is the hot path of every write, hence the plain loop and local names.
+        """
+        supplied = [event.event_id for event in batch if event.event_id is not None]
+        if supplied:
+            duplicates = self._find_stored(stream_id, batch, supplied)
+            if duplicates is not None:
+                return duplicates
         current = self._current_version(stream_id)
         if expected_version is not None and expected_version != current:
             raise ConcurrencyError(stream_id, expected_version, current)
         size = len(batch)
         first_us, step_us = reserve_micros(self.clock, size)
-        new_ids = self._new_ids.take(size)
-        position = self._head
+        first_id = self._new_ids.reserve(size)
+        prefix = self._new_ids.prefix
+        position = self._head + 1
+        version = current + 1
+        encode = json_encoder
         records = []
-        for index, event in enumerate(batch):
-            metadata = event.metadata
-            if metadata:
-                metadata_json = to_json(metadata, f"events[{index}].metadata")
-                correlation_id = _optional_str(metadata.get("correlation_id"))
-                causation_id = _optional_str(metadata.get("causation_id"))
-            else:
-                metadata_json, correlation_id, causation_id = "{}", None, None
-            recorded_us = first_us + index * step_us
-            records.append(
-                _new_record(
-                    (
-                        position + index + 1,
-                        event.event_id or new_ids[index],
-                        stream_id,
-                        current + index + 1,
-                        event.type,
-                        to_json(event.data, f"events[{index}].data"),
-                        metadata_json,
-                        correlation_id,
-                        causation_id,
-                        recorded_us,
-                        recorded_us if event.occurred_at is None else to_micros(event.occurred_at),
-                        1,
+        try:
+            for index, event in enumerate(batch):
+                metadata = event.metadata
+                if metadata:
+                    metadata_json = encode(metadata)
+                    correlation_id = _optional_str(metadata.get("correlation_id"))
+                    causation_id = _optional_str(metadata.get("causation_id"))
+                else:
+                    metadata_json, correlation_id, causation_id = "{}", None, None
+                recorded_us = first_us + index * step_us
+                occurred = event.occurred_at
+                records.append(
+                    _new_record(
+                        (
+                            position + index,
+                            event.event_id or f"{prefix}{first_id + index:012x}",
+                            stream_id,
+                            version + index,
+                            event.type,
+                            encode(event.data),
+                            metadata_json,
+                            correlation_id,
+                            causation_id,
+                            recorded_us,
+                            recorded_us if occurred is None else to_micros(occurred),
+                            1,
+                        )
                     )
                 )
-            )
+        except (TypeError, ValueError, RecursionError):
+            _raise_unserialisable(batch)
+            raise
         # Nothing above changes the store, so a bad payload leaves no trace.
         self._head += size
         tx.records.extend(records)
-        for event, record in zip(batch, records, strict=True):
-            if event.event_id is not None:
-                tx.supplied[event.event_id] = record
+        if supplied:
+            for event, record in zip(batch, records, strict=True):
+                if event.event_id is not None:
+                    tx.supplied[event.event_id] = record
         if size:
             tx.versions[stream_id] = current + size
         return records
 
-    def _find_stored(self, stream_id: str, batch: list[Event]) -> list[RecordedEvent] | None:
+    def _find_stored(
+        self, stream_id: str, batch: list[Event], supplied: list[str]
+    ) -> list[RecordedEvent] | None:
         """Stored records when every event of ``batch`` was stored before (a retry).
 
         Returns None when none was; raises when some were, or when content differs.
         """
-        supplied = [event.event_id for event in batch if event.event_id is not None]
-        if not supplied:
-            return None
         if len(set(supplied)) != len(supplied):
             raise DuplicateEventError(
                 "the same event_id appears twice in one append; give every event its own id"
@@ -779,7 +794,16 @@ def _coerce_events(events: Any) -> list[Event]:
         raise InvalidEventError(
             f"events must be an el.Event, a dict, or a list of them; got {type(events).__name__}"
         )
-    return [Event.coerce(event) for event in events]
+    coerce = Event.coerce
+    return [event if type(event) is Event else coerce(event) for event in events]
+
+
+def _raise_unserialisable(batch: list[Event]) -> None:
+    """Re-encode payload by payload to name the one that failed (the slow path)."""
+    for index, event in enumerate(batch):
+        to_json(event.data, f"events[{index}].data")
+        if event.metadata:
+            to_json(event.metadata, f"events[{index}].metadata")
 
 
 def _check_expected_version(expected: object) -> None:
