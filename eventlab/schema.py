@@ -6,6 +6,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from .events import RECORD_FIELDS
+
 FORMAT_VERSION = "1"
 
 EVENTS_DDL = """
@@ -31,21 +33,14 @@ CREATE TABLE IF NOT EXISTS eventlab_info (key VARCHAR PRIMARY KEY, value VARCHAR
 
 # The layout of a pending row and of a RecordedEvent's tuple: JSON as text and
 # timestamps as epoch microseconds, which Arrow turns into TIMESTAMPTZ for free.
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
 ARROW_SCHEMA = pa.schema(
-    [
-        ("position", pa.int64()),
-        ("event_id", pa.string()),
-        ("stream_id", pa.string()),
-        ("version", pa.int32()),
-        ("type", pa.string()),
-        ("data", pa.string()),
-        ("metadata", pa.string()),
-        ("correlation_id", pa.string()),
-        ("causation_id", pa.string()),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-        ("occurred_at", pa.timestamp("us", tz="UTC")),
-        ("schema_version", pa.int32()),
-    ]
+    zip(
+        RECORD_FIELDS,
+        [pa.int64(), pa.string(), pa.string(), pa.int32(), pa.string(), pa.string()]
+        + [pa.string(), pa.string(), pa.string(), _UTC_MICROS, _UTC_MICROS, pa.int32()],
+        strict=True,
+    )
 )
 
 # Reads rows of ``events`` (or anything shaped like it) in the RecordedEvent layout.
@@ -55,7 +50,7 @@ SELECT_RECORD = (
     "epoch_us(occurred_at), schema_version FROM {src}"
 )
 
-EVENT_COLUMNS = tuple(ARROW_SCHEMA.names)
+EVENT_COLUMNS = RECORD_FIELDS
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -42,7 +42,6 @@ from .errors import (
     StoreLockedError,
 )
 from .events import (
-    RECORD_FIELDS,
     Event,
     EventIds,
     RecordedEvent,
@@ -53,7 +52,7 @@ from .events import (
 )
 from .journal import Journal
 from .pending import PendingEvents
-from .schema import ARROW_SCHEMA, SELECT_RECORD, create_schema
+from .schema import SELECT_RECORD, create_schema
 
 # Pending rows are absorbed into DuckDB once this many accumulate. DuckDB inserts
 # big batches faster per row (about 2.5 us at 100k rows, 3 us at 50k, here), while
@@ -881,5 +880,3 @@ def _column_values(column: pa.Array) -> list:
     return column.to_pylist()
 
 
-
-assert RECORD_FIELDS == tuple(ARROW_SCHEMA.names)

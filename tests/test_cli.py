@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from contract import EVENT_COLUMNS
 
 import eventlab as el
 from eventlab.cli import build_parser, main, store_summary
@@ -28,20 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "shop_sample.parquet"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "eventlab"
 SUBCOMMANDS = ("info", "export", "import", "demo")
-EVENT_COLUMNS = [
-    "position",
-    "event_id",
-    "stream_id",
-    "version",
-    "type",
-    "data",
-    "metadata",
-    "correlation_id",
-    "causation_id",
-    "recorded_at",
-    "occurred_at",
-    "schema_version",
-]
 
 
 def build_store(path: Path) -> Path:

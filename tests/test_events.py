@@ -8,23 +8,11 @@ from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from contract import EVENT_COLUMNS
 
 import eventlab as el
 
-RECORD_FIELDS = [
-    "position",
-    "event_id",
-    "stream_id",
-    "version",
-    "type",
-    "data",
-    "metadata",
-    "correlation_id",
-    "causation_id",
-    "recorded_at",
-    "occurred_at",
-    "schema_version",
-]
+RECORD_FIELDS = EVENT_COLUMNS
 
 
 # ---------------------------------------------------------------------- Event

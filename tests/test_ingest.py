@@ -9,23 +9,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from contract import EVENT_COLUMNS
 
 import eventlab as el
 
-COLUMNS = [
-    "position",
-    "event_id",
-    "stream_id",
-    "version",
-    "type",
-    "data",
-    "metadata",
-    "correlation_id",
-    "causation_id",
-    "recorded_at",
-    "occurred_at",
-    "schema_version",
-]
+COLUMNS = EVENT_COLUMNS
 START = datetime(2024, 1, 1, tzinfo=UTC)  # the conftest clock: +1 s per event
 RAW = "select * from events order by position"
 

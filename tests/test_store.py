@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+from contract import EVENT_COLUMNS
 
 import eventlab as el
 
@@ -18,20 +19,7 @@ def make_clock() -> el.SimulatedClock:
     return el.SimulatedClock(START, step=timedelta(seconds=1))
 
 
-COLUMNS = [
-    "position",
-    "event_id",
-    "stream_id",
-    "version",
-    "type",
-    "data",
-    "metadata",
-    "correlation_id",
-    "causation_id",
-    "recorded_at",
-    "occurred_at",
-    "schema_version",
-]
+COLUMNS = EVENT_COLUMNS
 
 
 def at(seconds: int) -> datetime:
