@@ -17,12 +17,11 @@ version map and head position are authoritative.
 
 from __future__ import annotations
 
+import json
 import threading
-import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .clock import SimulatedClock, SystemClock, reserve_micros, to_micros
+from .connection import claim_file, connect, release_file
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -39,7 +39,6 @@ from .errors import (
     InvalidEventError,
     ReadOnlyError,
     StoreClosedError,
-    StoreLockedError,
 )
 from .events import (
     Event,
@@ -52,6 +51,7 @@ from .events import (
 )
 from .journal import Journal
 from .pending import PendingEvents
+from .reading import filters, iterate_records
 from .schema import SELECT_RECORD, create_schema
 
 # Pending rows are absorbed into DuckDB once this many accumulate. DuckDB inserts
@@ -119,52 +119,24 @@ class EventStore:
         self._versions: dict[str, int] | None = None  # loaded on the first append
         self._new_ids = EventIds()
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._commit_listeners: list = []
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
         if self.read_only and self.path is None:
             raise EventlabError(
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
                 "of an existing store file with read_only=True."
             )
-        self._claim_file()
+        claim_file(self)
         try:
-            self._con = _connect(self.path, self.read_only)
+            self._con = connect(self.path, self.read_only)
         except BaseException:
-            self._release_file()
+            release_file(self)
             raise
         try:
             self._open()
         except BaseException:
             self._con.close()
-            self._release_file()
+            release_file(self)
             raise
-
-    def _claim_file(self) -> None:
-        """Refuse a second store on a file this process already has open.
-
-        DuckDB shares one database between connections of a process, so two
-        stores on one file would both write, each with its own idea of the
-        stream versions: optimistic concurrency would silently break.
-        """
-        if self.path is None:
-            return
-        key = str(self.path.resolve())
-        with _OPEN_LOCK:
-            other = _OPEN_FILES.get(key)
-            if other is not None and not other.closed:
-                raise StoreLockedError(
-                    f"{self.path} is already open in this process ({other!r}). Use that "
-                    f"store, or close it first (store.close()); opening with "
-                    f"`with el.EventStore(path) as store:` closes it for you."
-                )
-            _OPEN_FILES[key] = self
-
-    def _release_file(self) -> None:
-        if self.path is not None:
-            with _OPEN_LOCK:
-                key = str(self.path.resolve())
-                if _OPEN_FILES.get(key) is self:
-                    del _OPEN_FILES[key]
 
     def _open(self) -> None:
         con = self._con
@@ -236,7 +208,7 @@ class EventStore:
                         journal.path.unlink(missing_ok=True)
                 self._con.close()
                 self._con = None
-                self._release_file()
+                release_file(self)
 
     @property
     def closed(self) -> bool:
@@ -306,8 +278,6 @@ class EventStore:
         self._pending.commit(tx.records, tx.supplied)
         self._versions.update(tx.versions)
         self._head = tx.records[-1][0]
-        for listener in self._commit_listeners:
-            listener(tx.records)
         if self._pending.count >= ABSORB_THRESHOLD:
             self._absorb()
 
@@ -393,7 +363,7 @@ class EventStore:
                 recorded_us = first_us + index * step_us
                 occurred = event.occurred_at
                 records.append(
-                    _new_record(
+                    make_record(
                         (
                             position + index,
                             event.event_id or f"{prefix}{first_id + index:012x}",
@@ -591,14 +561,14 @@ class EventStore:
         batch_size : int
             Rows fetched from DuckDB at a time.
         """
-        where, params = _filters(after=after, types=types, until=until)
+        where, params = filters(after=after, types=types, until=until)
         sql = SELECT_RECORD.format(src="events") + where
         if self._overlay is not None:
             sql += " ORDER BY position"
         # Events are only ever inserted in position order, and DuckDB preserves
         # insertion order for a plain scan, so no sort is needed here.
         reader = self._cursor().sql(sql, params=params).to_arrow_reader(batch_size)
-        return _iterate_records(reader)
+        return iterate_records(reader)
 
     def streams(self) -> list[str]:
         """Every stream id, sorted."""
@@ -621,7 +591,7 @@ class EventStore:
 
         ``data`` and ``metadata`` hold decoded dicts; timestamps are UTC.
         """
-        where, params = _filters(after=after, types=types, until=until)
+        where, params = filters(after=after, types=types, until=until)
         if stream_id is not None:
             check_name("stream_id", stream_id)
             params.append(stream_id)
@@ -741,49 +711,9 @@ class EventStore:
         self._versions = None
 
 
-# Stores with a file open in this process, by resolved path (see _claim_file).
-_OPEN_FILES: weakref.WeakValueDictionary[str, EventStore] = weakref.WeakValueDictionary()
-_OPEN_LOCK = threading.Lock()
-
 # What store.sql() runs. SET is excluded: a session setting such as TimeZone would
 # change what every later read returns.
 _READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
-
-
-def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
-    try:
-        if path is None:
-            con = duckdb.connect(":memory:")
-        else:
-            con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        message = str(exc)
-        if "lock" in message.lower():
-            raise StoreLockedError(
-                f"cannot open {path}: another process has it open. DuckDB allows one "
-                f"writing process per database file, and while it writes no other process "
-                f"can open the file, not even with read_only=True (readers, in turn, keep "
-                f"writers out). Close the store in the other process (store.close() or "
-                f"restart its kernel) and then open it here, with read_only=True if you "
-                f"only read; or work on a copy of the file made after it was closed; or "
-                f"export it to Parquet (store.export_parquet) and read that. "
-                f"DuckDB said: {message}"
-            ) from None
-        if "does not exist" in message:
-            raise EventlabError(
-                f"there is no store at {path} to open read-only; check the path, or open "
-                f"it without read_only=True to create it"
-            ) from None
-        raise EventlabError(f"cannot open {path}: {message}") from None
-    except duckdb.Error as exc:
-        raise EventlabError(
-            f"cannot open {path} as a DuckDB database: {exc}. Is it an eventlab store "
-            f"file? Check the path, or restore it from a Parquet export."
-        ) from None
-    # GLOBAL, because every cursor is a new session that would otherwise start in
-    # the machine's local zone.
-    con.execute("SET GLOBAL TimeZone='UTC'")
-    return con
 
 
 def _coerce_events(events: Any) -> list[Event]:
@@ -820,63 +750,8 @@ def _optional_str(value: object) -> str | None:
 
 
 def _json_roundtrip(value: Mapping[str, Any]) -> Any:
-    import json
-
     return json.loads(to_json(value, "data"))
 
 
 def _loads(text: str | None) -> Any:
-    import json
-
     return None if text is None else json.loads(text)
-
-
-def _filters(
-    *, after: int, types: Sequence[str] | str | None, until: int | datetime | str | None
-) -> tuple[str, list[Any]]:
-    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-        raise EventlabError(f"after must be a non-negative position, got {after!r}")
-    clauses = ["position > $1"]
-    params: list[Any] = [after]
-    if types is not None:
-        if isinstance(types, str):
-            types = [types]
-        params.append(list(types))
-        clauses.append(f"list_contains(${len(params)}, type)")
-    if until is not None:
-        if isinstance(until, int) and not isinstance(until, bool):
-            params.append(until)
-            clauses.append(f"position <= ${len(params)}")
-        else:
-            params.append(to_micros(until))
-            clauses.append(f"epoch_us(recorded_at) <= ${len(params)}")
-    return " WHERE " + " AND ".join(clauses), params
-
-
-def _iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
-    # Column-wise conversion, then one tuple per row built in C: the cheapest way
-    # to make millions of Python objects (see RecordedEvent's notes).
-    for batch in reader:
-        columns = [_column_values(column) for column in batch.columns]
-        yield from map(_new_record, zip(*columns, strict=True))
-
-
-_new_record = partial(tuple.__new__, RecordedEvent)
-
-
-def _column_values(column: pa.Array) -> list:
-    """A column as a Python list, skipping per-value conversion where it can."""
-    size = len(column)
-    if column.null_count == size:  # e.g. correlation ids nobody set
-        return [None] * size
-    if column.null_count == 0:
-        if pa.types.is_integer(column.type):
-            return column.to_numpy().tolist()  # numpy makes ints faster than Arrow does
-        if pa.types.is_string(column.type) and size > 1:
-            bounds = pc.min_max(column)
-            low = bounds["min"].as_py()
-            if low == bounds["max"].as_py():  # e.g. metadata that is always "{}"
-                return [low] * size
-    return column.to_pylist()
-
-
