@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff check eventlab tests benchmarks notebooks
 
 test: lint
-	$(BIN)/python -m pytest --nbmake tests notebooks
+	$(BIN)/python -m pytest --nbmake --doctest-modules tests notebooks eventlab
 
 demo: install
 	$(BIN)/eventlab demo

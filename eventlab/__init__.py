@@ -3,6 +3,7 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
+from .aggregate import Aggregate
 from .clock import SimulatedClock, SystemClock
 from .errors import (
     ConcurrencyError,
@@ -13,15 +14,20 @@ from .errors import (
     MissingColumnsError,
     ParquetError,
     ReadOnlyError,
+    ReplayError,
     StoreClosedError,
     StoreLockedError,
+    UnknownEventError,
+    VersionNotFoundError,
 )
 from .events import Event, RecordedEvent
+from .replay import replay
 from .store import EventStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregate",
     "ConcurrencyError",
     "DuplicateEventError",
     "Event",
@@ -33,8 +39,12 @@ __all__ = [
     "ParquetError",
     "ReadOnlyError",
     "RecordedEvent",
+    "ReplayError",
     "SimulatedClock",
     "StoreClosedError",
     "StoreLockedError",
     "SystemClock",
+    "UnknownEventError",
+    "VersionNotFoundError",
+    "replay",
 ]

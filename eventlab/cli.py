@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
-    >>> main(["--version"])  # doctest: +SKIP
+    >>> main(["--version"])
     eventlab 0.1.0
     0
     """

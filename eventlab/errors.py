@@ -67,3 +67,46 @@ class MissingColumnsError(EventlabError, ValueError):
 
 class JournalError(EventlabError, OSError):
     """The store's append journal could not be written (disk full, I/O error)."""
+
+
+class UnknownEventError(EventlabError):
+    """An aggregate met an event type it has no ``apply_<Type>`` handler for."""
+
+
+class VersionNotFoundError(EventlabError):
+    """A version beyond the end of a stream was asked for.
+
+    Attributes
+    ----------
+    stream_id : str
+    requested : int
+    current : int
+        The stream's current version.
+    """
+
+    def __init__(self, stream_id: str, requested: int, current: int):
+        self.stream_id = stream_id
+        self.requested = requested
+        self.current = current
+        super().__init__(
+            f"stream {stream_id!r} has no version {requested}: it is at version {current}. "
+            f"Ask for a version from 0 to {current}, or leave version=None for the latest."
+        )
+
+
+class ReplayError(EventlabError):
+    """A reducer or aggregate handler raised while replaying an event.
+
+    The original exception is chained (``__cause__``).
+    """
+
+    def __init__(self, event, reducer_name: str, cause: BaseException):
+        self.stream_id = event.stream_id
+        self.version = event.version
+        self.position = event.position
+        self.event_type = event.type
+        super().__init__(
+            f"{reducer_name} failed on {event.type} (stream {event.stream_id!r}, version "
+            f"{event.version}, position {event.position}): {type(cause).__name__}: {cause}. "
+            f"Fix the reducer for this kind of event; the original error is chained below."
+        )

@@ -1,0 +1,141 @@
+"""Aggregate: a consistency boundary whose state is rebuilt from its own stream.
+
+Subclass it, give it ``apply_<EventType>(self, event)`` handlers that change the
+state, and command methods that check the rules and call :meth:`emit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnknownEventError
+from .events import Event, RecordedEvent
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+
+class Aggregate:
+    """Base class for event-sourced aggregates.
+
+    A subclass's ``__init__`` takes the aggregate's id (its stream id) and sets
+    the blank state; handlers named ``apply_<EventType>`` evolve it. Command
+    methods validate and call :meth:`emit`, which applies the event at once and
+    queues it until :meth:`save`.
+
+    Attributes
+    ----------
+    id : str
+        The stream id.
+    version : int
+        The stream version this state corresponds to, queued events included.
+    ignore_unknown : bool
+        Class attribute: skip event types without a handler instead of raising
+        :class:`~eventlab.UnknownEventError`.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> class Counter(el.Aggregate):
+    ...     def __init__(self, id):
+    ...         super().__init__(id)
+    ...         self.count = 0
+    ...     def increment(self, by=1):
+    ...         self.emit("Incremented", {"by": by})
+    ...     def apply_Incremented(self, event):
+    ...         self.count += event.data["by"]
+    >>> store = el.EventStore()
+    >>> counter = Counter.load(store, "counter-1")
+    >>> counter.increment(2)
+    >>> _ = counter.save(store)
+    >>> Counter.load(store, "counter-1").count
+    2
+    """
+
+    ignore_unknown: bool = False
+
+    def __init__(self, id: str):
+        self.id = id
+        self._loaded_version = 0
+        self._pending: list[Event] = []
+
+    # ---------------------------------------------------------------- loading and saving
+
+    @classmethod
+    def load(
+        cls,
+        store: EventStore,
+        stream_id: str,
+        *,
+        version: int | None = None,
+        at: datetime | str | None = None,
+        known_at: datetime | str | None = None,
+    ):
+        """Rebuild the aggregate from its stream, optionally as it was at some point.
+
+        ``version=n`` stops after the first n events; ``at`` keeps events that
+        occurred by then (business time); ``known_at`` keeps events recorded by
+        then (knowledge time). A stream that does not exist yet gives a blank
+        aggregate at version 0.
+        """
+        return store.state_at(stream_id, cls, version=version, at=at, known_at=known_at)
+
+    def save(self, store: EventStore) -> list[RecordedEvent]:
+        """Append the queued events, expecting the version the aggregate was loaded at.
+
+        Raises :class:`~eventlab.ConcurrencyError` (and writes nothing) when
+        someone else appended to the stream since.
+        """
+        recorded = store.append(self.id, self._pending, expected_version=self._loaded_version)
+        self._loaded_version += len(self._pending)
+        self._pending = []
+        return recorded
+
+    @property
+    def version(self) -> int:
+        return self._loaded_version + len(self._pending)
+
+    @property
+    def pending_events(self) -> list[Event]:
+        """Events emitted since the last load or save, not yet stored."""
+        return list(self._pending)
+
+    # ---------------------------------------------------------------- emitting and applying
+
+    def emit(
+        self,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> Event:
+        """Record that something happened: apply it now and queue it for :meth:`save`."""
+        event = Event(type, dict(data or {}), metadata=metadata, occurred_at=occurred_at)
+        self._apply(event)
+        self._pending.append(event)
+        return event
+
+    def _apply(self, event: Event | RecordedEvent) -> None:
+        handler = getattr(self, f"apply_{event.type}", None)
+        if handler is not None:
+            handler(event)
+        elif not self.ignore_unknown:
+            raise UnknownEventError(
+                f"{type(self).__name__} has no handler for {event.type} events (stream "
+                f"{self.id!r}); add a method apply_{event.type}(self, event), or set "
+                f"ignore_unknown = True on the class to skip such events"
+            )
+
+    def _replay(self, event: RecordedEvent) -> None:
+        self._apply(event)
+        self._loaded_version = event.version
+
+    def _loaded(self, version: int) -> None:
+        self._loaded_version = version
+
+    def __repr__(self) -> str:
+        state = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "id"}
+        return f"{type(self).__name__}(id={self.id!r}, version={self.version}, {state})"

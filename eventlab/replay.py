@@ -1,0 +1,199 @@
+"""Replay: the current state is a fold over the history, so any past state can be rebuilt.
+
+A *reducer* is either a function ``reducer(state, event) -> state`` or an
+:class:`~eventlab.Aggregate` subclass. Time travel filters the history before
+folding it: by version (the first n events), by business time (``occurred_at``)
+and by knowledge time (``recorded_at``).
+
+Undo never deletes: :meth:`EventStore.revert` appends a ``Reverted`` event, and
+replay, for every reducer, treats it as "the stream's state returns to what it
+was at version n". Reducers never see ``Reverted`` events themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import EventlabError, ReplayError, VersionNotFoundError
+from .events import RecordedEvent
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+REVERTED = "Reverted"
+
+Reducer = Callable[[Any, RecordedEvent], Any]
+
+
+def effective_events(events: Iterable[RecordedEvent]) -> list[RecordedEvent]:
+    """The events a fold must apply once every ``Reverted`` is taken into account.
+
+    Each stream's history is a chain: an ordinary event extends the chain of the
+    version before it, and ``Reverted(to_version=n)`` continues from the chain
+    of version n (the latest present version at or before n). Following the
+    last chain back gives the events that make today's state, so a revert of a
+    revert simply continues from the state the first revert replaced.
+    """
+    events = list(events)
+    chains: dict[str, dict[int, tuple | None]] = {}  # stream -> version -> chain node
+    last: dict[str, tuple | None] = {}
+    reverts = False
+    for event in events:
+        nodes = chains.setdefault(event.stream_id, {})
+        if event.type == REVERTED:
+            reverts = True
+            node = _node_at(nodes, _target(event))
+        else:
+            node = (event, last.get(event.stream_id))
+        nodes[event.version] = node
+        last[event.stream_id] = node
+    if not reverts:
+        return [e for e in events if e.type != REVERTED]
+    keep: set[int] = set()
+    for node in last.values():
+        while node is not None:
+            keep.add(node[0].position)
+            node = node[1]
+    return [event for event in events if event.position in keep]
+
+
+def _target(event: RecordedEvent) -> int:
+    target = event.data.get("to_version")
+    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+        raise EventlabError(
+            f"the Reverted event at position {event.position} (stream {event.stream_id!r}) "
+            f"has no valid to_version: {target!r}; append reverts with store.revert()"
+        )
+    return target
+
+
+def _node_at(nodes: dict[int, tuple | None], version: int) -> tuple | None:
+    """The chain at ``version``, or at the latest version before it that is present."""
+    present = [v for v in nodes if v <= version]
+    return nodes[max(present)] if present else None
+
+
+def replay(events: Iterable[RecordedEvent], reducer: Any, initial: Any = None) -> Any:
+    """Fold ``events`` into a state.
+
+    Parameters
+    ----------
+    events : iterable of RecordedEvent
+        In position (or version) order, e.g. ``store.read_stream("order-1")``.
+    reducer : callable or Aggregate subclass
+        ``reducer(state, event) -> state``, or an :class:`~eventlab.Aggregate`
+        subclass whose ``apply_<Type>`` methods handle the events.
+    initial : object, optional
+        The state before the first event (deep-copied, so it is never mutated);
+        ignored for aggregates, which start blank.
+
+    Returns
+    -------
+    object
+        The state after the last event (an aggregate instance for aggregates).
+
+    Raises
+    ------
+    ReplayError
+        A reducer raised; names the stream, version, position and event type.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> store = el.EventStore()
+    >>> _ = store.append("cart-1", [el.Event("Added", {"n": 2}), el.Event("Added", {"n": 3})])
+    >>> el.replay(store.read_stream("cart-1"), lambda total, e: total + e.data["n"], 0)
+    5
+    """
+    return _Fold(reducer, initial).run(effective_events(events))
+
+
+class _Fold:
+    """Applies events to a state with one reducer, wrapping reducer failures."""
+
+    def __init__(self, reducer: Any, initial: Any):
+        from .aggregate import Aggregate
+
+        self.is_aggregate = isinstance(reducer, type) and issubclass(reducer, Aggregate)
+        if not self.is_aggregate and not callable(reducer):
+            raise EventlabError(
+                f"a reducer is a function (state, event) -> state or an el.Aggregate "
+                f"subclass, got {type(reducer).__name__}: {reducer!r:.60}"
+            )
+        self.reducer = reducer
+        self.initial = initial
+        self.name = getattr(reducer, "__qualname__", None) or repr(reducer)
+
+    def start(self, stream_id: str | None) -> Any:
+        if self.is_aggregate:
+            return self.reducer(stream_id)
+        return copy.deepcopy(self.initial)
+
+    def apply(self, state: Any, event: RecordedEvent) -> Any:
+        try:
+            if self.is_aggregate:
+                state._replay(event)
+                return state
+            return self.reducer(state, event)
+        except EventlabError:
+            raise
+        except Exception as exc:
+            raise ReplayError(event, self.name, exc) from exc
+
+    def run(self, events: list[RecordedEvent], stream_id: str | None = None) -> Any:
+        state = self.start(stream_id if stream_id is not None else _first_stream(events))
+        for event in events:
+            state = self.apply(state, event)
+        return state
+
+
+def _first_stream(events: list[RecordedEvent]) -> str | None:
+    return events[0].stream_id if events else None
+
+
+def stream_history(
+    store: EventStore,
+    stream_id: str,
+    *,
+    version: int | None = None,
+    at: datetime | str | None = None,
+    known_at: datetime | str | None = None,
+) -> list[RecordedEvent]:
+    """The stream's events up to ``version``, occurred by ``at`` and recorded by ``known_at``."""
+    current = store.version(stream_id)
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise EventlabError(f"version must be a non-negative int or None, got {version!r}")
+        if version > current:
+            raise VersionNotFoundError(stream_id, version, current)
+    return store._read_stream_as_of(stream_id, version=version, at=at, known_at=known_at)
+
+
+def state_at(
+    store: EventStore,
+    stream_id: str,
+    reducer: Any,
+    *,
+    version: int | None = None,
+    at: datetime | str | None = None,
+    known_at: datetime | str | None = None,
+    initial: Any = None,
+) -> Any:
+    """The state of one stream at a version, a business time, a knowledge time, or both.
+
+    See :meth:`EventStore.state_at`.
+    """
+    events = stream_history(store, stream_id, version=version, at=at, known_at=known_at)
+    state = _Fold(reducer, initial).run(effective_events(events), stream_id)
+    if isinstance(state, _aggregate_type()):
+        state._loaded(events[-1].version if events else 0)
+    return state
+
+
+def _aggregate_type() -> type:
+    from .aggregate import Aggregate
+
+    return Aggregate
