@@ -21,6 +21,7 @@ from .errors import (
     VersionNotFoundError,
 )
 from .events import Event, RecordedEvent
+from .history import history, replay_all
 from .replay import replay
 from .store import EventStore
 
@@ -46,5 +47,7 @@ __all__ = [
     "SystemClock",
     "UnknownEventError",
     "VersionNotFoundError",
+    "history",
     "replay",
+    "replay_all",
 ]

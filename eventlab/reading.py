@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -36,12 +37,24 @@ def filters(
     return " WHERE " + " AND ".join(clauses), params
 
 
-def iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
-    # Column-wise conversion, then one tuple per row built in C: the cheapest way
-    # to make millions of Python objects (see RecordedEvent's notes).
+def iterate_records(
+    reader: pa.RecordBatchReader, *, decode_data: bool = False
+) -> Iterator[RecordedEvent]:
+    """Records from Arrow batches in the RecordedEvent layout.
+
+    Column-wise conversion, then one tuple per row built in C: the cheapest way
+    to make millions of Python objects (see RecordedEvent's notes). With
+    ``decode_data`` (for folds, which read every payload), each batch's ``data``
+    is parsed in one ``json.loads`` call, about twice as fast as one per event.
+    """
     for batch in reader:
         columns = [_column_values(column) for column in batch.columns]
-        yield from map(make_record, zip(*columns, strict=True))
+        records = list(map(make_record, zip(*columns, strict=True)))
+        if decode_data and records:
+            payloads = json.loads("[" + ",".join(columns[5]) + "]")
+            for record, payload in zip(records, payloads, strict=True):
+                record.__dict__["data"] = payload  # what RecordedEvent.data caches
+        yield from records
 
 
 def _column_values(column: pa.Array) -> list:

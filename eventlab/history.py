@@ -1,0 +1,172 @@
+"""Whole-history views: one stream's states event by event, and every stream at once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .clock import to_micros
+from .events import RecordedEvent
+from .reading import filters, iterate_records
+from .replay import REVERTED, _Fold, effective_events, state_at
+from .schema import SELECT_RECORD
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+
+def history(
+    store: EventStore, stream_id: str, reducer: Any, *, initial: Any = None
+) -> pd.DataFrame:
+    """One row per event of a stream, with the state right after it, flattened into columns.
+
+    Columns: ``version``, ``type``, ``recorded_at``, ``occurred_at``, then one
+    column per field of the state (nested fields joined with dots, e.g.
+    ``customer.city``). ``Reverted`` events appear too, with the state they
+    restore.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> store = el.EventStore(clock=el.SimulatedClock("2024-05-01"))
+    >>> _ = store.append("acct-1", [el.Event("Deposited", {"amount": 10}),
+    ...                             el.Event("Deposited", {"amount": 5})])
+    >>> def balance(state, event):
+    ...     return {"balance": state["balance"] + event.data["amount"]}
+    >>> el.history(store, "acct-1", balance, initial={"balance": 0})[["version", "balance"]]
+       version  balance
+    0        1       10
+    1        2       15
+    """
+    events = store.read_stream(stream_id)
+    fold = _Fold(reducer, initial)
+    state = fold.start(stream_id)
+    rows = []
+    for index, event in enumerate(events):
+        if event.type == REVERTED:
+            state = fold.run(effective_events(events[: index + 1]), stream_id)
+        else:
+            state = fold.apply(state, event)
+        row = {
+            "version": event.version,
+            "type": event.type,
+            "recorded_at": event.recorded_at,
+            "occurred_at": event.occurred_at,
+        }
+        row.update(flatten(state_fields(state)))
+        rows.append(row)
+    frame = pd.DataFrame(
+        rows, columns=None if rows else ["version", "type", "recorded_at", "occurred_at"]
+    )
+    for column in ("recorded_at", "occurred_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def state_fields(state: Any) -> dict[str, Any]:
+    """A state as a dict of its fields: dicts as they are, dataclasses and aggregates by field."""
+    from .aggregate import Aggregate
+
+    if isinstance(state, Mapping):
+        return dict(state)
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    if isinstance(state, Aggregate):
+        return {k: v for k, v in vars(state).items() if not k.startswith("_") and k != "id"}
+    return {"state": state}
+
+
+def flatten(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and dataclasses) as one level of dotted keys; other values copied."""
+    flat: dict[str, Any] = {}
+    for key, value in fields.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            nested = flatten(state_fields(value), f"{name}.")
+            flat.update(nested if nested else {name: {}})
+        elif isinstance(value, (list, set)):
+            flat[name] = list(value)  # a copy: the state may change after this row
+        else:
+            flat[name] = value
+    return flat
+
+
+def replay_all(
+    store: EventStore,
+    reducer: Any,
+    *,
+    initial: Any = None,
+    category: str | None = None,
+    at: datetime | str | None = None,
+    known_at: datetime | str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The state of every stream, folded in one streamed pass over the log.
+
+    Much faster than loading streams one by one: one query, read in Arrow
+    batches. Same time-travel filters as :meth:`EventStore.state_at`.
+
+    Parameters
+    ----------
+    category : str, optional
+        Only streams whose id starts with this prefix, e.g. ``"order-"``.
+    progress : bool
+        Show a progress bar (tqdm) while folding.
+
+    Returns
+    -------
+    dict
+        Stream id to state, in order of each stream's first event.
+    """
+    where, params = filters(after=0, types=None, until=None)
+    if category is not None:
+        params.append(category)
+        where += f" AND starts_with(stream_id, ${len(params)})"
+    for column, limit in (("occurred_at", at), ("recorded_at", known_at)):
+        if limit is not None:
+            params.append(to_micros(limit))
+            where += f" AND epoch_us({column}) <= ${len(params)}"
+    cursor = store._cursor()
+    total = cursor.execute(f"SELECT count(*) FROM events{where}", params).fetchall()[0][0]
+    reader = cursor.sql(SELECT_RECORD.format(src="events") + where, params=params)
+    records = iterate_records(reader.to_arrow_reader(65_536), decode_data=True)
+    fold = _Fold(reducer, initial)
+    states: dict[str, Any] = {}
+    apply, start = fold.apply, fold.start
+    for event in tqdm(records, total=total, disable=not progress, unit="event"):
+        stream_id = event.stream_id
+        if event.type == REVERTED:
+            # Rare: rebuild this stream as of the revert, reverts of reverts included.
+            states[stream_id] = _as_of_revert(
+                store, stream_id, reducer, initial, event, at, known_at
+            )
+            continue
+        state = states.get(stream_id, _MISSING)
+        if state is _MISSING:
+            state = start(stream_id)
+        states[stream_id] = apply(state, event)
+    return states
+
+
+_MISSING = object()
+
+
+def _as_of_revert(
+    store: EventStore,
+    stream_id: str,
+    reducer: Any,
+    initial: Any,
+    event: RecordedEvent,
+    at: datetime | str | None,
+    known_at: datetime | str | None,
+) -> Any:
+    return state_at(
+        store, stream_id, reducer, version=event.version, at=at, known_at=known_at, initial=initial
+    )

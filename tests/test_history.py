@@ -1,0 +1,164 @@
+"""el.history (one stream, state after every event) and el.replay_all (every stream)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+import eventlab as el
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class Cart(el.Aggregate):
+    def __init__(self, id):
+        super().__init__(id)
+        self.items: list[str] = []
+        self.owner = {"name": None, "city": None}
+
+    def apply_Opened(self, event):
+        self.owner = dict(event.data)
+
+    def apply_Added(self, event):
+        self.items.append(event.data["sku"])
+
+
+@dataclass
+class Total:
+    amount: int = 0
+    lines: list[int] = field(default_factory=list)
+
+
+def add_to_total(state: Total, event) -> Total:
+    return Total(state.amount + event.data["n"], [*state.lines, event.data["n"]])
+
+
+@pytest.fixture
+def carts():
+    store = el.EventStore(clock=el.SimulatedClock(START, step=timedelta(minutes=1)))
+    store.append("cart-1", [el.Event("Opened", {"name": "Ada", "city": "Lyon"})])
+    store.append("cart-2", [el.Event("Opened", {"name": "Bo", "city": "Porto"})])
+    store.append("cart-1", [el.Event("Added", {"sku": "a"}), el.Event("Added", {"sku": "b"})])
+    store.append("other-1", [el.Event("Added", {"sku": "x"})])
+    return store
+
+
+def test_history_has_one_row_per_event_with_the_flattened_state(carts):
+    frame = el.history(carts, "cart-1", Cart)
+    expected = pd.DataFrame(
+        {
+            "version": [1, 2, 3],
+            "type": ["Opened", "Added", "Added"],
+            "recorded_at": pd.to_datetime(
+                [START, START + timedelta(minutes=2), START + timedelta(minutes=3)], utc=True
+            ),
+            "occurred_at": pd.to_datetime(
+                [START, START + timedelta(minutes=2), START + timedelta(minutes=3)], utc=True
+            ),
+            "items": [[], ["a"], ["a", "b"]],
+            "owner.name": ["Ada"] * 3,
+            "owner.city": ["Lyon"] * 3,
+        }
+    )
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+
+
+def test_history_rows_keep_the_state_of_their_time_not_the_final_one(carts):
+    # The aggregate's list is mutated in place; each row must hold a copy.
+    frame = el.history(carts, "cart-1", Cart)
+    assert frame["items"].tolist() == [[], ["a"], ["a", "b"]]
+
+
+def test_history_with_a_dataclass_reducer_and_a_revert():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append("t", [el.Event("Added", {"n": n}) for n in (5, 7, 9)])
+    store.revert("t", to_version=1, reason="wrong amounts")
+    store.append("t", [el.Event("Added", {"n": 1})])
+    frame = el.history(store, "t", add_to_total, initial=Total())
+    assert frame["type"].tolist() == ["Added", "Added", "Added", "Reverted", "Added"]
+    assert frame["amount"].tolist() == [5, 12, 21, 5, 6]
+    assert frame["lines"].tolist() == [[5], [5, 7], [5, 7, 9], [5], [5, 1]]
+
+
+def test_history_of_a_missing_stream_is_an_empty_frame(carts):
+    frame = el.history(carts, "cart-404", Cart)
+    assert list(frame.columns) == ["version", "type", "recorded_at", "occurred_at"]
+    assert frame.empty
+
+
+def test_history_of_a_scalar_state():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append("c", [el.Event("Added", {"n": 2}), el.Event("Added", {"n": 3})])
+    frame = el.history(store, "c", lambda total, e: total + e.data["n"], initial=0)
+    assert frame["state"].tolist() == [2, 5]
+
+
+def test_replay_all_folds_every_stream_in_one_pass(carts):
+    states = el.replay_all(carts, Cart)
+    assert list(states) == ["cart-1", "cart-2", "other-1"]
+    assert states["cart-1"].items == ["a", "b"]
+    assert states["cart-1"].version == 3
+    assert states["cart-2"].owner == {"name": "Bo", "city": "Porto"}
+    for stream_id, state in states.items():
+        loaded = Cart.load(carts, stream_id)
+        assert (state.items, state.owner, state.version) == (
+            loaded.items,
+            loaded.owner,
+            loaded.version,
+        )
+
+
+def test_replay_all_by_category_and_as_of_a_time(carts):
+    states = el.replay_all(carts, Cart, category="cart-")
+    assert list(states) == ["cart-1", "cart-2"]
+    # Business time: only what occurred by the second minute (cart-1's first item).
+    early = el.replay_all(carts, Cart, at=START + timedelta(minutes=2))
+    assert early["cart-1"].items == ["a"]
+    assert "other-1" not in early
+    known = el.replay_all(carts, Cart, known_at=START + timedelta(minutes=1))
+    assert set(known) == {"cart-1", "cart-2"}
+    assert known["cart-1"].items == []
+
+
+def test_replay_all_with_a_function_reducer_and_reverts():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append("a", [el.Event("Added", {"n": n}) for n in (1, 2, 3)])
+    store.append("b", [el.Event("Added", {"n": 10})])
+    store.revert("a", to_version=1)
+    store.append("a", [el.Event("Added", {"n": 100})])
+    store.revert("a", to_version=4)  # back to the state the first revert produced
+    states = el.replay_all(store, lambda total, e: total + e.data["n"], initial=0)
+    assert states == {"a": 1, "b": 10}
+    assert states["a"] == store.state_at("a", lambda t, e: t + e.data["n"], initial=0)
+
+
+def test_replay_all_matches_state_at_for_every_stream_after_bulk_appends():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    frame = pd.DataFrame(
+        {
+            "stream_id": [f"s-{i % 7}" for i in range(200)],
+            "type": ["Added"] * 200,
+            "data": [{"n": i} for i in range(200)],
+        }
+    )
+    store.append_frame(frame)
+    total = lambda state, e: state + e.data["n"]  # noqa: E731
+    states = el.replay_all(store, total, initial=0, progress=False)
+    assert states == {s: store.state_at(s, total, initial=0) for s in store.streams()}
+    assert sum(states.values()) == sum(range(200))
+
+
+def test_replay_all_wraps_reducer_failures():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append("a", [el.Event("Added", {"n": 1}), el.Event("Added", {})])
+    with pytest.raises(el.ReplayError) as raised:
+        el.replay_all(store, lambda total, e: total + e.data["n"], initial=0)
+    assert (raised.value.stream_id, raised.value.version, raised.value.event_type) == (
+        "a",
+        2,
+        "Added",
+    )
+    assert isinstance(raised.value.__cause__, KeyError)
