@@ -5,6 +5,7 @@ Everything public is importable from the top level: ``import eventlab as el``.
 
 from .aggregate import Aggregate
 from .clock import SimulatedClock, SystemClock
+from .diff import diff
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -47,6 +48,7 @@ __all__ = [
     "SystemClock",
     "UnknownEventError",
     "VersionNotFoundError",
+    "diff",
     "history",
     "replay",
     "replay_all",

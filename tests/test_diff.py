@@ -361,9 +361,30 @@ json_values = st.recursive(
 states = st.dictionaries(keys, json_values, max_size=5)
 
 
-@settings(max_examples=300, deadline=None)
-@given(states, states)
-def test_applying_the_diff_to_a_gives_b(a, b):
+def mutate(draw: Any, value: Any) -> Any:
+    """A variant of ``value`` that keeps much of its structure, so that diffs go deep."""
+    action = draw(st.sampled_from(["keep", "replace", "walk", "walk"]))
+    if action == "replace":
+        return draw(json_values)
+    if action == "keep" or not isinstance(value, dict | list):
+        return value
+    if isinstance(value, list):
+        items = [mutate(draw, item) for item in value]
+        return items[: draw(st.integers(0, len(items)))] + draw(st.lists(json_values, max_size=2))
+    kept = {key: mutate(draw, item) for key, item in value.items() if draw(st.integers(0, 4))}
+    return kept | draw(st.dictionaries(keys, json_values, max_size=2))
+
+
+@st.composite
+def related_states(draw: Any) -> tuple[dict, dict]:
+    a = draw(states)
+    return a, mutate(draw, a)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.tuples(states, states) | related_states())
+def test_applying_the_diff_to_a_gives_b(pair):
+    a, b = pair
     assert apply(a, diff(a, b)) == b
 
 
