@@ -19,12 +19,14 @@ from .errors import (
     StoreClosedError,
     StoreLockedError,
     UnknownEventError,
+    UpcastError,
     VersionNotFoundError,
 )
 from .events import Event, RecordedEvent
 from .history import history, replay_all
 from .replay import replay
 from .store import EventStore
+from .upcasting import Upcasters, upcaster, upcasters
 
 __version__ = "0.1.0"
 
@@ -47,9 +49,13 @@ __all__ = [
     "StoreLockedError",
     "SystemClock",
     "UnknownEventError",
+    "UpcastError",
+    "Upcasters",
     "VersionNotFoundError",
     "diff",
     "history",
     "replay",
     "replay_all",
+    "upcaster",
+    "upcasters",
 ]

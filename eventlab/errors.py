@@ -110,3 +110,7 @@ class ReplayError(EventlabError):
             f"{event.version}, position {event.position}): {type(cause).__name__}: {cause}. "
             f"Fix the reducer for this kind of event; the original error is chained below."
         )
+
+
+class UpcastError(EventlabError):
+    """A stored event's schema version has no upcaster step to today's shape."""

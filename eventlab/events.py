@@ -15,6 +15,7 @@ from typing import Any
 
 from .clock import from_micros, to_utc
 from .errors import InvalidEventError
+from .upcasting import upcasters
 
 _EVENT_KEYS = {"type", "data", "metadata", "event_id", "occurred_at"}
 
@@ -195,6 +196,11 @@ class EventIds:
         return start
 
 
+def upcast_payload(event_type: str, schema_version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply the registered upcasters (if any) to a stored payload."""
+    return upcasters.upcast(event_type, schema_version, data) if upcasters else data
+
+
 # Field order of the tuple behind a RecordedEvent; the store reads rows in this order.
 RECORD_FIELDS = (
     "position",
@@ -241,8 +247,8 @@ class RecordedEvent(tuple):
 
     @cached_property
     def data(self) -> dict[str, Any]:
-        """The event's payload (decoded once, on first access)."""
-        return json.loads(self[5])
+        """The event's payload in today's shape (decoded and upcast once, on first access)."""
+        return upcast_payload(self[4], self[11], json.loads(self[5]))
 
     @cached_property
     def metadata(self) -> dict[str, Any]:

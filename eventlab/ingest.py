@@ -26,6 +26,7 @@ from .errors import (
     MissingColumnsError,
 )
 from .events import to_json
+from .upcasting import upcasters
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -156,7 +157,7 @@ def _stage(cursor, table: pa.Table, head: int, store: EventStore, what: str) -> 
         "causation_id": _optional(table, "causation_id", pa.string()),
         "recorded_at": recorded,
         "occurred_at": occurred,
-        "schema_version": _optional(table, "schema_version", pa.int32()),
+        "schema_version": _schema_versions(table, types),
     }
     return pa.table(columns)
 
@@ -289,6 +290,19 @@ def _timestamps(cursor, table: pa.Table, name: str, default: pa.Array, what: str
             )
         column = parsed["t"].cast(_UTC)
     return pc.if_else(pc.is_null(column), default, column).combine_chunks()
+
+
+def _schema_versions(table: pa.Table, types: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The given schema versions, else each type's current one (1 without upcasters)."""
+    if "schema_version" in table.column_names:
+        return table["schema_version"].cast(pa.int32())
+    if not upcasters:
+        return pa.nulls(table.num_rows, pa.int32())  # the insert stores 1
+    encoded = pc.dictionary_encode(types).combine_chunks()
+    current = np.array(
+        [upcasters.current_version(t) for t in encoded.dictionary.to_pylist()], dtype=np.int32
+    )
+    return pa.array(current[encoded.indices.to_numpy(zero_copy_only=False)])
 
 
 def _optional(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:

@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 
 from .clock import to_micros
 from .errors import EventlabError
-from .events import RecordedEvent, make_record
+from .events import RecordedEvent, make_record, upcast_payload
+from .upcasting import upcasters
 
 
 def filters(
@@ -52,6 +53,8 @@ def iterate_records(
         records = list(map(make_record, zip(*columns, strict=True)))
         if decode_data and records:
             payloads = json.loads("[" + ",".join(columns[5]) + "]")
+            if upcasters:
+                payloads = list(map(upcast_payload, columns[4], columns[11], payloads))
             for record, payload in zip(records, payloads, strict=True):
                 record.__dict__["data"] = payload  # what RecordedEvent.data caches
         yield from records

@@ -108,7 +108,14 @@ def replay(events: Iterable[RecordedEvent], reducer: Any, initial: Any = None) -
     >>> el.replay(store.read_stream("cart-1"), lambda total, e: total + e.data["n"], 0)
     5
     """
-    return _Fold(reducer, initial).run(effective_events(events))
+    events = list(events)
+    fold = _Fold(reducer, initial)
+    # The stream id and version come from the whole history: reverted events
+    # still count, even when none of them is folded.
+    state = fold.run(effective_events(events), _first_stream(events))
+    if fold.is_aggregate and events:
+        state._loaded(events[-1].version)
+    return state
 
 
 class _Fold:

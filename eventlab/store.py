@@ -53,6 +53,7 @@ from .journal import Journal
 from .pending import PendingEvents
 from .reading import filters, iterate_records
 from .schema import SELECT_RECORD, create_schema
+from .upcasting import upcasters
 
 # Pending rows are absorbed into DuckDB once this many accumulate. DuckDB inserts
 # big batches faster per row (about 2.5 us at 100k rows, 3 us at 50k, here), while
@@ -350,6 +351,7 @@ class EventStore:
         position = self._head + 1
         version = current + 1
         encode = json_encoder
+        schema_version = upcasters.current_version
         records = []
         try:
             for index, event in enumerate(batch):
@@ -376,7 +378,7 @@ class EventStore:
                             causation_id,
                             recorded_us,
                             recorded_us if occurred is None else to_micros(occurred),
-                            1,
+                            schema_version(event.type),
                         )
                     )
                 )
@@ -703,6 +705,11 @@ class EventStore:
             from .errors import VersionNotFoundError
 
             raise VersionNotFoundError(stream_id, to_version, current)
+        if current == 0:
+            raise InvalidEventError(
+                f"stream {stream_id!r} has no events, so there is nothing to revert; check "
+                f"the stream id (store.streams() lists them)"
+            )
         from .replay import REVERTED
 
         data = {"to_version": to_version, "reason": reason}

@@ -364,7 +364,10 @@ def test_revert_appends_exactly_one_reverted_event_and_deletes_nothing(counter):
     )
     assert recorded.data == {"to_version": 1, "reason": "typo"}
     assert recorded.recorded_at == at(3)
-    assert log(counter) == [*original, (4, "c-1", 4, "Reverted", {"to_version": 1, "reason": "typo"})]
+    assert log(counter) == [
+        *original,
+        (4, "c-1", 4, "Reverted", {"to_version": 1, "reason": "typo"}),
+    ]
     assert counter.version("c-1") == 4
     assert counter.head == 4
 
@@ -495,6 +498,13 @@ def test_revert_of_a_missing_stream_to_a_positive_version_raises(store):
         store.revert("nobody-1", to_version=1)
     assert caught.value.current == 0
     assert store.head == 0
+
+
+def test_revert_of_a_missing_stream_writes_nothing(store):
+    with pytest.raises(el.InvalidEventError, match="'nobody-1' has no events"):
+        store.revert("nobody-1", to_version=0)
+    assert store.head == 0
+    assert store.streams() == []
 
 
 @pytest.mark.parametrize("target", [-1, 1.0, "1", True, None, [1]])
@@ -651,6 +661,9 @@ def test_state_at_every_version_matches_a_model_of_states(operations):
                 store.append("c-1", added(*arg))
                 for n in arg:
                     model.add(n)
+            elif store.version("c-1") == 0:
+                with pytest.raises(el.InvalidEventError, match="nothing to revert"):
+                    store.revert("c-1", to_version=0)
             else:
                 target = arg * store.version("c-1") // 1000
                 store.revert("c-1", to_version=target)
