@@ -25,6 +25,7 @@ from .errors import (
 from .events import Event, RecordedEvent
 from .history import history, replay_all
 from .replay import replay
+from .snapshots import Snapshots
 from .store import EventStore
 from .upcasting import Upcasters, upcaster, upcasters
 
@@ -45,6 +46,7 @@ __all__ = [
     "RecordedEvent",
     "ReplayError",
     "SimulatedClock",
+    "Snapshots",
     "StoreClosedError",
     "StoreLockedError",
     "SystemClock",

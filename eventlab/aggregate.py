@@ -55,6 +55,10 @@ class Aggregate:
     """
 
     ignore_unknown: bool = False
+    #: Take a snapshot on save whenever the stream crosses a multiple of this many versions.
+    snapshot_every: int | None = None
+    #: The version of the state's shape; snapshots of another version are ignored.
+    schema_version: int = 1
 
     def __init__(self, id: str):
         self.id = id
@@ -88,9 +92,19 @@ class Aggregate:
         Raises :class:`~eventlab.ConcurrencyError` (and writes nothing) when
         someone else appended to the stream since.
         """
-        recorded = store.append(self.id, self._pending, expected_version=self._loaded_version)
-        self._loaded_version += len(self._pending)
+        from . import snapshots
+
+        before, after = self._loaded_version, self.version
+        policy = snapshots.policy_of(type(self))
+        snapshot = None
+        if policy is not None and before // policy.every < after // policy.every:
+            # Encoded before appending, so a state that is not JSON writes nothing.
+            snapshot = snapshots.encode_state(policy, self, self.id)
+        recorded = store.append(self.id, self._pending, expected_version=before)
+        self._loaded_version = after
         self._pending = []
+        if snapshot is not None:
+            snapshots.write(store, policy, [(self.id, after, snapshot)])
         return recorded
 
     @property
@@ -135,6 +149,18 @@ class Aggregate:
 
     def _loaded(self, version: int) -> None:
         self._loaded_version = version
+
+    def _snapshot_state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k not in ("_pending", "_loaded_version")}
+
+    @classmethod
+    def _from_snapshot(cls, state: dict[str, Any], stream_id: str, version: int):
+        aggregate = cls.__new__(cls)
+        aggregate.__dict__.update(state)
+        aggregate.id = stream_id
+        aggregate._pending = []
+        aggregate._loaded_version = version
+        return aggregate
 
     def __repr__(self) -> str:
         state = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "id"}

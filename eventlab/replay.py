@@ -168,15 +168,19 @@ def stream_history(
     version: int | None = None,
     at: datetime | str | None = None,
     known_at: datetime | str | None = None,
+    after: int = 0,
 ) -> list[RecordedEvent]:
-    """The stream's events up to ``version``, occurred by ``at`` and recorded by ``known_at``."""
+    """The stream's events after version ``after`` and up to ``version``, occurred by ``at``
+    and recorded by ``known_at``."""
     current = store.version(stream_id)
     if version is not None:
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise EventlabError(f"version must be a non-negative int or None, got {version!r}")
         if version > current:
             raise VersionNotFoundError(stream_id, version, current)
-    return store._read_stream_as_of(stream_id, version=version, at=at, known_at=known_at)
+    return store._read_stream_as_of(
+        stream_id, version=version, at=at, known_at=known_at, after=after
+    )
 
 
 def state_at(
@@ -193,6 +197,26 @@ def state_at(
 
     See :meth:`EventStore.state_at`.
     """
+    from . import snapshots
+
+    policy = snapshots.policy_of(reducer)
+    found = None
+    if policy is not None:
+        limit = store.version(stream_id) if version is None else version
+        found = snapshots.find(store, stream_id, policy, version=limit, at=at, known_at=known_at)
+    if found is not None:
+        start, state = found
+        rest = stream_history(
+            store, stream_id, version=version, at=at, known_at=known_at, after=start
+        )
+        # A revert after the snapshot may reach back before it: replay everything then.
+        if not any(event.type == REVERTED for event in rest):
+            fold = _Fold(reducer, initial)
+            for event in rest:
+                state = fold.apply(state, event)
+            if fold.is_aggregate:
+                state._loaded(rest[-1].version if rest else start)
+            return state
     events = stream_history(store, stream_id, version=version, at=at, known_at=known_at)
     state = _Fold(reducer, initial).run(effective_events(events), stream_id)
     if isinstance(state, _aggregate_type()):

@@ -53,10 +53,26 @@ SELECT_RECORD = (
 EVENT_COLUMNS = RECORD_FIELDS
 
 
+SNAPSHOTS_DDL = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id        VARCHAR     NOT NULL,
+    reducer          VARCHAR     NOT NULL,  -- module.qualname, or the name given
+    version          INTEGER     NOT NULL,  -- the stream version the state is at
+    state            JSON        NOT NULL,
+    schema_version   INTEGER     NOT NULL,  -- of the reducer's state shape
+    taken_at         TIMESTAMPTZ NOT NULL,
+    last_occurred_at TIMESTAMPTZ NOT NULL,  -- latest business time folded in
+    last_recorded_at TIMESTAMPTZ NOT NULL,  -- latest knowledge time folded in
+    PRIMARY KEY (stream_id, reducer, version)
+)
+"""
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the store's tables if they do not exist yet."""
     con.execute(EVENTS_DDL)
     con.execute(INFO_DDL)
+    con.execute(SNAPSHOTS_DDL)
     con.execute(
         "INSERT INTO eventlab_info VALUES ('format_version', $1) ON CONFLICT DO NOTHING",
         [FORMAT_VERSION],

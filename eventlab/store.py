@@ -723,10 +723,12 @@ class EventStore:
         version: int | None,
         at: datetime | str | None,
         known_at: datetime | str | None,
+        after: int = 0,
     ) -> list[RecordedEvent]:
-        """A stream's events up to a version, an occurred_at and a recorded_at (inclusive)."""
-        sql = SELECT_RECORD.format(src="events") + " WHERE stream_id = $1"
-        params: list[Any] = [stream_id]
+        """A stream's events after a version and up to a version, an occurred_at and a
+        recorded_at (inclusive)."""
+        sql = SELECT_RECORD.format(src="events") + " WHERE stream_id = $1 AND version > $2"
+        params: list[Any] = [stream_id, after]
         for column, limit in (("version", version), ("occurred_at", at), ("recorded_at", known_at)):
             if limit is None:
                 continue
@@ -738,6 +740,27 @@ class EventStore:
                 sql += f" AND epoch_us({column}) <= ${len(params)}"
         rows = self._cursor().execute(sql + " ORDER BY version", params).fetchall()
         return [make_record(row) for row in rows]
+
+    def rebuild_snapshots(
+        self, reducer: Any, *, initial: Any = None, category: str | None = None
+    ) -> int:
+        """Take a reducer's snapshots for the existing history, replacing its old ones.
+
+        For every stream (or those whose id starts with ``category``), a snapshot
+        at each multiple of the reducer's snapshot interval. Returns how many
+        were stored.
+        """
+        from .snapshots import rebuild
+
+        return rebuild(self, reducer, initial=initial, category=category)
+
+    def _has_snapshots_table(self) -> bool:
+        if not getattr(self, "_snapshots_table", False):
+            tables = self._cursor().execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'snapshots'"
+            )
+            self._snapshots_table = tables.fetchall()[0][0] > 0
+        return self._snapshots_table
 
     # ------------------------------------------------------------------ bulk and Parquet
 
