@@ -21,8 +21,12 @@ ERRORS = [
     "MissingColumnsError",
     "ParquetError",
     "ReadOnlyError",
+    "ReplayError",
     "StoreClosedError",
     "StoreLockedError",
+    "UnknownEventError",
+    "UpcastError",
+    "VersionNotFoundError",
 ]
 
 
