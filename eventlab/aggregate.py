@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import UnknownEventError
+from .errors import EventlabError, UnknownEventError
 from .events import Event, RecordedEvent
 
 if TYPE_CHECKING:
@@ -94,6 +94,12 @@ class Aggregate:
         """
         from . import snapshots
 
+        if getattr(self, "_as_of", None):
+            raise EventlabError(
+                f"this {type(self).__name__} was loaded as of the past ({self._as_of}), so its "
+                f"state may leave out events that exist today; load it without at/known_at "
+                f"to change it"
+            )
         before, after = self._loaded_version, self.version
         policy = snapshots.policy_of(type(self))
         snapshot = None
@@ -147,11 +153,13 @@ class Aggregate:
         self._apply(event)
         self._loaded_version = event.version
 
-    def _loaded(self, version: int) -> None:
+    def _loaded(self, version: int, as_of: str | None = None) -> None:
         self._loaded_version = version
+        self._as_of = as_of
 
     def _snapshot_state(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in ("_pending", "_loaded_version")}
+        internal = ("_pending", "_loaded_version", "_as_of")
+        return {k: v for k, v in vars(self).items() if k not in internal}
 
     @classmethod
     def _from_snapshot(cls, state: dict[str, Any], stream_id: str, version: int):

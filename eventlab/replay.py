@@ -172,10 +172,10 @@ def stream_history(
 ) -> list[RecordedEvent]:
     """The stream's events after version ``after`` and up to ``version``, occurred by ``at``
     and recorded by ``known_at``."""
-    current = store.version(stream_id)
     if version is not None:
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise EventlabError(f"version must be a non-negative int or None, got {version!r}")
+        current = store.version(stream_id)
         if version > current:
             raise VersionNotFoundError(stream_id, version, current)
     return store._read_stream_as_of(
@@ -202,8 +202,7 @@ def state_at(
     policy = snapshots.policy_of(reducer)
     found = None
     if policy is not None:
-        limit = store.version(stream_id) if version is None else version
-        found = snapshots.find(store, stream_id, policy, version=limit, at=at, known_at=known_at)
+        found = snapshots.find(store, stream_id, policy, version=version, at=at, known_at=known_at)
     if found is not None:
         start, state = found
         rest = stream_history(
@@ -215,13 +214,19 @@ def state_at(
             for event in rest:
                 state = fold.apply(state, event)
             if fold.is_aggregate:
-                state._loaded(rest[-1].version if rest else start)
+                state._loaded(rest[-1].version if rest else start, as_of=_as_of(at, known_at))
             return state
     events = stream_history(store, stream_id, version=version, at=at, known_at=known_at)
     state = _Fold(reducer, initial).run(effective_events(events), stream_id)
     if isinstance(state, _aggregate_type()):
-        state._loaded(events[-1].version if events else 0)
+        state._loaded(events[-1].version if events else 0, as_of=_as_of(at, known_at))
     return state
+
+
+def _as_of(at: Any, known_at: Any) -> str | None:
+    """How a time-travelled state was filtered, or None for today's state."""
+    given = {"at": at, "known_at": known_at}
+    return ", ".join(f"{k}={v}" for k, v in given.items() if v is not None) or None
 
 
 def _aggregate_type() -> type:

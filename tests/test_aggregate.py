@@ -532,3 +532,31 @@ def test_an_aggregate_without_a_reverted_handler_never_sees_reverted_events(plac
     placed.revert("order-1", to_version=1)
     assert Strict.load(placed, "order-1").lines == {}
     assert Order.load(placed, "order-1").version == 4  # no handler needed
+
+
+def test_an_aggregate_loaded_as_of_a_past_time_refuses_to_save():
+    # A late correction (recorded last, occurred in between) makes a business-time load
+    # skip a middle event while still ending at the current version.
+    store = el.EventStore(clock=el.SimulatedClock("2024-03-01"))
+    store.append("t-1", [el.Event("Added", {"n": 1}, occurred_at="2024-03-04")])
+    store.append("t-1", [el.Event("Added", {"n": 2}, occurred_at="2024-03-06")])
+    store.append("t-1", [el.Event("Added", {"n": 4}, occurred_at="2024-03-05")])
+
+    class Tally(el.Aggregate):
+        def __init__(self, id):
+            super().__init__(id)
+            self.total = 0
+
+        def apply_Added(self, event):
+            self.total += event.data["n"]
+
+    past = Tally.load(store, "t-1", at="2024-03-05T12:00")
+    assert (past.total, past.version) == (5, 3)
+    past.emit("Added", {"n": 100})
+    with pytest.raises(el.EventlabError, match="loaded as of the past .*at=2024-03-05T12:00"):
+        past.save(store)
+    assert store.version("t-1") == 3
+    today = Tally.load(store, "t-1")
+    today.emit("Added", {"n": 100})
+    today.save(store)
+    assert Tally.load(store, "t-1").total == 107
