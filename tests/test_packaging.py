@@ -115,3 +115,16 @@ def test_makefile_has_the_documented_targets():
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
     assert "ruff check" in makefile
     assert "--nbmake" in makefile
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the examples write shop.duckdb and lake/ here
+    namespace: dict = {}
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert capsys.readouterr().out == "1 2\n"  # the ConcurrencyError's expected and actual
+    assert (namespace["order"].status, namespace["order"].version) == ("paid", 2)
+    namespace["store"].close()
+    namespace["copy"].close()
