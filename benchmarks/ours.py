@@ -1,21 +1,26 @@
 """Our side: the workload on ``eventlab.EventStore`` file stores.
 
-Each function opens a fresh store, builds its input before the clock starts,
-times only the calls under test, and returns a :class:`Timing` that also records
-how long ``close()`` took, so work a design defers to close stays visible.
+Each append function opens a fresh store, builds its input before the clock
+starts, times only the calls under test, and returns a :class:`Timing` that also
+records how long ``close()`` took, so work a design defers to close stays
+visible. The replay and time-travel functions reopen a store built beforehand
+(untimed, by :func:`build_store`) and return what they rebuilt with the time, so
+the caller can check it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 import eventlab as el
-from benchmarks.workload import Order
+from benchmarks import workload
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class Timing:
     close_seconds: float
 
 
-def _events(order: Order) -> list[el.Event]:
+def _events(order: workload.Order) -> list[el.Event]:
     return [el.Event(e["type"], e["data"]) for e in order.events()]
 
 
@@ -36,7 +41,7 @@ def _close(store: el.EventStore) -> float:
     return time.perf_counter() - start
 
 
-def time_per_command(path: Path, orders: Sequence[Order]) -> Timing:
+def time_per_command(path: Path, orders: Sequence[workload.Order]) -> Timing:
     """One ``append(..., expected_version=0)`` call, hence one commit, per order."""
     work = [(o.order_id, _events(o)) for o in orders]
     store = el.EventStore(path)
@@ -51,7 +56,7 @@ def time_per_command(path: Path, orders: Sequence[Order]) -> Timing:
     return Timing(seconds, _close(store))
 
 
-def time_batched(path: Path, batches: Sequence[Sequence[Order]]) -> Timing:
+def time_batched(path: Path, batches: Sequence[Sequence[workload.Order]]) -> Timing:
     """One ``store.transaction()`` block, hence one commit, per batch of orders."""
     work = [[(o.order_id, _events(o)) for o in batch] for batch in batches]
     store = el.EventStore(path)
@@ -106,3 +111,115 @@ def event_count(path: Path) -> int:
     """Events in the store file, counted with SQL on a freshly opened store."""
     with el.EventStore(path) as store:
         return int(store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0])
+
+
+# ---------------------------------------------------------------------- replay and time travel
+
+
+class Order(el.Aggregate):
+    """The workload's order as an aggregate: status, item SKUs, total and amount paid."""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.status = "new"
+        self.items: list[str] = []
+        self.total = 0.0
+        self.paid: float | None = None
+
+    def apply_OrderPlaced(self, event: el.RecordedEvent) -> None:
+        self.status = "placed"
+
+    def apply_ItemAdded(self, event: el.RecordedEvent) -> None:
+        data = event.data
+        self.items.append(data["sku"])
+        self.total += data["quantity"] * data["unit_price"]
+
+    def apply_OrderPaid(self, event: el.RecordedEvent) -> None:
+        self.status = "paid"
+        self.paid = event.data["amount"]
+
+    def apply_OrderShipped(self, event: el.RecordedEvent) -> None:
+        self.status = "shipped"
+
+
+ORDER_INITIAL: dict[str, Any] = {"status": "new", "items": 0, "total": 0.0}
+
+
+def order_state(state: dict[str, Any], event: el.RecordedEvent) -> dict[str, Any]:
+    """The same order as a function reducer over plain dicts (a new dict per event)."""
+    kind = event.type
+    if kind == "ItemAdded":
+        data = event.data
+        total = state["total"] + data["quantity"] * data["unit_price"]
+        return {**state, "items": state["items"] + 1, "total": total}
+    if kind == "OrderPlaced":
+        return {**state, "status": "placed"}
+    if kind == "OrderPaid":
+        return {**state, "status": "paid"}
+    if kind == "OrderShipped":
+        return {**state, "status": "shipped"}
+    raise ValueError(f"order_state has no case for {kind} events")
+
+
+def build_store(path: Path, frames: Iterable[pa.Table]) -> tuple[float, int]:
+    """Untimed set-up: ``append_frame`` each table into a new store; (seconds, events)."""
+    start = time.perf_counter()
+    count = 0
+    with el.EventStore(path) as store:
+        for frame in frames:
+            count += store.append_frame(frame)
+    return time.perf_counter() - start, count
+
+
+def time_replay_all(path: Path) -> tuple[float, dict[str, Order]]:
+    """Seconds for ``el.replay_all(store, Order)`` on the reopened store, and its result."""
+    with el.EventStore(path) as store:
+        start = time.perf_counter()
+        orders = el.replay_all(store, Order)
+        return time.perf_counter() - start, orders
+
+
+def time_load_each(path: Path, stream_ids: Sequence[str]) -> tuple[float, list[Order]]:
+    """Seconds for one ``Order.load(store, id)`` per id on the reopened store, and the orders."""
+    with el.EventStore(path) as store:
+        start = time.perf_counter()
+        orders = [Order.load(store, stream_id) for stream_id in stream_ids]
+        return time.perf_counter() - start, orders
+
+
+def median_occurred_at(path: Path) -> datetime:
+    """The median business time of the store's events (``quantile_disc``, so one of them)."""
+    with el.EventStore(path) as store:
+        frame = store.sql("SELECT quantile_disc(epoch_us(occurred_at), 0.5) AS t FROM events")
+    return workload.from_micros(int(frame["t"].iloc[0]))
+
+
+def time_state_at_all(path: Path, at: datetime) -> tuple[float, dict[str, Any]]:
+    """Seconds for every stream's ``order_state`` as of business time ``at``, and the states."""
+    with el.EventStore(path) as store:
+        start = time.perf_counter()
+        states = el.replay_all(store, order_state, initial=ORDER_INITIAL, at=at)
+        return time.perf_counter() - start, states
+
+
+def time_state_at(
+    path: Path,
+    queries: Sequence[tuple[str, datetime]],
+    warmup: Sequence[tuple[str, datetime]] = (),
+) -> tuple[list[float], list[dict[str, Any]]]:
+    """Seconds of each ``store.state_at(stream_id, order_state, at=...)`` call, and the states.
+
+    The ``warmup`` queries run untimed first, so the latencies are those of a
+    store already open and in use.
+    """
+    with el.EventStore(path) as store:
+        for stream_id, at in warmup:
+            store.state_at(stream_id, order_state, at=at, initial=ORDER_INITIAL)
+        latencies = []
+        states = []
+        for stream_id, at in queries:
+            start = time.perf_counter()
+            state = store.state_at(stream_id, order_state, at=at, initial=ORDER_INITIAL)
+            latencies.append(time.perf_counter() - start)
+            states.append(state)
+        return latencies, states

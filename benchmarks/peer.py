@@ -105,3 +105,36 @@ def stored_event_count(db_path: Path) -> int:
     """Events in the peer's file, counted through a fresh SQLite connection."""
     with sqlite3.connect(db_path) as con:
         return int(con.execute("SELECT count(*) FROM stored_events").fetchone()[0])
+
+
+def aggregate_id(order_id: str) -> UUID:
+    """The peer's aggregate id for an order id."""
+    return PeerOrder.create_id(order_id)
+
+
+def build_store(db_path: Path, orders: Sequence[Order], *, batch: int = 1000) -> float:
+    """Untimed set-up: save the orders, ``batch`` aggregates per ``app.save``; seconds taken."""
+    start = time.perf_counter()
+    app = open_app(db_path)
+    try:
+        for first in range(0, len(orders), batch):
+            app.save(*(build_aggregate(o) for o in orders[first : first + batch]))
+    finally:
+        app.close()
+    return time.perf_counter() - start
+
+
+def time_get_each(db_path: Path, order_ids: Sequence[str]) -> tuple[float, list[PeerOrder]]:
+    """Seconds for one ``app.repository.get(id)`` per order on a freshly opened application.
+
+    The application has no aggregate cache (the default), so every get reads
+    and replays the aggregate's events from the file.
+    """
+    ids = [aggregate_id(o) for o in order_ids]
+    app = open_app(db_path)
+    try:
+        start = time.perf_counter()
+        aggregates = [app.repository.get(aggregate_id) for aggregate_id in ids]
+        return time.perf_counter() - start, aggregates
+    finally:
+        app.close()

@@ -5,11 +5,15 @@ Usage, from the project root::
     python -m benchmarks.run            # full size (make bench)
     python -m benchmarks.run --quick    # scaled down to finish within a minute
     python benchmarks/run.py [--quick]  # the same, run as a script
+    python -m benchmarks.run --only replay state_at   # some groups (merged into results)
 
 Every store is a file in a temporary directory. Each figure is measured
-``--repeat`` times on a fresh database and the median is reported; measurements
-with a peer (the ``eventsourcing`` library, SQLite module) alternate with the
-peer's in the same run, and the ratio ours/peer is printed.
+``--repeat`` times and the median is reported: appends on a fresh database each
+time; reads, replays and time travel on a store built once beforehand (untimed)
+and reopened for each run. Measurements with a peer (the ``eventsourcing``
+library, SQLite module) alternate with the peer's in the same run, and the ratio
+ours/peer is printed. Rebuilt states are checked against the workload, so a
+broken replay fails the run instead of posting a figure.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ if not __package__:  # run as a script: make the ``benchmarks`` package importab
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 from collections import defaultdict  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 
-from benchmarks import machine, ours, peer, workload  # noqa: E402
+from benchmarks import checks, ours, peer, workload  # noqa: E402
+from benchmarks.checks import BenchmarkError  # noqa: E402
+from benchmarks.table import format_table  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = PROJECT_ROOT / "benchmarks" / "results.json"
@@ -46,71 +53,45 @@ class Config:
     batches: int
     bulk_events: int
     repeat: int
+    replay_orders: int  # orders rebuilt by replay_all (and sampled one by one)
+    load_sample: int  # of them, loaded one by one with Order.load (rate extrapolated)
+    peer_sample: int  # of them, got by the peer with app.repository.get
+    all_streams_events: int  # store size for state_at_all_streams_s
+    state_at_events: int  # store size for state_at_ms_p50 / p95
+    state_at_queries: int  # timed state_at calls per run
 
 
 FULL = Config(
-    "full", per_command_orders=3000, batch_orders=1000, batches=20, bulk_events=1_000_000, repeat=3
+    "full",
+    per_command_orders=3000,
+    batch_orders=1000,
+    batches=20,
+    bulk_events=1_000_000,
+    repeat=3,
+    replay_orders=100_000,
+    load_sample=2000,
+    peer_sample=5000,
+    all_streams_events=1_000_000,
+    state_at_events=10_000_000,
+    state_at_queries=200,
 )
 QUICK = Config(
-    "quick", per_command_orders=500, batch_orders=1000, batches=3, bulk_events=100_000, repeat=3
+    "quick",
+    per_command_orders=500,
+    batch_orders=1000,
+    batches=3,
+    bulk_events=100_000,
+    repeat=3,
+    replay_orders=10_000,
+    load_sample=200,
+    peer_sample=1000,
+    all_streams_events=100_000,
+    state_at_events=200_000,
+    state_at_queries=60,
 )
 
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the table: our metric, its peer, and the target it must meet."""
-
-    label: str
-    unit: str
-    metric: str
-    target: str = "-"
-    passes: Callable[[dict[str, float]], bool] | None = None
-    peer: str | None = None
-    ratio: str | None = None
-
-
-ROWS = [
-    Row(
-        "append, one commit per order",
-        "events/s",
-        "append_per_command_eps",
-        target=">= 1x peer",
-        passes=lambda r: r["append_per_command_ratio"] >= 1.0,
-        peer="peer_append_per_command_eps",
-        ratio="append_per_command_ratio",
-    ),
-    Row(
-        "append, 1000 orders per commit",
-        "events/s",
-        "append_batched_eps",
-        target=">= 10x peer",
-        passes=lambda r: r["append_batched_ratio"] >= 10.0,
-        peer="peer_append_batched_eps",
-        ratio="append_batched_ratio",
-    ),
-    Row(
-        "append_frame",
-        "events/s",
-        "append_frame_eps",
-        target=">= 1,000,000",
-        passes=lambda r: r["append_frame_eps"] >= 1_000_000,
-    ),
-    Row(
-        "read_all",
-        "events/s",
-        "read_all_eps",
-        target=">= 1,000,000",
-        passes=lambda r: r["read_all_eps"] >= 1_000_000,
-    ),
-    Row("read_all, reading each ev.data", "events/s", "read_all_decoded_eps"),
-    Row(
-        "read_all peak RSS",
-        "MB",
-        "read_all_peak_rss_mb",
-        target="< 500",
-        passes=lambda r: r["read_all_peak_rss_mb"] < 500,
-    ),
-]
+# Groups of measurements, in the order they run; ``--only`` picks some of them.
+GROUPS = ("per_command", "batched", "bulk", "replay", "all_streams", "state_at")
 
 
 class Bench:
@@ -159,14 +140,14 @@ class Bench:
                 if side == "eventlab":
                     path = directory / "store.duckdb"
                     timing = run_ours(path)
-                    _check_count(f"{name} (eventlab)", ours.event_count(path), n_events)
+                    checks.check_count(f"{name} (eventlab)", ours.event_count(path), n_events)
                     eps = n_events / timing.seconds
                     self.record(f"{name}_eps", eps)
                     self.record(f"{name}_close_s", timing.close_seconds)
                 else:
                     path = directory / "peer.sqlite"
                     seconds = run_peer(path)
-                    _check_count(f"{name} (peer)", peer.stored_event_count(path), n_events)
+                    checks.check_count(f"{name} (peer)", peer.stored_event_count(path), n_events)
                     eps = n_events / seconds
                     self.record(f"peer_{name}_eps", eps)
                 shutil.rmtree(directory)
@@ -206,7 +187,7 @@ class Bench:
                 shutil.rmtree(path.parent)
             path = self.fresh_dir(f"frame-{rep}") / "store.duckdb"
             timing = ours.time_append_frame(path, frame)
-            _check_count("append_frame", ours.event_count(path), n_events)
+            checks.check_count("append_frame", ours.event_count(path), n_events)
             self.record("append_frame_eps", n_events / timing.seconds)
             self.record("append_frame_close_s", timing.close_seconds)
             _progress(
@@ -217,12 +198,12 @@ class Bench:
         assert path is not None
         for rep in range(self.config.repeat):
             seconds, count = ours.time_read_all(path)
-            _check_count("read_all", count, n_events)
+            checks.check_count("read_all", count, n_events)
             self.record("read_all_eps", count / seconds)
             decode_seconds, _ = ours.time_read_all(path, decode=True)
             self.record("read_all_decoded_eps", count / decode_seconds)
             child = _read_in_child(path)
-            _check_count("read_all (child)", int(child["count"]), n_events)
+            checks.check_count("read_all (child)", int(child["count"]), n_events)
             self.record("read_all_peak_rss_mb", child["peak_rss_mb"])
             self.record("read_all_rss_before_mb", child["rss_before_mb"])
             _progress(
@@ -232,25 +213,140 @@ class Bench:
                 f"child peak RSS {child['peak_rss_mb']:,.0f} MB"
             )
 
+    def replay(self) -> None:
+        """Every order rebuilt: in one ``replay_all`` pass and one by one, against the peer.
+
+        Both stores hold the same orders, built untimed beforehand; the timed
+        runs only read. ``Order.load`` and the peer's ``repository.get`` are timed
+        on fixed, evenly spread samples and reported as rates.
+        """
+        c = self.config
+        n_orders = c.replay_orders
+        n_events = n_orders * workload.EVENTS_PER_ORDER
+        path = self.fresh_dir("replay-eventlab") / "store.duckdb"
+        ours_build, count = ours.build_store(path, [workload.event_frame(n_events)])
+        checks.check_count("replay store (eventlab)", count, n_events)
+        peer_path = self.fresh_dir("replay-peer") / "peer.sqlite"
+        peer_build = peer.build_store(
+            peer_path, workload.orders(n_orders, seed=workload.FRAME_SEED)
+        )
+        checks.check_count("replay store (peer)", peer.stored_event_count(peer_path), n_events)
+        _progress(
+            f"{'replay':<19} stores of {n_orders:,} orders built (untimed): "
+            f"eventlab {ours_build:.1f} s, peer {peer_build:.1f} s"
+        )
+        all_ids = [f"order-{n}" for n in range(n_orders)]
+        load_ids = _spread_sample(all_ids, c.load_sample)
+        peer_ids = _spread_sample(all_ids, c.peer_sample)
+        for rep in range(c.repeat):
+            sides = ("eventlab", "peer") if rep % 2 == 0 else ("peer", "eventlab")
+            line = []
+            for side in sides:
+                if side == "eventlab":
+                    seconds, rebuilt = ours.time_replay_all(path)
+                    checks.check_orders(
+                        "replay_all", list(rebuilt), list(rebuilt.values()), all_ids
+                    )
+                    bulk_eps = n_events / seconds
+                    self.record("replay_eps", bulk_eps)
+                    seconds, loaded = ours.time_load_each(path, load_ids)
+                    checks.check_orders("Order.load", [o.id for o in loaded], loaded, load_ids)
+                    each_eps = len(load_ids) * workload.EVENTS_PER_ORDER / seconds
+                    self.record("replay_one_by_one_eps", each_eps)
+                    line.append(
+                        f"eventlab {bulk_eps:>9,.0f} ev/s replay_all, {each_eps:,.0f} one by one"
+                    )
+                else:
+                    seconds, got = peer.time_get_each(peer_path, peer_ids)
+                    checks.check_peer_orders(got, peer_ids)
+                    peer_eps = len(peer_ids) * workload.EVENTS_PER_ORDER / seconds
+                    self.record("peer_replay_eps", peer_eps)
+                    line.append(f"peer {peer_eps:>7,.0f} ev/s")
+            _progress(f"{'replay':<19} run {rep + 1}/{c.repeat}: " + ",  ".join(line))
+        self.record("replay_orders", n_orders)
+        self.record("replay_one_by_one_sample", len(load_ids))
+        self.record("peer_replay_sample", len(peer_ids))
+        shutil.rmtree(path.parent)
+        shutil.rmtree(peer_path.parent)
+
+    def all_streams(self) -> None:
+        """Every stream's state as of one business time (the median), with a function reducer."""
+        n_events = self.config.all_streams_events
+        path = self.fresh_dir("all-streams") / "store.duckdb"
+        build, count = ours.build_store(path, workload.event_frames(n_events, occurred_at=True))
+        checks.check_count("state_at_all_streams store", count, n_events)
+        at = ours.median_occurred_at(path)
+        expected = workload.states_as_of(n_events, at)
+        _progress(
+            f"{'state_at all':<19} store of {n_events:,} events built in {build:.1f} s "
+            f"(untimed); as of {at:%Y-%m-%d %H:%M:%S}, {len(expected):,} streams"
+        )
+        for rep in range(self.config.repeat):
+            seconds, states = ours.time_state_at_all(path, at)
+            checks.check_states("state_at_all_streams", states, expected)
+            self.record("state_at_all_streams_s", seconds)
+            _progress(
+                f"{'state_at all':<19} run {rep + 1}/{self.config.repeat}: "
+                f"eventlab {seconds:.2f} s for {len(states):,} streams"
+            )
+        self.record("state_at_all_streams_store_events", n_events)
+        self.record("state_at_all_streams_streams", len(expected))
+        shutil.rmtree(path.parent)
+
+    def state_at(self) -> None:
+        """Latency of one stream's state at a random business time, in a big store."""
+        c = self.config
+        n_events = c.state_at_events
+        path = self.fresh_dir("state-at") / "store.duckdb"
+        frames = workload.event_frames(n_events, occurred_at=True)
+        build, count = ours.build_store(path, frames)
+        checks.check_count("state_at store", count, n_events)
+        _progress(f"{'state_at':<19} store of {n_events:,} events built in {build:.1f} s (untimed)")
+        warmup, _ = workload.state_at_queries(random.Random(99), n_events, 5)
+        for rep in range(c.repeat):
+            queries, expected = workload.state_at_queries(
+                random.Random(rep), n_events, c.state_at_queries
+            )
+            latencies, states = ours.time_state_at(path, queries, warmup)
+            for (stream_id, at), state, want in zip(queries, states, expected, strict=True):
+                checks.check_state(f"state_at({stream_id!r}, at={at.isoformat()})", state, want)
+            p50 = statistics.median(latencies) * 1000
+            p95 = statistics.quantiles(latencies, n=20)[18] * 1000
+            self.record("state_at_ms_p50", p50)
+            self.record("state_at_ms_p95", p95)
+            _progress(
+                f"{'state_at':<19} run {rep + 1}/{c.repeat}: eventlab p50 {p50:,.1f} ms, "
+                f"p95 {p95:,.1f} ms over {len(latencies)} queries"
+            )
+        self.record("state_at_store_events", n_events)
+        self.record("state_at_build_s", build)
+        shutil.rmtree(path.parent)
+
     def results(self) -> dict[str, float]:
         """Medians of every metric, plus the ours/peer ratios."""
         medians = self.medians()
-        for name in ("append_per_command", "append_batched"):
-            medians[f"{name}_ratio"] = medians[f"{name}_eps"] / medians[f"peer_{name}_eps"]
+        ratios = {
+            "append_per_command_ratio": ("append_per_command_eps", "peer_append_per_command_eps"),
+            "append_batched_ratio": ("append_batched_eps", "peer_append_batched_eps"),
+            "replay_ratio": ("replay_eps", "peer_replay_eps"),
+            "replay_one_by_one_ratio": ("replay_one_by_one_eps", "peer_replay_eps"),
+        }
+        for name, (ours_metric, peer_metric) in ratios.items():
+            if ours_metric in medians and peer_metric in medians:
+                medians[name] = medians[ours_metric] / medians[peer_metric]
         return {name: round(value, 4) for name, value in sorted(medians.items())}
-
-
-class BenchmarkError(RuntimeError):
-    """A benchmark saw a wrong result (so its figure would be meaningless)."""
-
-
-def _check_count(what: str, actual: int, expected: int) -> None:
-    if actual != expected:
-        raise BenchmarkError(f"{what}: expected {expected:,} events, found {actual:,}")
 
 
 def _progress(message: str) -> None:
     print(f"  {message}", flush=True)
+
+
+def _spread_sample(items: Sequence[str], size: int) -> list[str]:
+    """``size`` items evenly spread over ``items`` (all of them if there are fewer)."""
+    if size >= len(items):
+        return list(items)
+    step = len(items) / size
+    return [items[int(i * step)] for i in range(size)]
 
 
 def _read_in_child(path: Path) -> dict[str, float]:
@@ -270,49 +366,6 @@ def _read_in_child(path: Path) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str:
-    """The results table, with the machine it ran on in the header."""
-    info = machine.describe()
-    c = config
-    lines = [
-        f"eventlab benchmarks, {c.mode} mode: file stores, median of {c.repeat} run(s) each",
-        f"machine:  {info['cpu']}, nproc {info['nproc']}, {info['memory']}, {info['os']}, "
-        f"load average {info['load']} at the end",
-        f"software: Python {info['python']}, duckdb {info['duckdb']}, pyarrow {info['pyarrow']}, "
-        f"eventsourcing {info['eventsourcing']} (SQLite {info['sqlite']})",
-        f"workload: orders of {workload.EVENTS_PER_ORDER} events; per-command "
-        f"{c.per_command_orders:,} orders; batched {c.batches} x {c.batch_orders:,} orders; "
-        f"append_frame and read_all {c.bulk_events:,} events",
-        "",
-    ]
-    header = (
-        f"{'metric':<32} {'unit':<9} {'eventlab':>12} {'peer':>10} {'ratio':>7} "
-        f"{'spread':>7}  {'target':<13} result"
-    )
-    lines += [header, "-" * len(header)]
-    for row in ROWS:
-        value = results[row.metric]
-        peer_value = f"{results[row.peer]:,.0f}" if row.peer else "-"
-        ratio = f"{results[row.ratio]:.2f}x" if row.ratio else "-"
-        verdict = "-" if row.passes is None else "PASS" if row.passes(results) else "FAIL"
-        lines.append(
-            f"{row.label:<32} {row.unit:<9} {value:>12,.0f} {peer_value:>10} {ratio:>7} "
-            f"{bench.spread(row.metric):>6.0%}  {row.target:<13} {verdict}"
-        )
-    closes = ", ".join(
-        f"{name} {results[f'{name}_close_s'] * 1000:,.0f} ms"
-        for name in ("append_per_command", "append_batched", "append_frame")
-    )
-    lines += [
-        "",
-        "spread: (max - min) / median of eventlab's runs.",
-        f"close() after the timed calls (not in the rates above): {closes}.",
-        f"read_all child process: {results['read_all_rss_before_mb']:,.0f} MB resident after "
-        "imports and open, before iterating.",
-    ]
-    return "\n".join(lines)
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -328,6 +381,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="scaled down: under a minute")
     parser.add_argument("--repeat", type=_positive_int, help="runs per measurement (default 3)")
     parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        metavar="GROUP",
+        help=f"run only these groups ({', '.join(GROUPS)}); their figures replace "
+        "the same keys in the results file, the others stay",
+    )
+    parser.add_argument(
         "--output", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})"
     )
     parser.add_argument(
@@ -337,22 +398,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every benchmark, print the table, write the results file."""
+    """Run every benchmark (or the ``--only`` groups), print the table, write the results file."""
     args = parse_args(argv)
     config = QUICK if args.quick else FULL
     if args.repeat:
         config = replace(config, repeat=args.repeat)
-    print(f"eventlab benchmarks ({config.mode} mode), {config.repeat} run(s) each:", flush=True)
+    groups = [g for g in GROUPS if args.only is None or g in args.only]
+    print(
+        f"eventlab benchmarks ({config.mode} mode), {config.repeat} run(s) each: "
+        f"{', '.join(groups)}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="eventlab-bench-", dir=args.workdir) as tmp:
         bench = Bench(config, Path(tmp))
-        bench.per_command()
-        bench.batched()
-        bench.bulk()
+        for group in groups:
+            getattr(bench, group)()
     results = bench.results()
     print()
     print(format_table(config, bench, results))
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    written = results
+    if args.only is not None and args.output.exists():
+        written = {**json.loads(args.output.read_text()), **results}
+        written = dict(sorted(written.items()))
+    args.output.write_text(json.dumps(written, indent=2) + "\n")
+    merged = " (merged: other keys kept)" if written is not results else ""
+    print(f"\nwrote {args.output}{merged}")
     return 0
 
 

@@ -531,13 +531,9 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """The events of one stream in version order, optionally a version range (inclusive)."""
         check_name("stream_id", stream_id)
-        sql = SELECT_RECORD.format(src="events") + " WHERE stream_id = $1 AND version >= $2"
-        params: list[Any] = [stream_id, from_version]
-        if to_version is not None:
-            sql += " AND version <= $3"
-            params.append(to_version)
-        rows = self._cursor().execute(sql + " ORDER BY version", params).fetchall()
-        return [make_record(row) for row in rows]
+        return self._read_stream_as_of(
+            stream_id, version=to_version, at=None, known_at=None, after=from_version - 1
+        )
 
     def read_all(
         self,
