@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import datetime
-from functools import cached_property, partial
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -218,6 +218,25 @@ RECORD_FIELDS = (
 )
 
 
+class _decoded:
+    """Like functools.cached_property, without the lock Python 3.11 takes on every miss.
+
+    Records are immutable and a decode is idempotent, so a race between threads
+    is harmless; the lock made first access several times slower.
+    """
+
+    def __init__(self, decode):
+        self.decode = decode
+        self.name = decode.__name__
+        self.__doc__ = decode.__doc__
+
+    def __get__(self, record, owner=None):
+        if record is None:
+            return self
+        value = record.__dict__[self.name] = self.decode(record)
+        return value
+
+
 class RecordedEvent(tuple):
     """An event as stored: immutable, with its position, version and timestamps.
 
@@ -245,22 +264,22 @@ class RecordedEvent(tuple):
     causation_id: str | None = property(itemgetter(8))  # type: ignore[assignment]
     schema_version: int = property(itemgetter(11))  # type: ignore[assignment]
 
-    @cached_property
+    @_decoded
     def data(self) -> dict[str, Any]:
         """The event's payload in today's shape (decoded and upcast once, on first access)."""
         return upcast_payload(self[4], self[11], json.loads(self[5]))
 
-    @cached_property
+    @_decoded
     def metadata(self) -> dict[str, Any]:
         """The event's metadata (decoded once, on first access)."""
         return json.loads(self[6])
 
-    @cached_property
+    @_decoded
     def recorded_at(self) -> datetime:
         """Knowledge time: when the store wrote the event (UTC)."""
         return from_micros(self[9])
 
-    @cached_property
+    @_decoded
     def occurred_at(self) -> datetime:
         """Business time: when the event happened in the domain (UTC)."""
         return from_micros(self[10])
