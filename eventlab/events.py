@@ -316,3 +316,23 @@ def _rebuild(values: tuple) -> RecordedEvent:
 # Wraps a row tuple laid out as RECORD_FIELDS (raw JSON, epoch micros). A partial
 # of tuple.__new__ runs entirely in C, which counts when replaying millions of rows.
 make_record = partial(tuple.__new__, RecordedEvent)
+
+
+class _DecodedEvent(RecordedEvent):
+    """A RecordedEvent whose payload was decoded in bulk (see reading.iterate_records).
+
+    Folds read every payload, so the replay path decodes a whole batch in one
+    ``json.loads`` and keeps each payload in the tuple itself: no per-event
+    decode and no per-event cache. Only folds see these; every read API returns
+    plain RecordedEvents. (A decoded and a plain record of one event hold their
+    payload differently, so they do not compare equal as tuples.)
+    """
+
+    data = property(itemgetter(5), doc="The event's payload in today's shape.")
+
+    def __reduce__(self):
+        values = (*self[:5], to_json(self[5], "data"), *self[6:])
+        return (_rebuild, (values,))
+
+
+make_decoded_record = partial(tuple.__new__, _DecodedEvent)

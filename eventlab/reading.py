@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from .clock import to_micros
 from .errors import EventlabError
-from .events import RecordedEvent, make_record, upcast_payload
+from .events import RecordedEvent, make_decoded_record, make_record, upcast_payload
 from .upcasting import upcasters
 
 
@@ -48,16 +48,15 @@ def iterate_records(
     ``decode_data`` (for folds, which read every payload), each batch's ``data``
     is parsed in one ``json.loads`` call, about twice as fast as one per event.
     """
+    make = make_decoded_record if decode_data else make_record
     for batch in reader:
         columns = [_column_values(column) for column in batch.columns]
-        records = list(map(make_record, zip(*columns, strict=True)))
-        if decode_data and records:
+        if decode_data and batch.num_rows:
             payloads = json.loads("[" + ",".join(columns[5]) + "]")
             if upcasters:
                 payloads = list(map(upcast_payload, columns[4], columns[11], payloads))
-            for record, payload in zip(records, payloads, strict=True):
-                record.__dict__["data"] = payload  # what RecordedEvent.data caches
-        yield from records
+            columns[5] = payloads
+        yield from map(make, zip(*columns, strict=True))
 
 
 def _column_values(column: pa.Array) -> list:

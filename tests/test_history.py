@@ -162,3 +162,16 @@ def test_replay_all_wraps_reducer_failures():
         "Added",
     )
     assert isinstance(raised.value.__cause__, KeyError)
+
+
+def test_replay_all_hands_reducers_records_like_any_read(carts):
+    import pickle
+
+    seen = []
+    el.replay_all(carts, lambda state, event: seen.append(event) or state, initial=None)
+    stored = list(carts.read_all())
+    assert [e.to_dict() for e in seen] == [e.to_dict() for e in stored]
+    assert all(isinstance(e, el.RecordedEvent) for e in seen)
+    assert [pickle.loads(pickle.dumps(e)) for e in seen] == stored
+    with pytest.raises(AttributeError):
+        seen[0].data = {}
