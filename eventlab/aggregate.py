@@ -138,10 +138,21 @@ class Aggregate:
         self._pending.append(event)
         return event
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers: dict[str, Any] = {}  # event type -> apply_ function (or None)
+
+    _handlers: dict[str, Any] = {}
+
     def _apply(self, event: Event | RecordedEvent) -> None:
-        handler = getattr(self, f"apply_{event.type}", None)
+        # Replays call this for every event: look each handler up once per class.
+        handlers = type(self)._handlers
+        try:
+            handler = handlers[event.type]
+        except KeyError:
+            handler = handlers[event.type] = getattr(type(self), f"apply_{event.type}", None)
         if handler is not None:
-            handler(event)
+            handler(self, event)
         elif not self.ignore_unknown:
             raise UnknownEventError(
                 f"{type(self).__name__} has no handler for {event.type} events (stream "

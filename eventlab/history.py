@@ -134,13 +134,17 @@ def replay_all(
             params.append(to_micros(limit))
             where += f" AND epoch_us({column}) <= ${len(params)}"
     cursor = store._cursor()
-    total = cursor.execute(f"SELECT count(*) FROM events{where}", params).fetchall()[0][0]
+    total = None
+    if progress:
+        total = cursor.execute(f"SELECT count(*) FROM events{where}", params).fetchall()[0][0]
     reader = cursor.sql(SELECT_RECORD.format(src="events") + where, params=params)
     records = iterate_records(reader.to_arrow_reader(65_536), decode_data=True)
     fold = _Fold(reducer, initial)
     states: dict[str, Any] = {}
     apply, start = fold.apply, fold.start
-    for event in tqdm(records, total=total, disable=not progress, unit="event"):
+    if progress:  # even a disabled bar costs a generator step per event
+        records = tqdm(records, total=total, unit="event")
+    for event in records:
         stream_id = event.stream_id
         if event.type == REVERTED:
             # Rare: rebuild this stream as of the revert, reverts of reverts included.
