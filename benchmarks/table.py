@@ -111,7 +111,7 @@ def replay_rows(config: Config) -> list[Row]:
             fmt=",.2f",
         ),
         Row(
-            f"state_at p50, {_short(c.state_at_events)} ev, no snapshots yet",
+            f"state_at p50, {_short(c.state_at_events)} ev, 6-event streams (no snapshots)",
             "ms",
             "state_at_ms_p50",
             target="< 10 ms",
@@ -119,7 +119,7 @@ def replay_rows(config: Config) -> list[Row]:
             fmt=",.1f",
         ),
         Row(
-            f"state_at p95, {_short(c.state_at_events)} ev, no snapshots yet",
+            f"state_at p95, {_short(c.state_at_events)} ev, 6-event streams (no snapshots)",
             "ms",
             "state_at_ms_p95",
             fmt=",.1f",
