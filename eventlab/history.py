@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .clock import to_micros
-from .events import RecordedEvent
-from .reading import filters, iterate_records
+from .reading import filters, iterate_records, upper_bounds
 from .replay import REVERTED, _Fold, effective_events, state_at
 from .schema import SELECT_RECORD
 
@@ -129,10 +127,7 @@ def replay_all(
     if category is not None:
         params.append(category)
         where += f" AND starts_with(stream_id, ${len(params)})"
-    for column, limit in (("occurred_at", at), ("recorded_at", known_at)):
-        if limit is not None:
-            params.append(to_micros(limit))
-            where += f" AND epoch_us({column}) <= ${len(params)}"
+    where += upper_bounds(params, occurred_at=at, recorded_at=known_at)
     cursor = store._cursor()
     total = None
     if progress:
@@ -148,8 +143,14 @@ def replay_all(
         stream_id = event.stream_id
         if event.type == REVERTED:
             # Rare: rebuild this stream as of the revert, reverts of reverts included.
-            states[stream_id] = _as_of_revert(
-                store, stream_id, reducer, initial, event, at, known_at
+            states[stream_id] = state_at(
+                store,
+                stream_id,
+                reducer,
+                version=event.version,
+                at=at,
+                known_at=known_at,
+                initial=initial,
             )
             continue
         state = states.get(stream_id, _MISSING)
@@ -160,17 +161,3 @@ def replay_all(
 
 
 _MISSING = object()
-
-
-def _as_of_revert(
-    store: EventStore,
-    stream_id: str,
-    reducer: Any,
-    initial: Any,
-    event: RecordedEvent,
-    at: datetime | str | None,
-    known_at: datetime | str | None,
-) -> Any:
-    return state_at(
-        store, stream_id, reducer, version=event.version, at=at, known_at=known_at, initial=initial
-    )

@@ -38,6 +38,23 @@ def filters(
     return " WHERE " + " AND ".join(clauses), params
 
 
+def upper_bounds(params: list[Any], *, version: int | None = None, **times: Any) -> str:
+    """SQL ``AND ... <= $n`` clauses for the bounds that are given, adding their values.
+
+    ``version`` bounds the version column; each keyword in ``times`` names a
+    timestamp column, compared as epoch microseconds (exact and zone-free).
+    """
+    sql = ""
+    if version is not None:
+        params.append(version)
+        sql += f" AND version <= ${len(params)}"
+    for column, limit in times.items():
+        if limit is not None:
+            params.append(to_micros(limit))
+            sql += f" AND epoch_us({column}) <= ${len(params)}"
+    return sql
+
+
 def iterate_records(
     reader: pa.RecordBatchReader, *, decode_data: bool = False
 ) -> Iterator[RecordedEvent]:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from .clock import now_micros, to_micros
 from .errors import EventlabError
 from .events import RecordedEvent, to_json
+from .reading import upper_bounds
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -128,14 +129,7 @@ def find(
         "AND reducer = $2 AND schema_version = $3"
     )
     params: list[Any] = [stream_id, policy.name, policy.schema_version]
-    for clause, limit in (
-        ("version <= ${}", version),
-        ("epoch_us(last_occurred_at) <= ${}", None if at is None else to_micros(at)),
-        ("epoch_us(last_recorded_at) <= ${}", None if known_at is None else to_micros(known_at)),
-    ):
-        if limit is not None:
-            params.append(limit)
-            sql += " AND " + clause.format(len(params))
+    sql += upper_bounds(params, version=version, last_occurred_at=at, last_recorded_at=known_at)
     if not store._has_snapshots_table():
         return None
     rows = store._cursor().execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchall()

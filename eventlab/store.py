@@ -51,7 +51,7 @@ from .events import (
 )
 from .journal import Journal
 from .pending import PendingEvents
-from .reading import filters, iterate_records
+from .reading import filters, iterate_records, upper_bounds
 from .schema import SELECT_RECORD, create_schema
 from .upcasting import upcasters
 
@@ -463,7 +463,6 @@ class EventStore:
 
     def _load_versions(self) -> None:
         # One grouped scan, once: after it, version checks cost a dict lookup.
-        self._absorb()
         rows = (
             self._cursor()
             .execute("SELECT stream_id, max(version) FROM events GROUP BY stream_id")
@@ -725,15 +724,7 @@ class EventStore:
         recorded_at (inclusive)."""
         sql = SELECT_RECORD.format(src="events") + " WHERE stream_id = $1 AND version > $2"
         params: list[Any] = [stream_id, after]
-        for column, limit in (("version", version), ("occurred_at", at), ("recorded_at", known_at)):
-            if limit is None:
-                continue
-            if column == "version":
-                params.append(limit)
-                sql += f" AND version <= ${len(params)}"
-            else:
-                params.append(to_micros(limit))
-                sql += f" AND epoch_us({column}) <= ${len(params)}"
+        sql += upper_bounds(params, version=version, occurred_at=at, recorded_at=known_at)
         rows = self._cursor().execute(sql + " ORDER BY version", params).fetchall()
         return [make_record(row) for row in rows]
 
