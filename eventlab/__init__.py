@@ -4,16 +4,21 @@ Everything public is importable from the top level: ``import eventlab as el``.
 """
 
 from .aggregate import Aggregate
+from .asof import ReadModelsAsOf
+from .bus import EventBus, Subscription
 from .clock import SimulatedClock, SystemClock
 from .diff import diff
 from .errors import (
     ConcurrencyError,
+    ConsistencyTimeout,
     DuplicateEventError,
     EventlabError,
     InvalidEventError,
     JournalError,
     MissingColumnsError,
     ParquetError,
+    ProjectionError,
+    QueryError,
     ReadOnlyError,
     ReplayError,
     StoreClosedError,
@@ -24,7 +29,10 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .history import history, replay_all
+from .projections import Projection, SqlProjection
+from .queries import QueryBus, QueryContext
 from .replay import replay
+from .runner import ProjectionFailedWarning, ProjectionRunner
 from .snapshots import Snapshots
 from .store import EventStore
 from .upcasting import Upcasters, upcaster, upcasters
@@ -34,21 +42,33 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregate",
     "ConcurrencyError",
+    "ConsistencyTimeout",
     "DuplicateEventError",
     "Event",
+    "EventBus",
     "EventStore",
     "EventlabError",
     "InvalidEventError",
     "JournalError",
     "MissingColumnsError",
     "ParquetError",
+    "Projection",
+    "ProjectionError",
+    "ProjectionFailedWarning",
+    "ProjectionRunner",
+    "QueryBus",
+    "QueryContext",
+    "QueryError",
+    "ReadModelsAsOf",
     "ReadOnlyError",
     "RecordedEvent",
     "ReplayError",
     "SimulatedClock",
     "Snapshots",
+    "SqlProjection",
     "StoreClosedError",
     "StoreLockedError",
+    "Subscription",
     "SystemClock",
     "UnknownEventError",
     "UpcastError",

@@ -114,3 +114,15 @@ class ReplayError(EventlabError):
 
 class UpcastError(EventlabError):
     """A stored event's schema version has no upcaster step to today's shape."""
+
+
+class ProjectionError(EventlabError):
+    """A projection is defined or used wrongly (name, schema, key, columns, state)."""
+
+
+class ConsistencyTimeout(EventlabError):
+    """A strongly consistent query could not see the store's head in time."""
+
+
+class QueryError(EventlabError):
+    """A query is unknown, or asked with parameters its handler does not take."""

@@ -56,8 +56,7 @@ def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
         table = pa.Table.from_batches([frame])
     else:
         raise EventlabError(
-            f"append_frame takes a pandas DataFrame or a pyarrow Table, got "
-            f"{type(frame).__name__}"
+            f"append_frame takes a pandas DataFrame or a pyarrow Table, got {type(frame).__name__}"
         )
     check_columns(table.column_names, "the frame", allow_extra=False)
     return ingest(store, table, what="frame row")
@@ -277,8 +276,7 @@ def _timestamps(cursor, table: pa.Table, name: str, default: pa.Array, what: str
         cursor.register("_times", pa.table({"value": column}))
         try:
             parsed = cursor.sql(
-                "SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t, value IS NOT NULL AS given "
-                "FROM _times"
+                "SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t, value IS NOT NULL AS given FROM _times"
             ).to_arrow_table()
         finally:
             cursor.unregister("_times")
@@ -336,9 +334,7 @@ def _check_duplicate_ids(cursor, staged: pa.Table, what: str) -> None:
         )
 
 
-def _insert(
-    cursor, staged: pa.Table, given: Sequence[str], store: EventStore, what: str
-) -> None:
+def _insert(cursor, staged: pa.Table, given: Sequence[str], store: EventStore, what: str) -> None:
     """One INSERT over the staged Arrow table; generated ids and metadata ids filled in SQL."""
     params = {
         "prefix": store._new_ids.prefix,
@@ -356,9 +352,7 @@ def _insert(
         cursor.execute(sql, params)
     except (duckdb.ConversionException, duckdb.InvalidInputException):
         # The JSON type rejects malformed text; find the row to name it.
-        raise InvalidEventError(
-            _bad_json_message(cursor, what, params["first_position"])
-        ) from None
+        raise InvalidEventError(_bad_json_message(cursor, what, params["first_position"])) from None
     finally:
         cursor.unregister("_staged")
 

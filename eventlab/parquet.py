@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from .store import EventStore
 
 
-
 def _parquet_files(path_or_glob: str | Path) -> list[str]:
     text = str(path_or_glob)
     path = Path(text)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -90,3 +92,31 @@ def _column_values(column: pa.Array) -> list:
             if low == bounds["max"].as_py():  # e.g. metadata that is always "{}"
                 return [low] * size
     return column.to_pylist()
+
+
+# What read_query() runs. SET is excluded: a session setting such as TimeZone would
+# change what every later read returns.
+_READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+
+
+def read_query(
+    cursor: duckdb.DuckDBPyConnection,
+    query: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Run a query that may only read (store.sql() and read models as of a time)."""
+    try:
+        statements = cursor.extract_statements(query)
+    except duckdb.Error as exc:
+        raise EventlabError(f"cannot parse the SQL query: {exc}") from None
+    writes = [s for s in statements if s.type.name not in _READ_STATEMENTS]
+    if writes:
+        raise EventlabError(
+            f"store.sql() is for reading, but the query contains a {writes[0].type.name} "
+            f"statement. The event log is append-only: write through store.append() or "
+            f"store.append_frame(); and settings stay fixed (timestamps are always UTC)."
+        )
+    try:
+        return cursor.execute(query, params).df()
+    except duckdb.Error as exc:
+        raise EventlabError(f"SQL query failed: {exc}") from None

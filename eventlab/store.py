@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .bus import EventBus
 from .clock import SimulatedClock, SystemClock, reserve_micros, to_micros
 from .connection import claim_file, connect, release_file
 from .errors import (
@@ -51,7 +52,7 @@ from .events import (
 )
 from .journal import Journal
 from .pending import PendingEvents
-from .reading import filters, iterate_records, upper_bounds
+from .reading import filters, iterate_records, read_query, upper_bounds
 from .schema import SELECT_RECORD, create_schema
 from .upcasting import upcasters
 
@@ -94,6 +95,8 @@ class EventStore:
     read_only : bool
         Open an existing file for reading only. DuckDB lets one process write a
         file, and while it does no other process may open it, not even read-only.
+    bus : EventBus, optional
+        Publish every committed event to this bus (see :attr:`bus`).
 
     Examples
     --------
@@ -110,6 +113,7 @@ class EventStore:
         *,
         clock: SystemClock | SimulatedClock | None = None,
         read_only: bool = False,
+        bus: EventBus | None = None,
     ):
         self.path = None if path is None else Path(path)
         self.clock = clock if clock is not None else SystemClock()
@@ -121,6 +125,7 @@ class EventStore:
         self._new_ids = EventIds()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
+        self._bus: EventBus | None = None
         if self.read_only and self.path is None:
             raise EventlabError(
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
@@ -138,6 +143,16 @@ class EventStore:
             self._con.close()
             release_file(self)
             raise
+        if bus is not None:
+            if not isinstance(bus, EventBus):
+                self.close()
+                raise EventlabError(f"bus must be an el.EventBus, got {type(bus).__name__}")
+            try:
+                bus._attach(self)
+            except BaseException:
+                self.close()
+                raise
+            self._bus = bus
 
     def _open(self) -> None:
         con = self._con
@@ -210,6 +225,26 @@ class EventStore:
                 self._con.close()
                 self._con = None
                 release_file(self)
+                if self._bus is not None:
+                    self._bus._detach(self)
+
+    @property
+    def bus(self) -> EventBus:
+        """The :class:`~eventlab.EventBus` this store publishes committed events to.
+
+        Created on first use when the store was not given one.
+        """
+        with self._lock:
+            if self._bus is None:
+                bus = EventBus()
+                bus._attach(self)
+                self._bus = bus
+            return self._bus
+
+    def _publish(self, records: list[RecordedEvent]) -> None:
+        # After the commit, never before: a rolled-back transaction publishes nothing.
+        if self._bus is not None and self._bus.has_subscribers:
+            self._bus.publish(records)
 
     @property
     def closed(self) -> bool:
@@ -272,6 +307,7 @@ class EventStore:
             except BaseException:
                 self._head = tx.start_head
                 raise
+            self._publish(tx.records)
 
     def _commit(self, tx: _Transaction) -> None:
         if not tx.records:
@@ -614,22 +650,7 @@ class EventStore:
               type  n
         0  Created  1
         """
-        cursor = self._cursor()
-        try:
-            statements = cursor.extract_statements(query)
-        except duckdb.Error as exc:
-            raise EventlabError(f"cannot parse the SQL query: {exc}") from None
-        writes = [s for s in statements if s.type.name not in _READ_STATEMENTS]
-        if writes:
-            raise EventlabError(
-                f"store.sql() is for reading, but the query contains a {writes[0].type.name} "
-                f"statement. The event log is append-only: write through store.append() or "
-                f"store.append_frame(); and settings stay fixed (timestamps are always UTC)."
-            )
-        try:
-            return cursor.execute(query, params).df()
-        except duckdb.Error as exc:
-            raise EventlabError(f"SQL query failed: {exc}") from None
+        return read_query(self._cursor(), query, params)
 
     # ------------------------------------------------------------------ replay and undo
 
@@ -824,11 +845,8 @@ class EventStore:
         """Bring in-memory state in line after an insert that bypassed staging."""
         self._head = last_position
         self._versions = None
-
-
-# What store.sql() runs. SET is excluded: a session setting such as TimeZone would
-# change what every later read returns.
-_READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+        if self._bus is not None and self._bus.has_subscribers:
+            self._bus._advance()
 
 
 def _coerce_events(events: Any) -> list[Event]:

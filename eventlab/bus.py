@@ -1,0 +1,368 @@
+"""The event bus: committed events delivered to subscribers, in position order.
+
+A store given a bus publishes every event after its transaction commits (a
+rolled-back transaction publishes nothing). Subscribers pick events by type and
+by stream prefix (a category such as ``"order-"``). A subscriber that raises is
+set aside, its failure recorded, and it is not called again until ``retry()``;
+the others keep receiving. A catch-up subscription first reads the stored
+history, then switches to live events without a gap or a duplicate.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .errors import EventlabError
+
+if TYPE_CHECKING:
+    from .events import RecordedEvent
+    from .store import EventStore
+
+Handler = Callable[["RecordedEvent"], Any]
+
+LIVE, CATCHING_UP, FAILED = "live", "catching up", "failed"
+
+
+class Subscription:
+    """One subscriber: its handler, what it listens to and how far it has got.
+
+    ``position`` is the last position the subscription has seen (delivered to
+    the handler, or skipped because it did not match); ``state`` is ``"live"``,
+    ``"catching up"`` or ``"failed"``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        types: frozenset[str] | None,
+        streams: tuple[str, ...] | None,
+        position: int,
+    ):
+        self.name = name
+        self.handler = handler
+        self.types = types
+        self.streams = streams
+        self.position = position
+        self.state = LIVE
+        self.delivered = 0
+        # Events a failed subscription missed on a bus with no store to re-read.
+        self._backlog: list[RecordedEvent] = []
+
+    def matches(self, event: RecordedEvent) -> bool:
+        """Whether the event's type and stream are among those subscribed to."""
+        if self.types is not None and event.type not in self.types:
+            return False
+        return self.streams is None or event.stream_id.startswith(self.streams)
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.name!r}, state={self.state!r}, position={self.position})"
+
+
+class EventBus:
+    """In-process publish/subscribe for committed events.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> bus = el.EventBus()
+    >>> store = el.EventStore(bus=bus)
+    >>> seen = []
+    >>> _ = bus.subscribe(lambda e: seen.append(e.type), streams="order-")
+    >>> _ = store.append("order-1", [el.Event("OrderPlaced", {})])
+    >>> _ = store.append("user-1", [el.Event("UserRegistered", {})])
+    >>> seen
+    ['OrderPlaced']
+    """
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[str, Subscription] = {}
+        self._queue: deque[RecordedEvent] = deque()
+        self._dispatching = False
+        self._lock = threading.RLock()
+        self._failures: list[dict[str, Any]] = []
+        self._store: EventStore | None = None
+
+    # ------------------------------------------------------------------ wiring
+
+    @property
+    def store(self) -> EventStore | None:
+        """The store whose events this bus carries (needed for catch-up), if any."""
+        return self._store
+
+    def _attach(self, store: EventStore) -> None:
+        if self._store is not None and self._store is not store and not self._store.closed:
+            raise EventlabError(
+                f"this bus already carries the events of {self._store!r}; a bus serves one "
+                f"store, so create another el.EventBus() for the second store"
+            )
+        self._store = store
+        # Share the store's lock: a commit (store lock, then bus) and a catch-up
+        # (bus, then a store read) taking two locks in opposite orders could deadlock.
+        self._lock = store._lock
+
+    def _detach(self, store: EventStore) -> None:
+        if self._store is store:
+            self._store = None
+            self._lock = threading.RLock()
+
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone listens (the store skips publishing when nobody does)."""
+        return bool(self._subscriptions)
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        handler: Handler,
+        *,
+        types: str | Iterable[str] | None = None,
+        streams: str | Iterable[str] | None = None,
+        name: str | None = None,
+        from_position: int | None = None,
+    ) -> Subscription:
+        """Call ``handler(event)`` for every matching event committed from now on.
+
+        Parameters
+        ----------
+        handler : callable
+            Receives one :class:`~eventlab.RecordedEvent` at a time.
+        types : str or list of str, optional
+            Only these event types (default: all).
+        streams : str or list of str, optional
+            Only streams whose id starts with one of these prefixes, e.g.
+            ``"order-"`` for the order category (default: all streams).
+        name : str, optional
+            Names the subscription in ``failures()`` and ``retry()``; defaults to
+            the handler's name. Names are unique on a bus.
+        from_position : int, optional
+            Catch up first: deliver the stored events after this position (0 for
+            the whole history), then the live ones, with no gap and no duplicate.
+            Needs a bus given to a store.
+
+        Returns
+        -------
+        Subscription
+        """
+        if not callable(handler):
+            raise EventlabError(
+                f"subscribe() needs a callable handler taking one event, got "
+                f"{type(handler).__name__}"
+            )
+        name = name if name is not None else getattr(handler, "__qualname__", repr(handler))
+        with self._lock:
+            if name in self._subscriptions:
+                raise EventlabError(
+                    f"a subscription named {name!r} already exists on this bus; pass another "
+                    f"name= or unsubscribe({name!r}) first"
+                )
+            subscription = Subscription(
+                name, handler, _names("types", types), _prefixes(streams), self._live_position()
+            )
+            if from_position is not None:
+                self._check_catch_up(from_position)
+                subscription.position = from_position
+                subscription.state = CATCHING_UP
+            self._subscriptions[name] = subscription
+            self._drain()
+        return subscription
+
+    def unsubscribe(self, subscription: str | Subscription) -> None:
+        """Stop delivering to a subscription (by name or object)."""
+        name = subscription.name if isinstance(subscription, Subscription) else subscription
+        with self._lock:
+            if self._subscriptions.pop(name, None) is None:
+                raise EventlabError(
+                    f"no subscription named {name!r} on this bus; its subscriptions are "
+                    f"{sorted(self._subscriptions)}"
+                )
+
+    def _live_position(self) -> int:
+        return self._store.head if self._store is not None and not self._store.closed else 0
+
+    def _check_catch_up(self, from_position: object) -> None:
+        if isinstance(from_position, bool) or not isinstance(from_position, int):
+            raise EventlabError(f"from_position must be an int position, got {from_position!r}")
+        if from_position < 0:
+            raise EventlabError(f"from_position must be 0 or more, got {from_position}")
+        if self._store is None:
+            raise EventlabError(
+                "a catch-up subscription reads the stored history, but this bus has no "
+                "store; create the store with el.EventStore(..., bus=bus) first"
+            )
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(self, events: Iterable[RecordedEvent]) -> None:
+        """Deliver committed events (in position order) to every matching subscriber.
+
+        The store calls this after each commit. Events published while handlers
+        run (a handler that appends) queue up and follow in order.
+        """
+        with self._lock:
+            self._queue.extend(events)
+            self._drain()
+
+    def _advance(self) -> None:
+        """The store grew without handing over records (a bulk insert): re-read them."""
+        with self._lock:
+            for subscription in self._subscriptions.values():
+                if subscription.state == LIVE:
+                    subscription.state = CATCHING_UP
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._dispatching:
+            return  # the dispatch loop further up the stack delivers them in order
+        self._dispatching = True
+        try:
+            while True:
+                catching_up = [s for s in self._subscriptions.values() if s.state == CATCHING_UP]
+                for subscription in catching_up:
+                    self._catch_up(subscription)
+                if not self._queue:
+                    if not any(s.state == CATCHING_UP for s in self._subscriptions.values()):
+                        return
+                    continue
+                event = self._queue.popleft()
+                for subscription in list(self._subscriptions.values()):
+                    if subscription.state == LIVE and event.position > subscription.position:
+                        self._deliver(subscription, event)
+                    elif subscription.state == FAILED and self._store is None:
+                        subscription._backlog.append(event)
+        finally:
+            self._dispatching = False
+
+    def _deliver(self, subscription: Subscription, event: RecordedEvent) -> bool:
+        if subscription.matches(event):
+            try:
+                subscription.handler(event)
+            except Exception as exc:  # noqa: BLE001 - isolating a failing handler is the point
+                self._fail(subscription, event, exc)
+                return False
+            subscription.delivered += 1
+        subscription.position = event.position
+        return True
+
+    def _catch_up(self, subscription: Subscription) -> None:
+        """Deliver stored events until the subscription reaches the store's head."""
+        store = self._store
+        while subscription.state == CATCHING_UP:
+            head = store.head
+            if subscription.position >= head:
+                subscription.state = LIVE
+                return
+            types = None if subscription.types is None else sorted(subscription.types)
+            for event in store.read_all(after=subscription.position, types=types, until=head):
+                if not self._deliver(subscription, event):
+                    return
+            if subscription.state == CATCHING_UP:
+                subscription.position = head  # events of other types were seen, not delivered
+
+    def _fail(self, subscription: Subscription, event: RecordedEvent, exc: Exception) -> None:
+        subscription.state = FAILED
+        subscription._backlog = [event]
+        self._failures.append(
+            {
+                "subscription": subscription.name,
+                "position": event.position,
+                "stream_id": event.stream_id,
+                "version": event.version,
+                "type": event.type,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": "".join(traceback.format_exception(exc)),
+                "failed_at": datetime.now(UTC),
+                "retried": False,
+            }
+        )
+
+    # ------------------------------------------------------------------ failures
+
+    def failures(self) -> pd.DataFrame:
+        """Every handler failure so far, one row each, oldest first.
+
+        Columns: subscription, position, stream_id, version, type, error,
+        traceback, failed_at (UTC), retried.
+        """
+        columns = [
+            "subscription", "position", "stream_id", "version", "type",
+            "error", "traceback", "failed_at", "retried",
+        ]  # fmt: skip
+        return pd.DataFrame(self._failures, columns=columns)
+
+    def retry(self, name: str | None = None) -> int:
+        """Resume failed subscriptions (all, or the one named) from the failing event.
+
+        The failing event is delivered again first, then everything it missed.
+        Returns how many subscriptions were resumed.
+        """
+        with self._lock:
+            if name is not None and name not in self._subscriptions:
+                raise EventlabError(
+                    f"no subscription named {name!r} on this bus; its subscriptions are "
+                    f"{sorted(self._subscriptions)}"
+                )
+            failed = [
+                s
+                for s in self._subscriptions.values()
+                if s.state == FAILED and (name is None or s.name == name)
+            ]
+            for subscription in failed:
+                for failure in self._failures:
+                    if failure["subscription"] == subscription.name:
+                        failure["retried"] = True
+                backlog, subscription._backlog = subscription._backlog, []
+                if self._store is not None:
+                    subscription.state = CATCHING_UP  # re-read from the failing event on
+                else:
+                    subscription.state = LIVE
+                    self._queue.extendleft(reversed(backlog))
+                    # Those events are older than the position a live subscription
+                    # has seen; let them through once.
+                    subscription.position = backlog[0].position - 1 if backlog else 0
+            self._drain()
+            return len(failed)
+
+    def subscriptions(self) -> pd.DataFrame:
+        """One row per subscription: name, types, streams, position, state, delivered."""
+        rows = [
+            {
+                "name": s.name,
+                "types": None if s.types is None else sorted(s.types),
+                "streams": None if s.streams is None else list(s.streams),
+                "position": s.position,
+                "state": s.state,
+                "delivered": s.delivered,
+            }
+            for s in self._subscriptions.values()
+        ]
+        columns = ["name", "types", "streams", "position", "state", "delivered"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def __repr__(self) -> str:
+        return f"EventBus({len(self._subscriptions)} subscriptions)"
+
+
+def _names(what: str, values: str | Iterable[str] | None) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    values = list(values)
+    bad = [v for v in values if not isinstance(v, str) or not v]
+    if bad or not values:
+        raise EventlabError(f"{what} must be a non-empty string or a list of them, got {values!r}")
+    return frozenset(values)
+
+
+def _prefixes(streams: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    names = _names("streams", streams)
+    return None if names is None else tuple(sorted(names))

@@ -1,0 +1,369 @@
+"""Projections: read models built from events, kept as DuckDB tables.
+
+A :class:`Projection` is Python: handlers ``on_<EventType>(self, event)`` that
+upsert and delete rows of its table. A :class:`SqlProjection` is one SQL query
+over the ``events`` table, rebuilt inside DuckDB in one vectorised statement.
+:class:`~eventlab.ProjectionRunner` feeds them and keeps their checkpoints.
+
+Handlers never write to DuckDB themselves: their changes collect in memory and
+are written per batch (grouped into a few set-based statements), which is what
+makes catching up over millions of events fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+
+from .errors import ProjectionError
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+# Tables of the store itself and of later layers: a read model may not take these names.
+RESERVED_NAMES = frozenset({"events", "snapshots", "checkpoints", "commands", "info"})
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_table_name(name: object, what: str) -> str:
+    """A read-model name usable as an unquoted DuckDB table name, else ProjectionError."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ProjectionError(
+            f"{what} name must be a plain identifier (letters, digits, underscores, not "
+            f"starting with a digit), got {name!r}; it becomes the read model's table name"
+        )
+    if name.lower() in RESERVED_NAMES or name.lower().startswith("asof_"):
+        raise ProjectionError(
+            f"{what} name {name!r} is taken by the store (reserved: {sorted(RESERVED_NAMES)} "
+            f"and the asof_ prefix); choose another name"
+        )
+    return name
+
+
+class Projection:
+    """A read model fed by events: subclass it and write ``on_<EventType>`` handlers.
+
+    Class attributes
+    ----------------
+    name : str
+        The read model's table name in the store's database.
+    schema : dict
+        Column name to DuckDB type, e.g. ``{"order_id": "VARCHAR", "total": "DOUBLE"}``.
+    key : str or tuple of str, optional
+        The primary-key column(s); defaults to the first column of ``schema``.
+
+    Handlers change rows through :meth:`upsert`, :meth:`delete` and read them
+    with :meth:`get`. They must depend only on the events (a read model can be
+    rebuilt at any time). Event types without a handler are not read at all.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> class OrdersView(el.Projection):
+    ...     name = "orders"
+    ...     schema = {"order_id": "VARCHAR", "customer": "VARCHAR", "items": "INTEGER"}
+    ...
+    ...     def on_OrderPlaced(self, event):
+    ...         self.upsert(event.stream_id, customer=event.data["customer"], items=0)
+    ...
+    ...     def on_ItemAdded(self, event):
+    ...         self.upsert(event.stream_id, items=self.get(event.stream_id)["items"] + 1)
+    >>> store = el.EventStore()
+    >>> _ = store.append("order-1", [el.Event("OrderPlaced", {"customer": "c1"}),
+    ...                              el.Event("ItemAdded", {"sku": "pen"})])
+    >>> runner = el.ProjectionRunner(store, [OrdersView()])
+    >>> runner.catch_up()
+    2
+    >>> store.sql("SELECT * FROM orders")
+      order_id customer  items
+    0  order-1       c1      1
+    """
+
+    name: ClassVar[str]
+    schema: ClassVar[Mapping[str, str]]
+    key: ClassVar[str | tuple[str, ...] | None] = None
+
+    kind = "python"
+    _changes: Changes | None = None
+
+    def __init__(self) -> None:
+        cls = type(self)
+        check_table_name(getattr(cls, "name", None), f"{cls.__name__}.name: projection")
+        schema = getattr(cls, "schema", None)
+        if not isinstance(schema, Mapping) or not schema:
+            raise ProjectionError(
+                f"{cls.__name__}.schema must be a non-empty dict of column name to DuckDB "
+                f"type, e.g. {{'order_id': 'VARCHAR', 'total': 'DOUBLE'}}"
+            )
+        for column, sql_type in schema.items():
+            check_table_name(column, f"{cls.__name__}.schema column")
+            if not isinstance(sql_type, str) or not sql_type.strip():
+                raise ProjectionError(
+                    f"{cls.__name__}.schema[{column!r}] must be a DuckDB type name such as "
+                    f"'VARCHAR' or 'DOUBLE', got {sql_type!r}"
+                )
+        key = cls.key if cls.key is not None else next(iter(schema))
+        self.key_columns: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key)
+        missing = [k for k in self.key_columns if k not in schema]
+        if missing or not self.key_columns:
+            raise ProjectionError(
+                f"{cls.__name__}.key names {missing or 'no'} column(s) of its schema "
+                f"{list(schema)}; the key must be one or more schema columns"
+            )
+        self.handlers = {
+            attr[3:]: getattr(self, attr)
+            for attr in dir(cls)
+            if attr.startswith("on_") and callable(getattr(cls, attr))
+        }
+        if not self.handlers:
+            raise ProjectionError(
+                f"{cls.__name__} has no handlers; add methods named on_<EventType>(self, event)"
+            )
+
+    @property
+    def types(self) -> list[str]:
+        """The event types this projection handles (the only ones it reads)."""
+        return sorted(self.handlers)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the table's shape changes, so a stale table is noticed."""
+        text = repr((sorted(self.schema.items()), self.key_columns))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def create_table_sql(self, table: str) -> str:
+        columns = ", ".join(f'"{c}" {t}' for c, t in self.schema.items())
+        keys = ", ".join(f'"{k}"' for k in self.key_columns)
+        return f"CREATE TABLE {table} ({columns}, PRIMARY KEY ({keys}))"
+
+    # ------------------------------------------------------------------ handler API
+
+    def upsert(self, key: Any, **columns: Any) -> None:
+        """Insert the row with this key, or update the given columns of the existing one.
+
+        Columns not given keep their value (NULL for a new row). A composite key
+        is a tuple, in the order of ``key``.
+        """
+        self._active_changes().upsert(self._key(key), columns)
+
+    def delete(self, key: Any) -> None:
+        """Delete the row with this key (nothing happens if there is none)."""
+        self._active_changes().delete(self._key(key))
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        """The row with this key as the handlers left it so far, or None."""
+        return self._active_changes().get(self._key(key))
+
+    def _key(self, key: Any) -> tuple:
+        if len(self.key_columns) == 1:
+            return (key,)
+        if not isinstance(key, tuple) or len(key) != len(self.key_columns):
+            raise ProjectionError(
+                f"projection {self.name!r} has the composite key {self.key_columns}; pass a "
+                f"tuple of {len(self.key_columns)} values, got {key!r}"
+            )
+        return key
+
+    def _active_changes(self) -> Changes:
+        if self._changes is None:
+            raise ProjectionError(
+                f"projection {self.name!r} changes rows only while a ProjectionRunner feeds "
+                f"it events; call runner.catch_up() instead of calling handlers directly"
+            )
+        return self._changes
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, types={self.types})"
+
+
+class SqlProjection:
+    """A read model defined by one SQL query over the ``events`` table.
+
+    The runner rebuilds it inside DuckDB whenever new events have arrived (one
+    vectorised statement, no Python per event), and as of any time by running
+    the same query over the events known then.
+
+    Parameters
+    ----------
+    name : str
+        The read model's table name.
+    sql : str
+        A SELECT over ``events`` (columns as in the store; ``data`` is JSON text,
+        so use DuckDB's ``data->>'field'``).
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> revenue = el.SqlProjection(
+    ...     "revenue_per_day",
+    ...     "SELECT CAST(occurred_at AS DATE) AS day, sum(CAST(data->>'total' AS DOUBLE)) "
+    ...     "AS revenue FROM events WHERE type = 'OrderPaid' GROUP BY day",
+    ... )
+    """
+
+    kind = "sql"
+
+    def __init__(self, name: str, sql: str):
+        self.name = check_table_name(name, "SqlProjection")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ProjectionError(f"SqlProjection {name!r} needs a SELECT query as sql")
+        self.sql = sql.strip().rstrip(";")
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"SqlProjection({self.name!r})"
+
+
+# Deleted, then (maybe) re-created with these columns; or: these columns set.
+_Change = list  # [replaced: bool, columns: dict]
+
+
+class Changes:
+    """One batch's row changes of one projection, written in a few set-based statements.
+
+    Each key keeps one entry: whether the row was deleted first (``replaced``)
+    and the columns set since. Writing groups the entries by which columns they
+    set, so a batch of any size costs one DELETE and one upsert per group.
+    """
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, table: str, projection: Projection):
+        self.cursor = cursor
+        self.table = table
+        self.key_columns = projection.key_columns
+        self.columns = list(projection.schema)
+        self.entries: dict[tuple, _Change] = {}
+
+    def upsert(self, key: tuple, columns: dict[str, Any]) -> None:
+        if columns.keys() - self.columns or columns.keys() & set(self.key_columns):
+            self._reject(columns)
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = [False, columns]
+        else:
+            entry[1].update(columns)
+
+    def delete(self, key: tuple) -> None:
+        self.entries[key] = [True, {}]
+
+    def get(self, key: tuple) -> dict[str, Any] | None:
+        entry = self.entries.get(key)
+        if entry is not None and entry[0]:  # deleted in this batch: older values are gone
+            base = None if not entry[1] else dict.fromkeys(self.columns)
+        else:
+            base = self._stored_row(key)
+            if base is None and entry is not None:
+                base = dict.fromkeys(self.columns)
+        if base is not None:
+            base.update(zip(self.key_columns, key, strict=True))
+            if entry is not None:
+                base.update(entry[1])
+        return base
+
+    def _stored_row(self, key: tuple) -> dict[str, Any] | None:
+        where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(self.key_columns, start=1))
+        rows = self.cursor.execute(f"SELECT * FROM {self.table} WHERE {where}", list(key))
+        found = rows.fetchall()
+        return dict(zip(self.columns, found[0], strict=True)) if found else None
+
+    def _reject(self, columns: dict[str, Any]) -> None:
+        unknown = sorted(columns.keys() - self.columns)
+        keys = sorted(columns.keys() & set(self.key_columns))
+        problem = f"unknown column(s) {unknown}" if unknown else f"key column(s) {keys}"
+        raise ProjectionError(
+            f"upsert into {self.table!r} got {problem}; pass the key as the first argument "
+            f"and only these columns by name: {[c for c in self.columns if c not in keys]}"
+        )
+
+    def write(self) -> int:
+        """Apply every collected change to the table; returns the number of keys touched."""
+        if not self.entries:
+            return 0
+        removed = [key for key, (replaced, _) in self.entries.items() if replaced]
+        if removed:
+            self._delete_keys(removed)
+        groups: dict[tuple[str, ...], list[tuple[tuple, dict]]] = {}
+        for key, (replaced, columns) in self.entries.items():
+            if columns or not replaced:
+                groups.setdefault(tuple(sorted(columns)), []).append((key, columns))
+        for columns, rows in groups.items():
+            self._upsert_rows(columns, rows)
+        touched = len(self.entries)
+        self.entries = {}
+        return touched
+
+    def _delete_keys(self, keys: list[tuple]) -> None:
+        staged = _table(self.key_columns, [k for k in keys], ())
+        self.cursor.register("_removed_keys", staged)
+        try:
+            match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
+            self.cursor.execute(
+                f"DELETE FROM {self.table} t WHERE EXISTS "
+                f"(SELECT 1 FROM _removed_keys r WHERE {match})"
+            )
+        finally:
+            self.cursor.unregister("_removed_keys")
+
+    def _upsert_rows(self, columns: tuple[str, ...], rows: list[tuple[tuple, dict]]) -> None:
+        staged = _table(self.key_columns, [key for key, _ in rows], columns, rows)
+        names = ", ".join(f'"{c}"' for c in (*self.key_columns, *columns))
+        keys = ", ".join(f'"{k}"' for k in self.key_columns)
+        if columns:
+            sets = ", ".join(f'"{c}" = excluded."{c}"' for c in columns)
+            conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+        else:
+            conflict = f"ON CONFLICT ({keys}) DO NOTHING"
+        self.cursor.register("_upserted_rows", staged)
+        try:
+            self.cursor.execute(
+                f"INSERT INTO {self.table} ({names}) SELECT {names} FROM _upserted_rows {conflict}"
+            )
+        finally:
+            self.cursor.unregister("_upserted_rows")
+
+
+def _table(
+    key_columns: tuple[str, ...],
+    keys: list[tuple],
+    columns: Iterable[str],
+    rows: list[tuple[tuple, dict]] = (),
+) -> pa.Table:
+    """Keys and column values as an Arrow table (DuckDB casts to the table's types)."""
+    arrays = {name: [key[i] for key in keys] for i, name in enumerate(key_columns)}
+    for column in columns:
+        arrays[column] = [values[column] for _, values in rows]
+    return pa.table({name: _array(values, name) for name, values in arrays.items()})
+
+
+def _array(values: list, column: str) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        # Mixed Python types in one column (e.g. 1 and "a"): no single Arrow type.
+        raise ProjectionError(
+            f"the values written to column {column!r} do not share one type ({exc}); "
+            f"write values of the column's declared type"
+        ) from None
+
+
+def projection_of(item: Any) -> Projection | SqlProjection:
+    """Accept a projection instance, or a Projection subclass to instantiate."""
+    if isinstance(item, type) and issubclass(item, Projection):
+        return item()
+    if isinstance(item, (Projection, SqlProjection)):
+        return item
+    raise ProjectionError(
+        f"expected an el.Projection (instance or subclass) or an el.SqlProjection, got {item!r}"
+    )
+
+
+def events_cte(bounds: str) -> str:
+    """A CTE named ``events`` over the log with extra WHERE bounds; it shadows the table."""
+    return f"WITH events AS (SELECT * FROM main.events WHERE true{bounds}) "

@@ -1,0 +1,676 @@
+"""ProjectionRunner: feeds projections from the log and keeps their checkpoints.
+
+Each projection has a row in the ``checkpoints`` table: the last position it
+has applied, its state (``active`` or ``failed``) and its last error. A batch
+of read-model changes and the new checkpoint commit in one DuckDB transaction,
+so a crash never applies an event twice or skips one: after a restart the
+projection continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from .asof import ReadModelsAsOf, as_of_label
+from .clock import from_micros, now_micros, to_micros
+from .errors import ConsistencyTimeout, ProjectionError
+from .projections import Changes, Projection, SqlProjection, events_cte, projection_of
+from .reading import filters, iterate_records
+from .schema import SELECT_RECORD
+
+if TYPE_CHECKING:
+    from .bus import Subscription
+    from .events import RecordedEvent
+    from .store import EventStore
+
+CHECKPOINTS_DDL = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name            VARCHAR PRIMARY KEY,
+    kind            VARCHAR NOT NULL,
+    position        BIGINT NOT NULL,
+    fingerprint     VARCHAR NOT NULL,
+    state           VARCHAR NOT NULL,
+    failed_position BIGINT,
+    failed_type     VARCHAR,
+    error           VARCHAR,
+    updated_at      TIMESTAMPTZ NOT NULL
+)
+"""
+
+ACTIVE, FAILED = "active", "failed"
+STATUS_COLUMNS = [
+    "name", "kind", "checkpoint", "head", "lag", "lag_seconds", "state",
+    "failed_position", "failed_type", "last_error", "updated_at",
+]  # fmt: skip
+BATCH_SIZE = 50_000
+
+
+class ReadModels:
+    """What a store's read side knows in memory: checkpoints and a generation per model.
+
+    A generation grows every time a read model's table changes; cached query
+    results remember the generations they were computed at.
+    """
+
+    def __init__(self) -> None:
+        self.generations: dict[str, int] = {}
+        self.runners: weakref.WeakSet[ProjectionRunner] = weakref.WeakSet()
+
+    def bump(self, name: str) -> None:
+        self.generations[name] = self.generations.get(name, 0) + 1
+
+    def runner_for(self, name: str) -> ProjectionRunner | None:
+        for runner in self.runners:
+            if name in runner.projections:
+                return runner
+        return None
+
+
+_READ_MODELS: weakref.WeakKeyDictionary[EventStore, ReadModels] = weakref.WeakKeyDictionary()
+
+
+def read_models(store: EventStore) -> ReadModels:
+    """The read-side registry of a store (made on first use)."""
+    found = _READ_MODELS.get(store)
+    if found is None:
+        found = _READ_MODELS[store] = ReadModels()
+    return found
+
+
+class ProjectionRunner:
+    """Runs projections over a store's events and keeps their read models current.
+
+    Parameters
+    ----------
+    store : EventStore
+        A writable store; read models are tables in its database.
+    projections : list
+        :class:`~eventlab.Projection` instances (or subclasses) and
+        :class:`~eventlab.SqlProjection` objects, with unique names.
+    batch_size : int
+        Events per transaction while catching up.
+
+    Notes
+    -----
+    When a projection's schema (or SQL) changes, its old table no longer fits:
+    the runner drops it and the next :meth:`catch_up` rebuilds it from position 0.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        projections: Iterable[Projection | SqlProjection | type[Projection]],
+        *,
+        batch_size: int = BATCH_SIZE,
+    ):
+        store._check_writable()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ProjectionError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.store = store
+        self.batch_size = batch_size
+        self.projections: dict[str, Projection | SqlProjection] = {}
+        for item in projections:
+            projection = projection_of(item)
+            if projection.name in self.projections:
+                raise ProjectionError(
+                    f"two projections are named {projection.name!r}; each read model needs "
+                    f"its own table name"
+                )
+            self.projections[projection.name] = projection
+        self._models = read_models(store)
+        self._lag_samples: list[dict[str, Any]] = []
+        self._subscription: Subscription | None = None
+        self._checkpoints: dict[str, dict[str, Any]] = {}
+        self._register()
+        self._models.runners.add(self)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _register(self) -> None:
+        """Give every projection a checkpoint row and a table that fits its definition."""
+        cursor = self.store._cursor()
+        cursor.execute(CHECKPOINTS_DDL)
+        self._load_checkpoints(cursor)
+        for name, projection in self.projections.items():
+            row = self._checkpoints.get(name)
+            if row is not None and row["fingerprint"] == projection.fingerprint:
+                continue
+            if row is None and _table_exists(cursor, name):
+                raise ProjectionError(
+                    f"the store already has a table named {name!r} that no projection owns; "
+                    f"give the projection another name"
+                )
+            with _transaction(cursor):
+                self._reset(cursor, projection)
+        self._load_checkpoints(cursor)
+
+    def _reset(self, cursor: duckdb.DuckDBPyConnection, projection: Any) -> None:
+        """Empty a projection's read model and set its checkpoint to 0 (inside a transaction)."""
+        cursor.execute(f"DROP TABLE IF EXISTS main.{projection.name}")
+        if isinstance(projection, Projection):
+            cursor.execute(projection.create_table_sql(f"main.{projection.name}"))
+        cursor.execute("DELETE FROM checkpoints WHERE name = $1", [projection.name])
+        cursor.execute(
+            "INSERT INTO checkpoints VALUES ($1, $2, 0, $3, $4, NULL, NULL, NULL, "
+            "make_timestamptz($5))",
+            [projection.name, projection.kind, projection.fingerprint, ACTIVE, self._now()],
+        )
+
+    def _load_checkpoints(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        rows = _dicts(cursor.execute("SELECT * FROM checkpoints"))
+        self._checkpoints = {row["name"]: row for row in rows if row["name"] in self.projections}
+
+    def _save(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        name: str,
+        position: int,
+        failure: tuple[int | None, str | None, str] | None = None,
+    ) -> None:
+        """Write a checkpoint inside a transaction; failure = (position, type, error)."""
+        failed_position, failed_type, error = failure if failure else (None, None, None)
+        cursor.execute(
+            "UPDATE checkpoints SET position = $2, state = $3, failed_position = $4, "
+            "failed_type = $5, error = $6, updated_at = make_timestamptz($7) WHERE name = $1",
+            [
+                name,
+                position,
+                FAILED if failure else ACTIVE,
+                failed_position,
+                failed_type,
+                error,
+                self._now(),
+            ],
+        )
+
+    def _committed(self, cursor: duckdb.DuckDBPyConnection, name: str) -> None:
+        """After a commit: refresh the in-memory checkpoint and invalidate cached queries."""
+        self._checkpoints[name] = _dicts(
+            cursor.execute("SELECT * FROM checkpoints WHERE name = $1", [name])
+        )[0]
+        self._models.bump(name)
+
+    def checkpoint(self, name: str) -> int:
+        """The last position projection ``name`` has applied."""
+        return self._checkpoints[self._known(name)]["position"]
+
+    def _known(self, name: str) -> str:
+        if name not in self.projections:
+            raise ProjectionError(
+                f"no projection named {name!r} in this runner; it runs {list(self.projections)}"
+            )
+        return name
+
+    def _now(self) -> int:
+        return now_micros(self.store.clock)
+
+    # ------------------------------------------------------------------ catching up
+
+    def catch_up(
+        self,
+        names: str | Sequence[str] | None = None,
+        *,
+        progress: bool = False,
+        timeout: float | None = None,
+    ) -> int:
+        """Apply the events after each projection's checkpoint, in batches.
+
+        Parameters
+        ----------
+        names : str or list of str, optional
+            Only these projections (default: all). Failed ones are skipped until
+            :meth:`retry`.
+        progress : bool
+            Show a progress bar (tqdm) over the events to apply.
+        timeout : float, optional
+            Stop after this many seconds (between batches) and raise
+            :class:`~eventlab.ConsistencyTimeout`.
+
+        Returns
+        -------
+        int
+            How many events the projections applied (an event fed to two
+            projections counts twice).
+        """
+        selected = self._select(names)
+        head = self.store.head
+        deadline = None if timeout is None else time.monotonic() + timeout
+        active = [n for n in selected if self._checkpoints[n]["state"] == ACTIVE]
+        total = sum(head - self._checkpoints[n]["position"] for n in active)
+        applied = 0
+        with tqdm(total=total, unit="event", disable=not progress) as bar:
+            for name in active:
+                if self._checkpoints[name]["position"] >= head:
+                    continue
+                projection = self.projections[name]
+                if isinstance(projection, SqlProjection):
+                    behind = head - self._checkpoints[name]["position"]
+                    if self._rebuild_sql(projection, head):
+                        applied += behind
+                    bar.update(behind)
+                else:
+                    applied += self._catch_up_python(projection, head, bar, deadline)
+                self._warn_if_failed(name)
+        return applied
+
+    def _select(self, names: str | Sequence[str] | None) -> list[str]:
+        if names is None:
+            return list(self.projections)
+        if isinstance(names, str):
+            names = [names]
+        return [self._known(name) for name in names]
+
+    def _catch_up_python(
+        self, projection: Projection, head: int, bar: tqdm, deadline: float | None
+    ) -> int:
+        name = projection.name
+        start = self._checkpoints[name]["position"]
+        where, params = filters(after=start, types=projection.types, until=head)
+        reader = (
+            self.store._cursor()
+            .sql(SELECT_RECORD.format(src="events") + where, params=params)
+            .to_arrow_reader(self.batch_size)
+        )
+        cursor = self.store._cursor()
+        applied = 0
+        position = start
+        for batch in reader:
+            if deadline is not None and time.monotonic() > deadline:
+                raise self._timeout(name, head)
+            records = list(iterate_records([batch], decode_data=True))
+            if not records:
+                continue
+            done = self._apply_batch(projection, cursor, records)
+            applied += done
+            self._committed(cursor, name)
+            if done < len(records):  # failed at records[done]
+                bar.update(records[done].position - 1 - position)
+                return applied
+            bar.update(records[-1].position - position)
+            position = records[-1].position
+        if position < head:  # the rest were events of types this projection ignores
+            with _transaction(cursor):
+                self._save(cursor, name, head)
+            self._committed(cursor, name)
+            bar.update(head - position)
+        return applied
+
+    def _apply_batch(
+        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, records: list
+    ) -> int:
+        """Apply records and checkpoint in one transaction; returns how many were applied.
+
+        On a failure only the events before the failing one are committed, and
+        the failure is recorded in the same transaction.
+        """
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            failed = _run_handlers(projection, cursor, records)
+            if failed is None:
+                self._save(cursor, projection.name, records[-1].position)
+                cursor.execute("COMMIT")
+                return len(records)
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("ROLLBACK")  # the batch failed: none of it stays
+        index, error = failed
+        if index is None:  # writing the batch failed: find the event that broke it
+            index, error = self._locate_write_failure(projection, cursor, records)
+        event = records[index]
+        with _transaction(cursor):
+            if _run_handlers(projection, cursor, records[:index]) is not None:
+                raise ProjectionError(
+                    f"projection {projection.name!r} gave different results on a second run "
+                    f"over the same events; handlers must depend only on the events"
+                )
+            failure = (event.position, event.type, error)
+            self._save(cursor, projection.name, event.position - 1, failure)
+        return index
+
+    def _locate_write_failure(
+        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, records: list
+    ) -> tuple[int, str]:
+        # Slow on purpose (a statement per event), and only on this rare path.
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            for index, record in enumerate(records):
+                failed = _run_handlers(projection, cursor, [record])
+                if failed is not None:
+                    return index, failed[1]
+        finally:
+            cursor.execute("ROLLBACK")
+        raise ProjectionError(
+            f"projection {projection.name!r} failed to write a batch that succeeds event by "
+            f"event; handlers must depend only on the events"
+        )
+
+    def _rebuild_sql(self, projection: SqlProjection, head: int) -> bool:
+        """Rebuild a SQL read model up to ``head`` in one statement and checkpoint it.
+
+        Returns False when the query failed (the projection is then marked failed).
+        """
+        name = projection.name
+        cursor = self.store._cursor()
+        try:
+            with _transaction(cursor):
+                build_sql_table(cursor, projection, f"main.{name}", f" AND position <= {head}")
+                self._save(cursor, name, head)
+        except duckdb.Error as exc:
+            with _transaction(cursor):
+                self._save(
+                    cursor, name, self._checkpoints[name]["position"], (None, None, str(exc))
+                )
+            self._committed(cursor, name)
+            return False
+        self._committed(cursor, name)
+        return True
+
+    def _timeout(self, name: str, head: int) -> ConsistencyTimeout:
+        return ConsistencyTimeout(
+            f"projection {name!r} reached position {self.checkpoint(name)} of {head} before "
+            f"the timeout; wait longer (a larger timeout=), or ask with "
+            f"consistency='eventual' to read the read model as it is"
+        )
+
+    def _warn_if_failed(self, name: str) -> None:
+        row = self._checkpoints[name]
+        if row["state"] == FAILED:
+            where = (
+                f" at position {row['failed_position']} ({row['failed_type']})"
+                if row["failed_position"] is not None
+                else ""
+            )
+            warnings.warn(
+                f"projection {name!r} failed{where}: {row['error']}. It stopped there; the "
+                f"others went on. Fix it, then runner.retry({name!r}).",
+                ProjectionFailedWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ control
+
+    def rebuild(self, name: str | None = None, *, progress: bool = False) -> int:
+        """Drop read models (all, or the one named) and rebuild them from position 0.
+
+        Returns the number of events applied.
+        """
+        names = self._select(name)
+        cursor = self.store._cursor()
+        for each in names:
+            with _transaction(cursor):
+                self._reset(cursor, self.projections[each])
+            self._committed(cursor, each)
+        return self.catch_up(names, progress=progress)
+
+    def retry(self, name: str, *, progress: bool = False) -> int:
+        """Resume a failed projection from the event it failed on; returns events applied."""
+        self._known(name)
+        cursor = self.store._cursor()
+        with _transaction(cursor):
+            self._save(cursor, name, self._checkpoints[name]["position"])
+        self._committed(cursor, name)
+        return self.catch_up(name, progress=progress)
+
+    def follow(self, every: int = 1) -> Subscription:
+        """Keep the read models current from the store's bus: catch up every ``every`` events.
+
+        With ``every=1`` the read side trails by nothing once each commit is
+        published; a larger value shows eventual consistency: the read side lags
+        by up to ``every - 1`` events. Undo with :meth:`unfollow`.
+        """
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ProjectionError(f"every must be a positive int, got {every!r}")
+        self.unfollow()
+        unseen = 0
+
+        def on_event(event: RecordedEvent) -> None:
+            nonlocal unseen
+            unseen += 1
+            if unseen >= every:
+                unseen = 0
+                self.catch_up()
+
+        self._subscription = self.store.bus.subscribe(
+            on_event, name=f"projection runner {id(self):x}"
+        )
+        return self._subscription
+
+    def unfollow(self) -> None:
+        """Stop following the bus (read models then change only on :meth:`catch_up`)."""
+        if self._subscription is not None:
+            self.store.bus.unsubscribe(self._subscription)
+            self._subscription = None
+
+    # ------------------------------------------------------------------ observing
+
+    def status(self) -> pd.DataFrame:
+        """One row per projection: name, kind, checkpoint, head, lag, lag_seconds, state,
+        failed_position, failed_type, last_error, updated_at.
+
+        ``state`` is ``caught up``, ``behind`` or ``failed``; ``lag`` counts events
+        not yet applied and ``lag_seconds`` is how long the oldest of them has waited.
+        """
+        lags = {row["name"]: row for row in self._sample_lag()}
+        rows = []
+        for name, row in self._checkpoints.items():
+            lag = lags[name]
+            state = (
+                row["state"]
+                if row["state"] == FAILED
+                else ("caught up" if lag["lag"] == 0 else "behind")
+            )
+            rows.append(
+                {
+                    "name": name,
+                    "kind": row["kind"],
+                    "checkpoint": row["position"],
+                    "head": lag["head"],
+                    "lag": lag["lag"],
+                    "lag_seconds": lag["lag_seconds"],
+                    "state": state,
+                    "failed_position": row["failed_position"],
+                    "failed_type": row["failed_type"],
+                    "last_error": row["error"],
+                    "updated_at": row["updated_at"],
+                }
+            )
+        frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+        frame["failed_position"] = frame["failed_position"].astype("Int64")
+        return frame
+
+    def lag(self) -> pd.DataFrame:
+        """How far each read model trails the log now (also recorded for :meth:`lag_history`).
+
+        Columns: sampled_at, name, checkpoint, head, lag (events), lag_seconds
+        (how long the oldest unapplied event has waited, by the store's clock).
+        """
+        return pd.DataFrame(self._sample_lag())
+
+    def lag_history(self) -> pd.DataFrame:
+        """Every lag sample taken so far (by :meth:`lag`, :meth:`status` and each
+        catch-up), oldest first: ready to plot lag over time."""
+        columns = ["sampled_at", "name", "checkpoint", "head", "lag", "lag_seconds"]
+        return pd.DataFrame(self._lag_samples, columns=columns)
+
+    def _sample_lag(self) -> list[dict[str, Any]]:
+        head = self.store.head
+        now = self._now()
+        waiting = self._oldest_unapplied(head)
+        samples = []
+        for name, row in self._checkpoints.items():
+            checkpoint = row["position"]
+            since = waiting.get(checkpoint + 1)
+            samples.append(
+                {
+                    "sampled_at": from_micros(now),
+                    "name": name,
+                    "checkpoint": checkpoint,
+                    "head": head,
+                    "lag": head - checkpoint,
+                    "lag_seconds": 0.0 if since is None else max(0, now - since) / 1e6,
+                }
+            )
+        self._lag_samples.extend(samples)
+        return samples
+
+    def _oldest_unapplied(self, head: int) -> dict[int, int]:
+        """recorded_at (µs) of the first event each projection has not applied yet."""
+        positions = sorted(
+            {row["position"] + 1 for row in self._checkpoints.values() if row["position"] < head}
+        )
+        if not positions:
+            return {}
+        rows = self.store._cursor().execute(
+            "SELECT position, epoch_us(recorded_at) FROM events "
+            "WHERE position IN (SELECT unnest($1))",
+            [positions],
+        )
+        return dict(rows.fetchall())
+
+    def as_of(
+        self,
+        *,
+        at: datetime | str | None = None,
+        known_at: datetime | str | None = None,
+        label: str | None = None,
+    ) -> ReadModelsAsOf:
+        """Build every read model as it was at a time, into a schema of its own.
+
+        Parameters
+        ----------
+        at : datetime or str, optional
+            Business time: only events that occurred at or before it.
+        known_at : datetime or str, optional
+            Knowledge time: only events recorded at or before it.
+        label : str, optional
+            Names the schema ``asof_<label>``; defaults to one made from the times.
+
+        Returns
+        -------
+        ReadModelsAsOf
+            A handle to query the tables (``.sql()``, ``.table()``) and ``drop()`` them.
+        """
+        bounds = ""
+        if at is not None:
+            bounds += f" AND epoch_us(occurred_at) <= {to_micros(at)}"
+        if known_at is not None:
+            bounds += f" AND epoch_us(recorded_at) <= {to_micros(known_at)}"
+        schema = "asof_" + (label if label is not None else as_of_label(at, known_at))
+        view = ReadModelsAsOf(self.store, schema, at=at, known_at=known_at)
+        cursor = self.store._cursor()
+        with _transaction(cursor):
+            cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            cursor.execute(f"CREATE SCHEMA {schema}")
+            for name, projection in self.projections.items():
+                table = f"{schema}.{name}"
+                if isinstance(projection, SqlProjection):
+                    build_sql_table(cursor, projection, table, bounds)
+                else:
+                    self._build_python_as_of(projection, cursor, table, bounds)
+        view.tables = list(self.projections)
+        return view
+
+    def _build_python_as_of(
+        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, table: str, bounds: str
+    ) -> None:
+        cursor.execute(projection.create_table_sql(table))
+        types = ", ".join(f"'{t}'" for t in projection.types)
+        sql = (
+            events_cte(bounds)
+            + SELECT_RECORD.format(src="events")
+            + f" WHERE type IN ({types}) ORDER BY position"
+        )
+        reader = self.store._cursor().sql(sql).to_arrow_reader(self.batch_size)
+        for batch in reader:
+            records = list(iterate_records([batch], decode_data=True))
+            failed = _run_handlers(projection, cursor, records, table)
+            if failed is not None:
+                index, error = failed
+                where = "" if index is None else f" at position {records[index].position}"
+                raise ProjectionError(
+                    f"projection {projection.name!r} failed{where} while building it as of "
+                    f"that time: {error}; fix the handler and call as_of() again"
+                )
+
+    def __repr__(self) -> str:
+        return f"ProjectionRunner({list(self.projections)})"
+
+
+class ProjectionFailedWarning(UserWarning):
+    """A projection stopped at an event its handler could not apply."""
+
+
+def build_sql_table(
+    cursor: duckdb.DuckDBPyConnection, projection: SqlProjection, table: str, bounds: str
+) -> None:
+    """(Re)create ``table`` from the projection's query over the events within ``bounds``."""
+    cursor.execute(
+        f"CREATE OR REPLACE TABLE {table} AS {events_cte(bounds)}SELECT * FROM ({projection.sql})"
+    )
+
+
+def _run_handlers(
+    projection: Projection,
+    cursor: duckdb.DuckDBPyConnection,
+    records: list,
+    table: str | None = None,
+) -> tuple[int | None, str] | None:
+    """Feed records to the handlers, then write their changes.
+
+    Returns None on success, ``(index, error)`` when the handler of
+    ``records[index]`` raised, or ``(None, error)`` when writing failed.
+    """
+    changes = Changes(cursor, table or f"main.{projection.name}", projection)
+    projection._changes = changes
+    handlers = projection.handlers
+    try:
+        for index, record in enumerate(records):
+            try:
+                handlers[record.type](record)
+            except Exception as exc:  # noqa: BLE001 - a failing handler stops only its projection
+                return index, f"{type(exc).__name__}: {exc}"
+        try:
+            changes.write()
+        except (duckdb.Error, ProjectionError, pa.ArrowException) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        return None
+    finally:
+        projection._changes = None
+
+
+@contextmanager
+def _transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT on a cursor, ROLLBACK if the block raises."""
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        yield cursor
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    cursor.execute("COMMIT")
+
+
+def _table_exists(cursor: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = cursor.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = $1",
+        [name],
+    )
+    return found.fetchall()[0][0] > 0
+
+
+def _dicts(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """A small query result as one dict per row."""
+    names = [column[0] for column in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
