@@ -12,18 +12,16 @@ makes catching up over millions of events fast.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+import duckdb
 import pyarrow as pa
 
 from .errors import ProjectionError
-
-if TYPE_CHECKING:
-    import duckdb
-
 
 # Tables of the store itself and of later layers: a read model may not take these names.
 RESERVED_NAMES = frozenset({"events", "snapshots", "checkpoints", "commands", "info"})
@@ -300,7 +298,7 @@ class Changes:
         return touched
 
     def _delete_keys(self, keys: list[tuple]) -> None:
-        staged = _table(self.key_columns, [k for k in keys], ())
+        staged = _table(self.key_columns, keys, ())
         self.cursor.register("_removed_keys", staged)
         try:
             match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
@@ -309,7 +307,7 @@ class Changes:
                 f"(SELECT 1 FROM _removed_keys r WHERE {match})"
             )
         finally:
-            self.cursor.unregister("_removed_keys")
+            _unregister(self.cursor, "_removed_keys")
 
     def _upsert_rows(self, columns: tuple[str, ...], rows: list[tuple[tuple, dict]]) -> None:
         staged = _table(self.key_columns, [key for key, _ in rows], columns, rows)
@@ -326,7 +324,14 @@ class Changes:
                 f"INSERT INTO {self.table} ({names}) SELECT {names} FROM _upserted_rows {conflict}"
             )
         finally:
-            self.cursor.unregister("_upserted_rows")
+            _unregister(self.cursor, "_upserted_rows")
+
+
+def _unregister(cursor: duckdb.DuckDBPyConnection, name: str) -> None:
+    # After a failed statement the transaction is aborted and unregistering fails
+    # too; that must not hide the real error. A later register() replaces the name.
+    with contextlib.suppress(duckdb.Error):
+        cursor.unregister(name)
 
 
 def _table(

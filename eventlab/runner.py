@@ -160,6 +160,13 @@ class ProjectionRunner:
         cursor.execute(f"DROP TABLE IF EXISTS main.{projection.name}")
         if isinstance(projection, Projection):
             cursor.execute(projection.create_table_sql(f"main.{projection.name}"))
+        else:  # the empty read model: also checks the query before any data meets it
+            try:
+                build_sql_table(cursor, projection, f"main.{projection.name}", " AND false")
+            except duckdb.Error as exc:
+                raise ProjectionError(
+                    f"the query of SqlProjection {projection.name!r} does not run: {exc}"
+                ) from None
         cursor.execute("DELETE FROM checkpoints WHERE name = $1", [projection.name])
         cursor.execute(
             "INSERT INTO checkpoints VALUES ($1, $2, 0, $3, $4, NULL, NULL, NULL, "

@@ -1,0 +1,288 @@
+"""The event bus: publish after commit, ordering, filters, catch-up, failure isolation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import eventlab as el
+
+
+def ev(type_: str, **data) -> el.Event:
+    return el.Event(type_, data)
+
+
+@pytest.fixture
+def bus_store(clock):
+    bus = el.EventBus()
+    with el.EventStore(clock=clock, bus=bus) as store:
+        yield bus, store
+
+
+def collector(into: list):
+    return lambda event: into.append((event.position, event.stream_id, event.type))
+
+
+def test_store_publishes_committed_events_in_position_order(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    bus.subscribe(collector(seen))
+    store.append("order-1", [ev("Placed"), ev("Paid")])
+    with store.transaction():
+        store.append("order-2", [ev("Placed")])
+        assert seen == [(1, "order-1", "Placed"), (2, "order-1", "Paid")]  # not yet committed
+        store.append("order-1", [ev("Shipped")])
+    assert seen == [
+        (1, "order-1", "Placed"),
+        (2, "order-1", "Paid"),
+        (3, "order-2", "Placed"),
+        (4, "order-1", "Shipped"),
+    ]
+
+
+def test_handlers_receive_recorded_events(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    bus.subscribe(seen.append)
+    recorded = store.append("order-1", [ev("Placed", total=3)])
+    assert seen == recorded
+    assert isinstance(seen[0], el.RecordedEvent) and seen[0].data == {"total": 3}
+
+
+def test_rolled_back_transaction_publishes_nothing(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    bus.subscribe(collector(seen))
+    with pytest.raises(RuntimeError), store.transaction():
+        store.append("order-1", [ev("Placed")])
+        raise RuntimeError("abort")
+    with store.transaction():
+        with pytest.raises(RuntimeError), store.transaction():
+            store.append("order-2", [ev("Placed")])
+            raise RuntimeError("inner abort")
+        store.append("order-3", [ev("Placed")])
+    assert seen == [(1, "order-3", "Placed")]
+
+
+def test_rejected_append_publishes_nothing(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    bus.subscribe(collector(seen))
+    store.append("order-1", [ev("Placed")])
+    with pytest.raises(el.ConcurrencyError):
+        store.append("order-1", [ev("Placed")], expected_version=0)
+    assert seen == [(1, "order-1", "Placed")]
+
+
+def test_filters_by_type_and_stream_prefix(bus_store):
+    bus, store = bus_store
+    by_type: list = []
+    by_stream: list = []
+    both: list = []
+    bus.subscribe(collector(by_type), types=["Paid", "Shipped"], name="types")
+    bus.subscribe(collector(by_stream), streams="order-", name="orders")
+    bus.subscribe(collector(both), types="Paid", streams=["user-", "order-"], name="both")
+    store.append("order-1", [ev("Placed"), ev("Paid")])
+    store.append("user-1", [ev("Registered"), ev("Paid")])
+    store.append("orderline-1", [ev("Shipped")])
+    assert by_type == [(2, "order-1", "Paid"), (4, "user-1", "Paid"), (5, "orderline-1", "Shipped")]
+    # A prefix is a prefix: "order-" does not match "orderline-1".
+    assert by_stream == [(1, "order-1", "Placed"), (2, "order-1", "Paid")]
+    assert both == [(2, "order-1", "Paid"), (4, "user-1", "Paid")]
+
+
+def test_store_bus_is_created_on_first_use(clock):
+    with el.EventStore(clock=clock) as store:
+        seen: list = []
+        store.bus.subscribe(collector(seen))
+        store.append("a-1", [ev("X")])
+        assert store.bus is store.bus
+        assert store.bus.store is store
+        assert seen == [(1, "a-1", "X")]
+
+
+def test_failing_handler_is_isolated_recorded_and_resumed_by_retry(bus_store):
+    bus, store = bus_store
+    good: list = []
+    flaky: list = []
+    broken = {"on": True}
+
+    def handler(event):
+        if broken["on"] and event.type == "Paid":
+            raise ValueError(f"cannot handle {event.stream_id}")
+        flaky.append((event.position, event.type))
+
+    bus.subscribe(collector(good), name="good")
+    bus.subscribe(handler, name="flaky")
+    store.append("order-1", [ev("Placed"), ev("Paid"), ev("Shipped")])
+    store.append("order-2", [ev("Placed")])
+    assert [p for p, *_ in good] == [1, 2, 3, 4]
+    assert flaky == [(1, "Placed")]  # not called again after failing
+    failures = bus.failures()
+    assert failures[["subscription", "position", "stream_id", "version", "type", "error"]].to_dict(
+        "records"
+    ) == [
+        {
+            "subscription": "flaky",
+            "position": 2,
+            "stream_id": "order-1",
+            "version": 2,
+            "type": "Paid",
+            "error": "ValueError: cannot handle order-1",
+        }
+    ]
+    assert "ValueError" in failures["traceback"][0]
+    assert bus.subscriptions().set_index("name")["state"].to_dict() == {
+        "good": "live",
+        "flaky": "failed",
+    }
+    broken["on"] = False
+    assert bus.retry("flaky") == 1
+    assert flaky == [(1, "Placed"), (2, "Paid"), (3, "Shipped"), (4, "Placed")]
+    assert bus.failures()["retried"].tolist() == [True]
+    store.append("order-3", [ev("Placed")])
+    assert flaky[-1] == (5, "Placed")
+    assert [p for p, *_ in good] == [1, 2, 3, 4, 5]
+
+
+def test_retry_on_a_bus_without_a_store_replays_the_backlog():
+    bus = el.EventBus()
+    seen: list = []
+    broken = {"on": True}
+
+    def handler(event):
+        if broken["on"]:
+            raise RuntimeError("down")
+        seen.append(event.position)
+
+    bus.subscribe(handler, name="h")
+    with el.EventStore() as other:
+        records = other.append("s-1", [ev("A"), ev("B"), ev("C")])
+    bus.publish(records[:1])
+    bus.publish(records[1:])
+    broken["on"] = False
+    bus.retry()
+    assert seen == [1, 2, 3]
+
+
+def test_catch_up_subscription_gets_history_then_live_without_gap_or_duplicate(bus_store):
+    bus, store = bus_store
+    for i in range(5):
+        store.append(f"order-{i}", [ev("Placed"), ev("Paid")])
+    seen: list = []
+    bus.subscribe(collector(seen), from_position=3, types="Paid", name="late")
+    assert [p for p, *_ in seen] == [4, 6, 8, 10]
+    store.append("order-9", [ev("Placed"), ev("Paid")])
+    assert [p for p, *_ in seen] == [4, 6, 8, 10, 12]
+
+
+def test_catch_up_switch_over_when_the_handler_itself_appends(bus_store):
+    """Events committed during the catch-up (by the handler) arrive once, in order."""
+    bus, store = bus_store
+    store.append("order-1", [ev("Placed"), ev("Placed")])
+    seen: list = []
+
+    def react(event):
+        seen.append(event.position)
+        if event.type == "Placed":
+            store.append("audit-1", [ev("Noted", about=event.position)])
+
+    bus.subscribe(react, from_position=0, name="reactor")
+    # 1, 2 are history; 3 and 4 are the Noted events the handler appended meanwhile.
+    assert seen == [1, 2, 3, 4]
+    store.append("order-2", [ev("Placed")])
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert store.head == 6
+
+
+def test_nested_publishing_keeps_position_order_for_every_subscriber(bus_store):
+    bus, store = bus_store
+    first: list = []
+    second: list = []
+
+    def reactor(event):
+        first.append(event.position)
+        if event.type == "Placed":
+            store.append("billing-1", [ev("Invoiced")])
+
+    bus.subscribe(reactor, name="reactor")
+    bus.subscribe(lambda e: second.append(e.position), name="observer")
+    store.append("order-1", [ev("Placed"), ev("Paid")])
+    assert first == [1, 2, 3]
+    assert second == [1, 2, 3]
+
+
+def test_bulk_appends_are_published_too(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    bus.subscribe(collector(seen), types="B")
+    store.append_frame(
+        __import__("pandas").DataFrame(
+            {"stream_id": ["s-1", "s-1", "s-2"], "type": ["A", "B", "B"], "data": [{}, {}, {}]}
+        )
+    )
+    assert seen == [(2, "s-1", "B"), (3, "s-2", "B")]
+    store.append("s-3", [ev("B")])
+    assert seen[-1] == (4, "s-3", "B")
+
+
+def test_bad_subscriptions_are_refused(bus_store):
+    bus, _ = bus_store
+    bus.subscribe(print, name="p")
+    with pytest.raises(el.EventlabError, match="already exists"):
+        bus.subscribe(print, name="p")
+    with pytest.raises(el.EventlabError, match="callable"):
+        bus.subscribe("not a function")
+    with pytest.raises(el.EventlabError, match="types must be"):
+        bus.subscribe(print, types=[""], name="q")
+    with pytest.raises(el.EventlabError, match="from_position must be 0 or more"):
+        bus.subscribe(print, from_position=-1, name="r")
+    with pytest.raises(el.EventlabError, match="no subscription named 'zz'"):
+        bus.unsubscribe("zz")
+    with pytest.raises(el.EventlabError, match="no store"):
+        el.EventBus().subscribe(print, from_position=0)
+    with pytest.raises(el.EventlabError, match="a bus serves one store"):
+        el.EventStore(bus=bus)
+
+
+def test_unsubscribe_stops_delivery(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    subscription = bus.subscribe(collector(seen))
+    store.append("a-1", [ev("X")])
+    bus.unsubscribe(subscription)
+    store.append("a-1", [ev("Y")])
+    assert seen == [(1, "a-1", "X")]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(st.sampled_from(["a-1", "b-1", "a-2"]), st.integers(1, 3), st.booleans()),
+        min_size=1,
+        max_size=12,
+    ),
+    join_at=st.integers(0, 12),
+    start=st.integers(0, 20),
+)
+def test_catch_up_at_any_point_sees_exactly_the_committed_log(plan, join_at, start):
+    """Whenever a catch-up subscriber joins, it sees every committed event after
+    ``start`` exactly once, in order; rolled-back ones never."""
+    bus = el.EventBus()
+    with el.EventStore(bus=bus) as store:
+        seen: list[int] = []
+        for step, (stream, count, commit) in enumerate(plan):
+            if step == join_at:
+                bus.subscribe(lambda e: seen.append(e.position), from_position=start, name="s")
+            try:
+                with store.transaction():
+                    store.append(stream, [ev("E")] * count)
+                    if not commit:
+                        raise RuntimeError
+            except RuntimeError:
+                pass
+        if join_at >= len(plan):
+            bus.subscribe(lambda e: seen.append(e.position), from_position=start, name="s")
+        assert seen == list(range(start + 1, store.head + 1))
+        assert [e.position for e in store.read_all()] == list(range(1, store.head + 1))

@@ -1,0 +1,420 @@
+"""Projections and the runner: read models, checkpoints, failures, rebuilds, time travel."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import eventlab as el
+from tests.conftest import START, make_clock
+
+
+def ev(type_: str, **data) -> el.Event:
+    return el.Event(type_, data)
+
+
+class OrdersView(el.Projection):
+    name = "orders"
+    schema = {"order_id": "VARCHAR", "customer": "VARCHAR", "items": "INTEGER", "total": "DOUBLE"}
+
+    def on_OrderPlaced(self, event):
+        self.upsert(event.stream_id, customer=event.data["customer"], items=0, total=0.0)
+
+    def on_ItemAdded(self, event):
+        row = self.get(event.stream_id)
+        self.upsert(
+            event.stream_id, items=row["items"] + 1, total=row["total"] + event.data["price"]
+        )
+
+    def on_OrderCancelled(self, event):
+        self.delete(event.stream_id)
+
+
+class CustomerDays(el.Projection):
+    """A composite key, and counting through get()."""
+
+    name = "customer_days"
+    schema = {"customer": "VARCHAR", "day": "DATE", "orders": "INTEGER"}
+    key = ("customer", "day")
+
+    def on_OrderPlaced(self, event):
+        key = (event.data["customer"], event.occurred_at.date())
+        row = self.get(key)
+        self.upsert(key, orders=1 if row is None else row["orders"] + 1)
+
+
+ITEMS = el.SqlProjection(
+    "items_per_order",
+    "SELECT stream_id, count(*) AS items, sum(CAST(data->>'price' AS DOUBLE)) AS total "
+    "FROM events WHERE type = 'ItemAdded' GROUP BY stream_id",
+)
+
+
+def place(store, order, customer, *prices, cancel=False):
+    events = [ev("OrderPlaced", customer=customer)]
+    events += [ev("ItemAdded", price=p) for p in prices]
+    if cancel:
+        events.append(ev("OrderCancelled"))
+    return store.append(order, events)
+
+
+def table(store, name, order="1"):
+    return store.sql(f"SELECT * FROM {name} ORDER BY {order}")
+
+
+def rows(store, name, order="1"):
+    return [tuple(r) for r in table(store, name, order).itertuples(index=False)]
+
+
+def test_projection_builds_its_read_model(store):
+    place(store, "order-1", "c1", 2.5, 1.0)
+    place(store, "order-2", "c2", 4.0)
+    place(store, "order-3", "c1", 1.0, cancel=True)
+    store.append("user-1", [ev("Registered")])
+    runner = el.ProjectionRunner(store, [OrdersView])
+    # 3 placed, 4 items, 1 cancel: the user event is not even read.
+    assert runner.catch_up() == 8
+    assert rows(store, "orders") == [("order-1", "c1", 2, 3.5), ("order-2", "c2", 1, 4.0)]
+    assert runner.checkpoint("orders") == store.head == 9
+    status = runner.status().iloc[0]
+    assert (status["name"], status["kind"], status["checkpoint"], status["lag"]) == (
+        "orders",
+        "python",
+        9,
+        0,
+    )
+    assert status["state"] == "caught up"
+
+
+def test_changes_within_and_across_batches_are_equivalent(store):
+    place(store, "order-1", "c1", 1.0, 2.0)
+    place(store, "order-2", "c1", 3.0, cancel=True)
+    store.append("order-2", [ev("OrderPlaced", customer="c9"), ev("ItemAdded", price=7.0)])
+    expected = [("order-1", "c1", 2, 3.0), ("order-2", "c9", 1, 7.0)]
+    for batch_size in (1, 2, 3, 1000):
+        with el.EventStore() as copy:
+            copy.append_frame(store.events()[["stream_id", "type", "data"]])
+            el.ProjectionRunner(copy, [OrdersView], batch_size=batch_size).catch_up()
+            assert rows(copy, "orders") == expected, batch_size
+
+
+def test_composite_keys_and_get_of_rows_from_earlier_batches():
+    clock = el.SimulatedClock(START, step=timedelta(hours=7))
+    with el.EventStore(clock=clock) as store:
+        for i in range(6):
+            store.append(f"order-{i}", [ev("OrderPlaced", customer=f"c{i % 2}")])
+        el.ProjectionRunner(store, [CustomerDays], batch_size=2).catch_up()
+        got = rows(store, "customer_days", "1, 2")
+    day = pd.Timestamp(START.date())  # DuckDB DATEs arrive in pandas as Timestamps
+    one = timedelta(days=1)
+    # Placed at 00h, 07h, 14h, 21h, 04h (+1d), 11h (+1d).
+    assert got == [("c0", day, 2), ("c0", day + one, 1), ("c1", day, 2), ("c1", day + one, 1)]
+
+
+def test_sql_projection_is_rebuilt_when_behind(store):
+    place(store, "order-1", "c1", 2.5, 1.0)
+    runner = el.ProjectionRunner(store, [ITEMS])
+    assert runner.catch_up() == 3
+    assert rows(store, "items_per_order") == [("order-1", 2, 3.5)]
+    place(store, "order-2", "c2", 4.0)
+    assert runner.catch_up() == 2
+    assert rows(store, "items_per_order") == [("order-1", 2, 3.5), ("order-2", 1, 4.0)]
+    assert runner.catch_up() == 0
+    assert runner.status()["kind"].tolist() == ["sql"]
+
+
+def test_failing_projection_stops_at_the_event_and_others_go_on(store):
+    class Fragile(el.Projection):
+        name = "fragile"
+        schema = {"order_id": "VARCHAR", "items": "INTEGER"}
+        broken = True
+
+        def on_OrderPlaced(self, event):
+            self.upsert(event.stream_id, items=0)
+
+        def on_ItemAdded(self, event):
+            if Fragile.broken and event.data["price"] < 0:
+                raise ValueError("negative price")
+            self.upsert(event.stream_id, items=self.get(event.stream_id)["items"] + 1)
+
+    place(store, "order-1", "c1", 1.0, 2.0)
+    place(store, "order-2", "c1", 3.0, -1.0, 5.0)
+    place(store, "order-3", "c2", 1.0)
+    runner = el.ProjectionRunner(store, [Fragile, OrdersView], batch_size=100)
+    with pytest.warns(el.ProjectionFailedWarning, match=r"'fragile' failed at position 6 \(Item"):
+        runner.catch_up()
+    # Everything before the failing event was applied and committed; nothing after.
+    assert rows(store, "fragile") == [("order-1", 2), ("order-2", 1)]
+    assert runner.checkpoint("fragile") == 5
+    assert rows(store, "orders")[-1] == ("order-3", "c2", 1, 1.0)
+    status = runner.status().set_index("name")
+    assert status.loc[
+        "fragile", ["state", "failed_position", "failed_type", "last_error"]
+    ].tolist() == [
+        "failed",
+        6,
+        "ItemAdded",
+        "ValueError: negative price",
+    ]
+    assert status.loc["fragile", "lag"] == store.head - 5
+    assert status.loc["orders", "state"] == "caught up"
+    # A failed projection is skipped until retried.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runner.catch_up() == 0
+    Fragile.broken = False
+    assert runner.retry("fragile") == 4
+    assert rows(store, "fragile") == [("order-1", 2), ("order-2", 3), ("order-3", 1)]
+    assert runner.status().set_index("name").loc["fragile", "state"] == "caught up"
+
+
+def test_a_value_that_does_not_fit_the_column_is_located_exactly(store):
+    class Typed(el.Projection):
+        name = "typed"
+        schema = {"order_id": "VARCHAR", "items": "INTEGER"}
+
+        def on_ItemAdded(self, event):
+            self.upsert(event.stream_id, items=event.data["price"])
+
+    place(store, "order-1", "c1", 1, 2)
+    # Within a batch only each row's last value is written, so the bad value must last.
+    store.append("order-2", [ev("ItemAdded", price="lots")])
+    store.append("order-3", [ev("ItemAdded", price=3)])
+    runner = el.ProjectionRunner(store, [Typed])
+    with pytest.warns(el.ProjectionFailedWarning, match="position 4"):
+        runner.catch_up()
+    assert rows(store, "typed") == [("order-1", 2)]
+    status = runner.status().iloc[0]
+    assert status["failed_position"] == 4 and status["failed_type"] == "ItemAdded"
+    assert "lots" in status["last_error"]
+
+
+def test_upsert_of_an_unknown_column_fails_the_projection_with_the_fix(store):
+    class Typo(el.Projection):
+        name = "typo"
+        schema = {"order_id": "VARCHAR", "items": "INTEGER"}
+
+        def on_OrderPlaced(self, event):
+            self.upsert(event.stream_id, itmes=1)
+
+    place(store, "order-1", "c1")
+    runner = el.ProjectionRunner(store, [Typo])
+    with pytest.warns(el.ProjectionFailedWarning, match=r"unknown column\(s\) \['itmes'\]"):
+        runner.catch_up()
+
+
+def test_rebuild_equals_incremental_and_resets_failures(store):
+    place(store, "order-1", "c1", 1.0)
+    runner = el.ProjectionRunner(store, [OrdersView, ITEMS])
+    runner.catch_up()
+    place(store, "order-2", "c2", 2.0, 3.0)
+    runner.catch_up()
+    before = {n: table(store, n) for n in ("orders", "items_per_order")}
+    assert runner.rebuild() == 5 + 5  # every event, for each of the two projections
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(table(store, name), frame)
+
+
+def test_changed_schema_drops_the_stale_table(store_path):
+    with el.EventStore(store_path) as store:
+        place(store, "order-1", "c1", 1.0)
+        el.ProjectionRunner(store, [OrdersView]).catch_up()
+
+    class OrdersV2(OrdersView):
+        schema = {**OrdersView.schema, "note": "VARCHAR"}
+
+    with el.EventStore(store_path) as store:
+        runner = el.ProjectionRunner(store, [OrdersV2])
+        assert runner.checkpoint("orders") == 0
+        runner.catch_up()
+        assert rows(store, "orders") == [("order-1", "c1", 1, 1.0, None)]
+
+
+def test_checkpoints_survive_reopening(store_path):
+    with el.EventStore(store_path) as store:
+        place(store, "order-1", "c1", 1.0)
+        el.ProjectionRunner(store, [OrdersView, ITEMS]).catch_up()
+    with el.EventStore(store_path) as store:
+        place(store, "order-2", "c2", 2.0)
+        runner = el.ProjectionRunner(store, [OrdersView, ITEMS])
+        assert runner.status()["checkpoint"].tolist() == [2, 2]
+        assert runner.catch_up() == 4
+        assert rows(store, "orders") == [("order-1", "c1", 1, 1.0), ("order-2", "c2", 1, 2.0)]
+
+
+def test_lag_in_events_and_seconds(store):
+    # The clock steps one second per event, and one per status/lag reading.
+    place(store, "order-1", "c1", 1.0)  # recorded at 0 s and 1 s
+    runner = el.ProjectionRunner(store, [OrdersView])
+    lag = runner.lag().iloc[0]
+    assert (lag["checkpoint"], lag["head"], lag["lag"]) == (0, 2, 2)
+    assert lag["lag_seconds"] == (lag["sampled_at"] - START).total_seconds()
+    runner.catch_up()
+    assert runner.lag()["lag"].tolist() == [0]
+    assert runner.lag()["lag_seconds"].tolist() == [0.0]
+    history = runner.lag_history()
+    assert list(history.columns) == [
+        "sampled_at",
+        "name",
+        "checkpoint",
+        "head",
+        "lag",
+        "lag_seconds",
+    ]
+    assert history["lag"].iloc[0] == 2 and history["lag"].iloc[-1] == 0
+    assert history["sampled_at"].is_monotonic_increasing
+
+
+def test_follow_keeps_read_models_within_every_events(store):
+    runner = el.ProjectionRunner(store, [OrdersView])
+    runner.follow(every=3)
+    place(store, "order-1", "c1")  # 1 event: not yet
+    assert runner.checkpoint("orders") == 0
+    place(store, "order-2", "c2", 1.0)  # events 2, 3: the third triggers a catch-up
+    assert runner.checkpoint("orders") == 3
+    runner.follow(every=1)
+    place(store, "order-3", "c3")
+    assert runner.checkpoint("orders") == 4
+    runner.unfollow()
+    place(store, "order-4", "c4")
+    assert runner.checkpoint("orders") == 4
+
+
+def test_as_of_rebuilds_every_read_model_at_a_past_time(store):
+    place(store, "order-1", "c1", 1.0)  # recorded at 0 s, 1 s
+    place(store, "order-2", "c2", 2.0)  # 2 s, 3 s
+    # A late correction: recorded now (4 s) but it occurred at 1.5 s.
+    store.append(
+        "order-1",
+        [el.Event("ItemAdded", {"price": 10.0}, occurred_at=START + timedelta(seconds=1.5))],
+    )
+    runner = el.ProjectionRunner(store, [OrdersView, ITEMS])
+    runner.catch_up()
+    two_s = START + timedelta(seconds=2)
+    past = runner.as_of(at=two_s)
+    believed = runner.as_of(at=two_s, known_at=START + timedelta(seconds=3), label="believed")
+    assert past.schema == "asof_at_20240101_000002"
+    assert past.sql("SELECT * FROM orders ORDER BY 1").values.tolist() == [
+        ["order-1", "c1", 2, 11.0],
+        ["order-2", "c2", 0, 0.0],
+    ]
+    assert believed.table("orders").values.tolist() == [
+        ["order-1", "c1", 1, 1.0],
+        ["order-2", "c2", 0, 0.0],
+    ]
+    assert believed.sql("SELECT * FROM items_per_order").values.tolist() == [["order-1", 1, 1.0]]
+    # Today's read models are untouched.
+    assert rows(store, "orders") == [("order-1", "c1", 2, 11.0), ("order-2", "c2", 1, 2.0)]
+    past.drop()
+    with pytest.raises(el.EventlabError, match="asof_at_20240101_000002"):
+        store.sql("SELECT * FROM asof_at_20240101_000002.orders")
+    with pytest.raises(el.EventlabError, match="for reading"):
+        believed.sql("DROP TABLE orders")
+
+
+def test_bad_projections_are_refused(store):
+    class NoName(el.Projection):
+        schema = {"a": "VARCHAR"}
+
+        def on_X(self, event):
+            pass
+
+    class Reserved(NoName):
+        name = "events"
+
+    class NoHandlers(el.Projection):
+        name = "nothing"
+        schema = {"a": "VARCHAR"}
+
+    class BadKey(NoName):
+        name = "badkey"
+        key = "b"
+
+    cases = [
+        (NoName, "must be a plain identifier"),
+        (Reserved, "'events' is taken by the store"),
+        (NoHandlers, "has no handlers"),
+        (BadKey, r"key names \['b'\]"),
+    ]
+    for projection, message in cases:
+        with pytest.raises(el.ProjectionError, match=message):
+            el.ProjectionRunner(store, [projection])
+    with pytest.raises(el.ProjectionError, match="two projections are named 'orders'"):
+        el.ProjectionRunner(store, [OrdersView, OrdersView])
+    with pytest.raises(el.ProjectionError, match="needs a SELECT"):
+        el.SqlProjection("x", "")
+    with pytest.raises(el.ProjectionError, match="expected an el.Projection"):
+        el.ProjectionRunner(store, ["orders"])
+    with pytest.raises(el.ProjectionError, match="while a ProjectionRunner feeds it"):
+        OrdersView().upsert("k", items=1)
+
+
+def test_sql_projections_fail_early_on_bad_sql_and_late_on_bad_data(store):
+    with pytest.raises(el.ProjectionError, match="nope"):
+        el.ProjectionRunner(store, [el.SqlProjection("bad", "SELECT nope FROM events")])
+    place(store, "order-1", "c1")
+    cast = el.SqlProjection("cast", "SELECT CAST(data->>'customer' AS INTEGER) AS c FROM events")
+    runner = el.ProjectionRunner(store, [cast])
+    with pytest.warns(el.ProjectionFailedWarning, match="Conversion Error"):
+        runner.catch_up()
+    assert runner.status()[["state", "checkpoint"]].values.tolist() == [["failed", 0]]
+
+
+def test_read_only_store_cannot_run_projections(store_path):
+    with el.EventStore(store_path) as store:
+        place(store, "order-1", "c1")
+    with el.EventStore(store_path, read_only=True) as store, pytest.raises(el.ReadOnlyError):
+        el.ProjectionRunner(store, [OrdersView])
+
+
+# ---------------------------------------------------------------------- properties
+
+order_events = st.lists(
+    st.tuples(
+        st.integers(0, 4),  # which order
+        st.sampled_from(["OrderPlaced", "ItemAdded", "ItemAdded", "OrderCancelled"]),
+        st.integers(1, 9),  # price
+    ),
+    max_size=40,
+)
+
+
+class Tolerant(OrdersView):
+    """OrdersView that also accepts items for orders not (or no longer) placed."""
+
+    name = "orders"
+
+    def on_ItemAdded(self, event):
+        row = self.get(event.stream_id) or {"items": 0, "total": 0.0}
+        self.upsert(
+            event.stream_id,
+            items=(row["items"] or 0) + 1,
+            total=(row["total"] or 0.0) + event.data["price"],
+        )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    history=order_events,
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+    batch_size=st.integers(1, 7),
+)
+def test_incremental_catch_up_equals_one_rebuild(history, cuts, batch_size):
+    with el.EventStore(clock=make_clock()) as store:
+        runner = el.ProjectionRunner(store, [Tolerant, ITEMS, CustomerDays], batch_size=batch_size)
+        cut_points = set(cuts)
+        for index, (order, kind, price) in enumerate(history):
+            data = {"customer": f"c{order % 2}"} if kind == "OrderPlaced" else {"price": price}
+            store.append(f"order-{order}", [el.Event(kind, data)])
+            if index in cut_points:
+                runner.catch_up()
+        runner.catch_up()
+        incremental = {n: table(store, n, "ALL") for n in runner.projections}
+        runner.rebuild()
+        for name, frame in incremental.items():
+            pd.testing.assert_frame_equal(table(store, name, "ALL"), frame)
