@@ -57,6 +57,16 @@ def now_micros(clock: object) -> int:
     return fast() if fast is not None else to_micros(clock.now())
 
 
+def peek_micros(clock: object) -> int:
+    """The clock's time now, without advancing a :class:`SimulatedClock`.
+
+    For observers (lag, checkpoints): looking at the read side must not move
+    the timestamps of the events written after.
+    """
+    current = getattr(clock, "current", None)
+    return to_micros(current) if current is not None else now_micros(clock)
+
+
 def reserve_micros(clock: object, count: int) -> tuple[int, int]:
     """Readings for ``count`` events at once: the first one and the step between them.
 

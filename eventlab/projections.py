@@ -113,20 +113,25 @@ class Projection:
                 f"{cls.__name__}.key names {missing or 'no'} column(s) of its schema "
                 f"{list(schema)}; the key must be one or more schema columns"
             )
-        self.handlers = {
-            attr[3:]: getattr(self, attr)
-            for attr in dir(cls)
-            if attr.startswith("on_") and callable(getattr(cls, attr))
-        }
-        if not self.handlers:
+        if not self.find_handlers():
             raise ProjectionError(
                 f"{cls.__name__} has no handlers; add methods named on_<EventType>(self, event)"
             )
 
+    def find_handlers(self) -> dict[str, Any]:
+        """Event type to bound handler, looked up now, so a method fixed on the class
+        after the runner started (then ``runner.retry()``) takes effect."""
+        cls = type(self)
+        return {
+            attr[3:]: getattr(self, attr)
+            for attr in dir(cls)
+            if attr.startswith("on_") and callable(getattr(cls, attr))
+        }
+
     @property
     def types(self) -> list[str]:
         """The event types this projection handles (the only ones it reads)."""
-        return sorted(self.handlers)
+        return sorted(self.find_handlers())
 
     @property
     def fingerprint(self) -> str:

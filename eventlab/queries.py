@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from .errors import ConsistencyTimeout, QueryError
+from .errors import ProjectionError, QueryError
 from .runner import FAILED, ProjectionRunner, read_models
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ class QueryBus:
             for name in names:
                 row = runner._checkpoints[name]
                 if row["state"] == FAILED:
-                    raise ConsistencyTimeout(
+                    raise ProjectionError(
                         f"projection {name!r} failed at position {row['failed_position']} "
                         f"({row['error']}), so it cannot reach the head ({head}); fix it and "
                         f"runner.retry({name!r}), or ask with consistency='eventual'"

@@ -23,7 +23,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from .asof import ReadModelsAsOf, as_of_label
-from .clock import from_micros, now_micros, to_micros
+from .clock import from_micros, peek_micros, to_micros
 from .errors import ConsistencyTimeout, ProjectionError
 from .projections import Changes, Projection, SqlProjection, events_cte, projection_of
 from .reading import filters, iterate_records
@@ -220,7 +220,7 @@ class ProjectionRunner:
         return name
 
     def _now(self) -> int:
-        return now_micros(self.store.clock)
+        return peek_micros(self.store.clock)
 
     # ------------------------------------------------------------------ catching up
 
@@ -269,6 +269,7 @@ class ProjectionRunner:
                 else:
                     applied += self._catch_up_python(projection, head, bar, deadline)
                 self._warn_if_failed(name)
+        self._sample_lag()
         return applied
 
     def _select(self, names: str | Sequence[str] | None) -> list[str]:
@@ -641,7 +642,7 @@ def _run_handlers(
     """
     changes = Changes(cursor, table or f"main.{projection.name}", projection)
     projection._changes = changes
-    handlers = projection.handlers
+    handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
     try:
         for index, record in enumerate(records):
             try:

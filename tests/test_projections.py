@@ -248,7 +248,7 @@ def test_checkpoints_survive_reopening(store_path):
 
 
 def test_lag_in_events_and_seconds(store):
-    # The clock steps one second per event, and one per status/lag reading.
+    # The clock steps one second per event; reading the lag does not move it.
     place(store, "order-1", "c1", 1.0)  # recorded at 0 s and 1 s
     runner = el.ProjectionRunner(store, [OrdersView])
     lag = runner.lag().iloc[0]
