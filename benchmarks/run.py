@@ -35,7 +35,7 @@ from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 
-from benchmarks import checks, ours, peer, workload  # noqa: E402
+from benchmarks import checks, ours, peer, read_side, workload  # noqa: E402
 from benchmarks.checks import BenchmarkError  # noqa: E402
 from benchmarks.table import format_table  # noqa: E402
 
@@ -91,7 +91,7 @@ QUICK = Config(
 )
 
 # Groups of measurements, in the order they run; ``--only`` picks some of them.
-GROUPS = ("per_command", "batched", "bulk", "replay", "all_streams", "state_at")
+GROUPS = ("per_command", "batched", "bulk", "replay", "all_streams", "state_at", "read_side")
 
 
 class Bench:
@@ -320,6 +320,36 @@ class Bench:
             )
         self.record("state_at_store_events", n_events)
         self.record("state_at_build_s", build)
+        shutil.rmtree(path.parent)
+
+    def read_side(self) -> None:
+        """Projections over the bulk-size store: Python catch-up, SQL rebuild, queries."""
+        n_events = self.config.bulk_events
+        n_orders = -(-n_events // workload.EVENTS_PER_ORDER)
+        path = self.fresh_dir("read-side") / "store.duckdb"
+        build, count = ours.build_store(path, [workload.event_frame(n_events)])
+        checks.check_count("read-side store", count, n_events)
+        _progress(f"{'read side':<19} store of {n_events:,} events built in {build:.1f} s")
+        expected = {"orders": n_orders, "items": n_orders * 3}
+        for rep in range(self.config.repeat):
+            seconds, summary = read_side.time_catch_up(path)
+            if summary != expected:
+                raise BenchmarkError(f"orders read model {summary}, expected {expected}")
+            self.record("projection_catch_up_eps", n_events / seconds)
+            sql_seconds, summary = read_side.time_sql_rebuild(path)
+            if summary != expected:
+                raise BenchmarkError(f"order_totals read model {summary}, expected {expected}")
+            self.record("sql_projection_rebuild_eps", n_events / sql_seconds)
+            latency = read_side.time_queries(path, asks=200)
+            for metric, value in latency.items():
+                self.record(metric, value)
+            _progress(
+                f"{'read side':<19} run {rep + 1}/{self.config.repeat}: "
+                f"projection {n_events / seconds:>9,.0f} ev/s, "
+                f"SQL projection {n_events / sql_seconds:>11,.0f} ev/s, query cached "
+                f"{latency['query_cached_us_p50']:.0f} µs / uncached "
+                f"{latency['query_uncached_ms_p50']:.2f} ms"
+            )
         shutil.rmtree(path.parent)
 
     def results(self) -> dict[str, float]:

@@ -67,6 +67,29 @@ ROWS = [
         target="< 500",
         passes=lambda r: r["read_all_peak_rss_mb"] < 500,
     ),
+    Row(
+        "Python projection catch-up",
+        "events/s",
+        "projection_catch_up_eps",
+        target=">= 300,000",
+        passes=lambda r: r["projection_catch_up_eps"] >= 300_000,
+    ),
+    Row(
+        "SQL projection rebuild",
+        "events/s",
+        "sql_projection_rebuild_eps",
+        target=">= 2,000,000",
+        passes=lambda r: r["sql_projection_rebuild_eps"] >= 2_000_000,
+    ),
+    Row(
+        "query, cached (p50)",
+        "µs",
+        "query_cached_us_p50",
+        target="< 100",
+        passes=lambda r: r["query_cached_us_p50"] < 100,
+        fmt=",.1f",
+    ),
+    Row("query, uncached (p50)", "ms", "query_uncached_ms_p50", fmt=",.2f"),
 ]
 
 

@@ -225,52 +225,72 @@ class SqlProjection:
         return f"SqlProjection({self.name!r})"
 
 
-# Deleted, then (maybe) re-created with these columns; or: these columns set.
-_Change = list  # [replaced: bool, columns: dict]
+_UNKNOWN = object()  # a stored row not looked up yet
 
 
 class Changes:
     """One batch's row changes of one projection, written in a few set-based statements.
 
-    Each key keeps one entry: whether the row was deleted first (``replaced``)
-    and the columns set since. Writing groups the entries by which columns they
-    set, so a batch of any size costs one DELETE and one upsert per group.
+    Each key keeps one entry ``[replaced, columns, stored, upserted]``: whether
+    the row was deleted first, the columns set since, the stored row once
+    :meth:`get` needed it, and whether an upsert (re)creates the row. Writing
+    groups the entries by which columns they set, so a batch of any size costs
+    one DELETE and one upsert per group.
+
+    ``existing`` (the keys the table holds, when the runner knows them) lets
+    :meth:`get` answer "no such row" without a query: a new key costs nothing.
     """
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, table: str, projection: Projection):
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        table: str,
+        projection: Projection,
+        existing: set[tuple] | None = None,
+    ):
         self.cursor = cursor
         self.table = table
         self.key_columns = projection.key_columns
         self.columns = list(projection.schema)
-        self.entries: dict[tuple, _Change] = {}
+        self.entries: dict[tuple, list] = {}
+        self.existing = existing
 
     def upsert(self, key: tuple, columns: dict[str, Any]) -> None:
         if columns.keys() - self.columns or columns.keys() & set(self.key_columns):
             self._reject(columns)
         entry = self.entries.get(key)
         if entry is None:
-            self.entries[key] = [False, columns]
+            self.entries[key] = [False, columns, _UNKNOWN, True]
         else:
             entry[1].update(columns)
+            entry[3] = True
 
     def delete(self, key: tuple) -> None:
-        self.entries[key] = [True, {}]
+        self.entries[key] = [True, {}, None, False]
 
     def get(self, key: tuple) -> dict[str, Any] | None:
         entry = self.entries.get(key)
-        if entry is not None and entry[0]:  # deleted in this batch: older values are gone
-            base = None if not entry[1] else dict.fromkeys(self.columns)
-        else:
-            base = self._stored_row(key)
-            if base is None and entry is not None:
-                base = dict.fromkeys(self.columns)
-        if base is not None:
-            base.update(zip(self.key_columns, key, strict=True))
-            if entry is not None:
-                base.update(entry[1])
-        return base
+        if entry is None:
+            stored = self._stored_row(key)
+            if stored is None:
+                return None
+            self.entries[key] = [False, {}, stored, False]
+            return dict(stored)
+        replaced, columns, stored, upserted = entry
+        if stored is _UNKNOWN:
+            stored = entry[2] = self._stored_row(key)
+        if replaced and not upserted:
+            return None  # deleted in this batch
+        if stored is None and not upserted:
+            return None
+        row = dict.fromkeys(self.columns) if stored is None else dict(stored)
+        row.update(zip(self.key_columns, key, strict=True))
+        row.update(columns)
+        return row
 
     def _stored_row(self, key: tuple) -> dict[str, Any] | None:
+        if self.existing is not None and key not in self.existing:
+            return None
         where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(self.key_columns, start=1))
         rows = self.cursor.execute(f"SELECT * FROM {self.table} WHERE {where}", list(key))
         found = rows.fetchall()
@@ -289,15 +309,21 @@ class Changes:
         """Apply every collected change to the table; returns the number of keys touched."""
         if not self.entries:
             return 0
-        removed = [key for key, (replaced, _) in self.entries.items() if replaced]
+        removed = [key for key, entry in self.entries.items() if entry[0]]
         if removed:
             self._delete_keys(removed)
         groups: dict[tuple[str, ...], list[tuple[tuple, dict]]] = {}
-        for key, (replaced, columns) in self.entries.items():
-            if columns or not replaced:
+        for key, (_, columns, _, upserted) in self.entries.items():
+            if upserted:
                 groups.setdefault(tuple(sorted(columns)), []).append((key, columns))
         for columns, rows in groups.items():
             self._upsert_rows(columns, rows)
+        if self.existing is not None:
+            for key, (replaced, _, _, upserted) in self.entries.items():
+                if upserted:
+                    self.existing.add(key)
+                elif replaced:
+                    self.existing.discard(key)
         touched = len(self.entries)
         self.entries = {}
         return touched

@@ -81,10 +81,18 @@ _READ_MODELS: weakref.WeakKeyDictionary[EventStore, ReadModels] = weakref.WeakKe
 
 
 def read_models(store: EventStore) -> ReadModels:
-    """The read-side registry of a store (made on first use)."""
+    """The read-side registry of a store (made on first use).
+
+    Read models built by an earlier session are known from the checkpoints
+    table: nothing changes them until a runner of this process does.
+    """
     found = _READ_MODELS.get(store)
     if found is None:
         found = _READ_MODELS[store] = ReadModels()
+        cursor = store._cursor()
+        if _table_exists(cursor, "checkpoints"):
+            for (name,) in cursor.execute("SELECT name FROM checkpoints").fetchall():
+                found.generations.setdefault(name, 0)
     return found
 
 
@@ -129,6 +137,8 @@ class ProjectionRunner:
                 )
             self.projections[projection.name] = projection
         self._models = read_models(store)
+        for name in self.projections:
+            self._models.generations.setdefault(name, 0)
         self._lag_samples: list[dict[str, Any]] = []
         self._subscription: Subscription | None = None
         self._checkpoints: dict[str, dict[str, Any]] = {}
@@ -291,6 +301,7 @@ class ProjectionRunner:
             .to_arrow_reader(self.batch_size)
         )
         cursor = self.store._cursor()
+        existing = _stored_keys(cursor, projection)
         applied = 0
         position = start
         for batch in reader:
@@ -299,7 +310,7 @@ class ProjectionRunner:
             records = list(iterate_records([batch], decode_data=True))
             if not records:
                 continue
-            done = self._apply_batch(projection, cursor, records)
+            done = self._apply_batch(projection, cursor, records, existing)
             applied += done
             self._committed(cursor, name)
             if done < len(records):  # failed at records[done]
@@ -315,7 +326,11 @@ class ProjectionRunner:
         return applied
 
     def _apply_batch(
-        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, records: list
+        self,
+        projection: Projection,
+        cursor: duckdb.DuckDBPyConnection,
+        records: list,
+        existing: set[tuple] | None,
     ) -> int:
         """Apply records and checkpoint in one transaction; returns how many were applied.
 
@@ -324,7 +339,7 @@ class ProjectionRunner:
         """
         cursor.execute("BEGIN TRANSACTION")
         try:
-            failed = _run_handlers(projection, cursor, records)
+            failed = _run_handlers(projection, cursor, records, existing=existing)
             if failed is None:
                 self._save(cursor, projection.name, records[-1].position)
                 cursor.execute("COMMIT")
@@ -335,10 +350,11 @@ class ProjectionRunner:
         cursor.execute("ROLLBACK")  # the batch failed: none of it stays
         index, error = failed
         if index is None:  # writing the batch failed: find the event that broke it
-            index, error = self._locate_write_failure(projection, cursor, records)
+            keys = None if existing is None else set(existing)  # that run is rolled back
+            index, error = self._locate_write_failure(projection, cursor, records, keys)
         event = records[index]
         with _transaction(cursor):
-            if _run_handlers(projection, cursor, records[:index]) is not None:
+            if _run_handlers(projection, cursor, records[:index], existing=existing) is not None:
                 raise ProjectionError(
                     f"projection {projection.name!r} gave different results on a second run "
                     f"over the same events; handlers must depend only on the events"
@@ -348,13 +364,17 @@ class ProjectionRunner:
         return index
 
     def _locate_write_failure(
-        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, records: list
+        self,
+        projection: Projection,
+        cursor: duckdb.DuckDBPyConnection,
+        records: list,
+        existing: set[tuple] | None,
     ) -> tuple[int, str]:
         # Slow on purpose (a statement per event), and only on this rare path.
         cursor.execute("BEGIN TRANSACTION")
         try:
             for index, record in enumerate(records):
-                failed = _run_handlers(projection, cursor, [record])
+                failed = _run_handlers(projection, cursor, [record], existing=existing)
                 if failed is not None:
                     return index, failed[1]
         finally:
@@ -601,9 +621,10 @@ class ProjectionRunner:
             + f" WHERE type IN ({types}) ORDER BY position"
         )
         reader = self.store._cursor().sql(sql).to_arrow_reader(self.batch_size)
+        existing: set[tuple] = set()  # a new table
         for batch in reader:
             records = list(iterate_records([batch], decode_data=True))
-            failed = _run_handlers(projection, cursor, records, table)
+            failed = _run_handlers(projection, cursor, records, table, existing)
             if failed is not None:
                 index, error = failed
                 where = "" if index is None else f" at position {records[index].position}"
@@ -634,13 +655,15 @@ def _run_handlers(
     cursor: duckdb.DuckDBPyConnection,
     records: list,
     table: str | None = None,
+    existing: set[tuple] | None = None,
 ) -> tuple[int | None, str] | None:
     """Feed records to the handlers, then write their changes.
 
-    Returns None on success, ``(index, error)`` when the handler of
+    ``existing`` (the table's keys) is kept up to date on success. Returns
+    None on success, ``(index, error)`` when the handler of
     ``records[index]`` raised, or ``(None, error)`` when writing failed.
     """
-    changes = Changes(cursor, table or f"main.{projection.name}", projection)
+    changes = Changes(cursor, table or f"main.{projection.name}", projection, existing)
     projection._changes = changes
     handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
     try:
@@ -668,6 +691,20 @@ def _transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyC
         cursor.execute("ROLLBACK")
         raise
     cursor.execute("COMMIT")
+
+
+# Above this many rows a read model's keys are not held in memory; get() then asks
+# DuckDB for every key it has not seen in the batch.
+MAX_KEYS_IN_MEMORY = 2_000_000
+
+
+def _stored_keys(cursor: duckdb.DuckDBPyConnection, projection: Projection) -> set[tuple] | None:
+    """The keys a projection's table holds, so get() knows a new key without a query."""
+    table = f"main.{projection.name}"
+    if cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > MAX_KEYS_IN_MEMORY:
+        return None
+    keys = ", ".join(f'"{k}"' for k in projection.key_columns)
+    return set(cursor.execute(f"SELECT {keys} FROM {table}").fetchall())
 
 
 def _table_exists(cursor: duckdb.DuckDBPyConnection, name: str) -> bool:
