@@ -24,12 +24,14 @@ class PendingEvents:
 
     def __init__(self, journal: Journal | None):
         self.journal = journal
-        self._chunks: list[list[RecordedEvent] | pa.RecordBatch] = []
+        # Small commits stay as plain row tuples (see store._Transaction for why).
+        self._chunks: list[list[tuple] | pa.RecordBatch] = []
         self._supplied: dict[str, RecordedEvent] = {}  # caller-supplied event_id -> record
         self.count = 0
 
-    def commit(self, records: list[RecordedEvent], supplied: dict[str, RecordedEvent]) -> None:
-        """Make ``records`` durable (journal) and keep them until the next absorb."""
+    def commit(self, records: list[tuple], supplied: dict[str, RecordedEvent]) -> None:
+        """Make ``records`` (rows in the RecordedEvent layout) durable and keep them until
+        the next absorb."""
         if len(records) >= ARROW_COMMIT_ROWS:
             chunk = rows_to_batch(records)
             if self.journal is not None:
@@ -55,7 +57,7 @@ class PendingEvents:
     def table(self) -> pa.Table:
         """Everything pending as one Arrow table."""
         batches: list[pa.RecordBatch] = []
-        rows: list[RecordedEvent] = []
+        rows: list[tuple] = []
         for chunk in self._chunks:
             if isinstance(chunk, pa.RecordBatch):
                 if rows:
