@@ -20,6 +20,8 @@ ERRORS = [
     "JournalError",
     "MissingColumnsError",
     "ParquetError",
+    "ProjectionError",
+    "QueryError",
     "ReadOnlyError",
     "ReplayError",
     "StoreClosedError",
@@ -36,6 +38,8 @@ def test_every_public_error_is_an_eventlab_error():
     assert issubclass(el.EventlabError, Exception)
     for name in ERRORS:
         assert issubclass(getattr(el, name), el.EventlabError), name
+    # Named for what happened rather than "...Error", as the issue spells it.
+    assert issubclass(el.ConsistencyTimeout, el.EventlabError)
 
 
 def test_concurrency_error_carries_its_numbers():
