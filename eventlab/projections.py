@@ -87,7 +87,6 @@ class Projection:
     key: ClassVar[str | tuple[str, ...] | None] = None
 
     kind = "python"
-    _changes: Changes | None = None
 
     def __init__(self) -> None:
         cls = type(self)
@@ -146,39 +145,38 @@ class Projection:
 
     # ------------------------------------------------------------------ handler API
 
+    # While a runner feeds the projection, _bind() shadows these three with the
+    # batch's change set itself (see Changes): one call per row change instead of
+    # three, which counts over millions of events. These bodies only run outside.
+
     def upsert(self, key: Any, **columns: Any) -> None:
         """Insert the row with this key, or update the given columns of the existing one.
 
         Columns not given keep their value (NULL for a new row). A composite key
         is a tuple, in the order of ``key``.
         """
-        self._active_changes().upsert(self._key(key), columns)
+        self._not_running()
 
     def delete(self, key: Any) -> None:
         """Delete the row with this key (nothing happens if there is none)."""
-        self._active_changes().delete(self._key(key))
+        self._not_running()
 
     def get(self, key: Any) -> dict[str, Any] | None:
         """The row with this key as the handlers left it so far, or None."""
-        return self._active_changes().get(self._key(key))
+        self._not_running()
 
-    def _key(self, key: Any) -> tuple:
-        if len(self.key_columns) == 1:
-            return (key,)
-        if not isinstance(key, tuple) or len(key) != len(self.key_columns):
-            raise ProjectionError(
-                f"projection {self.name!r} has the composite key {self.key_columns}; pass a "
-                f"tuple of {len(self.key_columns)} values, got {key!r}"
-            )
-        return key
+    def _bind(self, changes: Changes) -> None:
+        self.upsert, self.delete, self.get = changes.upsert, changes.delete, changes.get
 
-    def _active_changes(self) -> Changes:
-        if self._changes is None:
-            raise ProjectionError(
-                f"projection {self.name!r} changes rows only while a ProjectionRunner feeds "
-                f"it events; call runner.catch_up() instead of calling handlers directly"
-            )
-        return self._changes
+    def _unbind(self) -> None:
+        for name in ("upsert", "delete", "get"):
+            self.__dict__.pop(name, None)
+
+    def _not_running(self) -> None:
+        raise ProjectionError(
+            f"projection {self.name!r} changes rows only while a ProjectionRunner feeds "
+            f"it events; call runner.catch_up() instead of calling handlers directly"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, types={self.types})"
@@ -235,7 +233,8 @@ class Changes:
     the row was deleted first, the columns set since, the stored row once
     :meth:`get` needed it, and whether an upsert (re)creates the row. Writing
     groups the entries by which columns they set, so a batch of any size costs
-    one DELETE and one upsert per group.
+    one DELETE and one upsert per group. A single-column key is kept as it is,
+    a composite one as a tuple.
 
     ``existing`` (the keys the table holds, when the runner knows them) lets
     :meth:`get` answer "no such row" without a query: a new key costs nothing.
@@ -246,17 +245,23 @@ class Changes:
         cursor: duckdb.DuckDBPyConnection,
         table: str,
         projection: Projection,
-        existing: set[tuple] | None = None,
+        existing: set | None = None,
     ):
         self.cursor = cursor
         self.table = table
+        self.name = projection.name
         self.key_columns = projection.key_columns
+        self.composite = len(self.key_columns) > 1
         self.columns = list(projection.schema)
-        self.entries: dict[tuple, list] = {}
+        self.settable = frozenset(self.columns) - set(self.key_columns)
+        self.null_row = dict.fromkeys(self.columns)
+        self.entries: dict[Any, list] = {}
         self.existing = existing
 
-    def upsert(self, key: tuple, columns: dict[str, Any]) -> None:
-        if columns.keys() - self.columns or columns.keys() & set(self.key_columns):
+    def upsert(self, key: Any, /, **columns: Any) -> None:
+        if self.composite:
+            key = self._check_key(key)
+        if not self.settable.issuperset(columns):
             self._reject(columns)
         entry = self.entries.get(key)
         if entry is None:
@@ -265,10 +270,14 @@ class Changes:
             entry[1].update(columns)
             entry[3] = True
 
-    def delete(self, key: tuple) -> None:
+    def delete(self, key: Any) -> None:
+        if self.composite:
+            key = self._check_key(key)
         self.entries[key] = [True, {}, None, False]
 
-    def get(self, key: tuple) -> dict[str, Any] | None:
+    def get(self, key: Any) -> dict[str, Any] | None:
+        if self.composite:
+            key = self._check_key(key)
         entry = self.entries.get(key)
         if entry is None:
             stored = self._stored_row(key)
@@ -279,20 +288,29 @@ class Changes:
         replaced, columns, stored, upserted = entry
         if stored is _UNKNOWN:
             stored = entry[2] = self._stored_row(key)
-        if replaced and not upserted:
-            return None  # deleted in this batch
-        if stored is None and not upserted:
-            return None
-        row = dict.fromkeys(self.columns) if stored is None else dict(stored)
-        row.update(zip(self.key_columns, key, strict=True))
-        row.update(columns)
+        if not upserted:
+            return None if replaced or stored is None else dict(stored)
+        row = {**(self.null_row if stored is None else stored), **columns}
+        if self.composite:
+            row.update(zip(self.key_columns, key, strict=True))
+        else:
+            row[self.key_columns[0]] = key
         return row
 
-    def _stored_row(self, key: tuple) -> dict[str, Any] | None:
+    def _check_key(self, key: Any) -> tuple:
+        if not isinstance(key, tuple) or len(key) != len(self.key_columns):
+            raise ProjectionError(
+                f"projection {self.name!r} has the composite key {self.key_columns}; pass a "
+                f"tuple of {len(self.key_columns)} values, got {key!r}"
+            )
+        return key
+
+    def _stored_row(self, key: Any) -> dict[str, Any] | None:
         if self.existing is not None and key not in self.existing:
             return None
+        values = list(key) if self.composite else [key]
         where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(self.key_columns, start=1))
-        rows = self.cursor.execute(f"SELECT * FROM {self.table} WHERE {where}", list(key))
+        rows = self.cursor.execute(f"SELECT * FROM {self.table} WHERE {where}", values)
         found = rows.fetchall()
         return dict(zip(self.columns, found[0], strict=True)) if found else None
 
@@ -302,7 +320,7 @@ class Changes:
         problem = f"unknown column(s) {unknown}" if unknown else f"key column(s) {keys}"
         raise ProjectionError(
             f"upsert into {self.table!r} got {problem}; pass the key as the first argument "
-            f"and only these columns by name: {[c for c in self.columns if c not in keys]}"
+            f"and only these columns by name: {[c for c in self.columns if c in self.settable]}"
         )
 
     def write(self) -> int:
@@ -328,8 +346,11 @@ class Changes:
         self.entries = {}
         return touched
 
-    def _delete_keys(self, keys: list[tuple]) -> None:
-        staged = _table(self.key_columns, keys, ())
+    def _key_tuples(self, keys: list) -> list[tuple]:
+        return keys if self.composite else [(key,) for key in keys]
+
+    def _delete_keys(self, keys: list) -> None:
+        staged = _table(self.key_columns, self._key_tuples(keys), ())
         self.cursor.register("_removed_keys", staged)
         try:
             match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
@@ -341,7 +362,7 @@ class Changes:
             _unregister(self.cursor, "_removed_keys")
 
     def _upsert_rows(self, columns: tuple[str, ...], rows: list[tuple[tuple, dict]]) -> None:
-        staged = _table(self.key_columns, [key for key, _ in rows], columns, rows)
+        staged = _table(self.key_columns, self._key_tuples([k for k, _ in rows]), columns, rows)
         names = ", ".join(f'"{c}"' for c in (*self.key_columns, *columns))
         keys = ", ".join(f'"{k}"' for k in self.key_columns)
         if columns:

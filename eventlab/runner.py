@@ -664,7 +664,7 @@ def _run_handlers(
     ``records[index]`` raised, or ``(None, error)`` when writing failed.
     """
     changes = Changes(cursor, table or f"main.{projection.name}", projection, existing)
-    projection._changes = changes
+    projection._bind(changes)
     handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
     try:
         for index, record in enumerate(records):
@@ -678,7 +678,7 @@ def _run_handlers(
             return None, f"{type(exc).__name__}: {exc}"
         return None
     finally:
-        projection._changes = None
+        projection._unbind()
 
 
 @contextmanager
@@ -704,7 +704,9 @@ def _stored_keys(cursor: duckdb.DuckDBPyConnection, projection: Projection) -> s
     if cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > MAX_KEYS_IN_MEMORY:
         return None
     keys = ", ".join(f'"{k}"' for k in projection.key_columns)
-    return set(cursor.execute(f"SELECT {keys} FROM {table}").fetchall())
+    rows = cursor.execute(f"SELECT {keys} FROM {table}").fetchall()
+    # Kept as Changes keeps keys: a single-column key as it is, a composite one as a tuple.
+    return set(rows) if len(projection.key_columns) > 1 else {row[0] for row in rows}
 
 
 def _table_exists(cursor: duckdb.DuckDBPyConnection, name: str) -> bool:
