@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .clock import SimulatedClock
+from .demo_read_side import show_read_side
 from .errors import ConcurrencyError, EventlabError
 from .events import Event
 from .store import EventStore
@@ -300,8 +301,9 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
     commands get one ``append`` (one commit) each; the second half share one
     ``store.transaction()``. Then an append with a stale expected version raises
     :class:`~eventlab.ConcurrencyError`, which is caught and shown to change
-    nothing. Finally the log is exported to Parquet partitioned by day, read
-    back into an in-memory store with :meth:`EventStore.from_parquet`, and both
+    nothing. Then projections build two read models and a query is answered
+    twice, the second time from the cache. Finally the log is exported to
+    Parquet partitioned by day, read back into an in-memory store with :meth:`EventStore.from_parquet`, and both
     stores' ``events()`` frames are compared.
 
     Writes ``shop.duckdb`` and ``parquet/`` inside ``directory`` (created if
@@ -324,7 +326,9 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
         ``batched_appends``, ``concurrency_error`` (the caught error's
         message), ``store_path``, ``parquet_dir``, ``parquet_files``,
         ``partitions``, ``restored_events``, ``round_trip_identical`` (bool),
-        and ``lines``: what was done, in words.
+        ``read_models``, ``order_statuses``, ``query_hits`` (the read-side
+        step, see :func:`eventlab.demo_read_side.show_read_side`), and
+        ``lines``: what was done, in words.
 
     Examples
     --------
@@ -392,6 +396,8 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
             + ", ".join(f"{name} {n}" for name, n in types.items())
             + "."
         )
+        read_lines, read_side = show_read_side(store)
+        lines.extend(read_lines)
         store.export_parquet(parquet_dir, partition_by="day", overwrite=True)
 
     files = sorted(parquet_dir.rglob("*.parquet"))
@@ -431,5 +437,6 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
         "partitions": len(partitions),
         "restored_events": len(copy),
         "round_trip_identical": identical,
+        **read_side,
         "lines": lines,
     }
