@@ -303,8 +303,9 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
     :class:`~eventlab.ConcurrencyError`, which is caught and shown to change
     nothing. Then projections build two read models and a query is answered
     twice, the second time from the cache. Finally the log is exported to
-    Parquet partitioned by day, read back into an in-memory store with :meth:`EventStore.from_parquet`, and both
-    stores' ``events()`` frames are compared.
+    Parquet partitioned by day, read back into an in-memory store with
+    :meth:`EventStore.from_parquet`, and both stores' ``events()`` frames are
+    compared.
 
     Writes ``shop.duckdb`` and ``parquet/`` inside ``directory`` (created if
     needed), replacing those two from an earlier run; it touches nothing else.
