@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .events import RecordedEvent
-from .reading import decoded_batches, filters, upper_bounds
+from .reading import decoded_batches, log_filter
 from .replay import REVERTED, _Fold, effective_events, paused_gc, state_at
 from .schema import SELECT_RECORD
 
@@ -124,11 +124,7 @@ def replay_all(
     dict
         Stream id to state, in order of each stream's first event.
     """
-    where, params = filters(after=0, types=None, until=None)
-    if category is not None:
-        params.append(category)
-        where += f" AND starts_with(stream_id, ${len(params)})"
-    where += upper_bounds(params, occurred_at=at, recorded_at=known_at)
+    where, params = log_filter(category=category, at=at, known_at=known_at)
     cursor = store._cursor()
     total = None
     if progress:

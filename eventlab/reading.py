@@ -58,6 +58,18 @@ def upper_bounds(params: list[Any], *, version: int | None = None, **times: Any)
     return sql
 
 
+def log_filter(
+    *, category: str | None = None, at: Any = None, known_at: Any = None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of a whole-log fold: a stream-id prefix and
+    the business-time and knowledge-time bounds, each optional."""
+    where, params = filters(after=0, types=None, until=None)
+    if category is not None:
+        params.append(category)
+        where += f" AND starts_with(stream_id, ${len(params)})"
+    return where + upper_bounds(params, occurred_at=at, recorded_at=known_at), params
+
+
 def iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
     """Records from Arrow batches in the RecordedEvent layout.
 

@@ -179,20 +179,20 @@ class _Fold:
                 self._fold_functions(records, states, on_revert)
 
     def _fold_aggregates(self, records, states, on_revert) -> None:
-        cls = self.reducer
-        handlers, handler_for = cls._handlers, cls._handler_for
+        cls, reverted = self.reducer, REVERTED
+        handler_of, handler_for = cls._handlers.get, cls._handler_for
         get = states.get
         # Records are tuples laid out as RECORD_FIELDS: 2 stream_id, 3 version, 4 type.
         for event in records:
             stream_id, kind = event[2], event[4]
-            if kind == REVERTED:
+            if kind == reverted:
                 states[stream_id] = on_revert(event)
                 continue
             aggregate = get(stream_id)
             if aggregate is None:
                 aggregate = states[stream_id] = cls(stream_id)
-            handler = handlers.get(kind, _UNSEEN)
-            if handler is _UNSEEN:
+            handler = handler_of(kind)
+            if handler is None:  # not looked up yet, or no handler
                 handler = handler_for(kind)
             if handler is None:
                 aggregate._apply(event)  # skips it or raises UnknownEventError
@@ -207,14 +207,14 @@ class _Fold:
 
     def _fold_functions(self, records, states, on_revert) -> None:
         reducer, fresh, initial = self.reducer, self._fresh, self.initial
-        get = states.get
+        get, reverted, unseen = states.get, REVERTED, _UNSEEN
         for event in records:
             stream_id = event[2]
-            if event[4] == REVERTED:
+            if event[4] == reverted:
                 states[stream_id] = on_revert(event)
                 continue
-            state = get(stream_id, _UNSEEN)
-            if state is _UNSEEN:
+            state = get(stream_id, unseen)
+            if state is unseen:
                 state = fresh(initial)
             try:
                 states[stream_id] = reducer(state, event)
