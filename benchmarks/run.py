@@ -301,7 +301,15 @@ class Bench:
         frames = workload.event_frames(n_events, occurred_at=True)
         build, count = ours.build_store(path, frames)
         checks.check_count("state_at store", count, n_events)
-        _progress(f"{'state_at':<19} store of {n_events:,} events built in {build:.1f} s (untimed)")
+        snapshot_seconds, snapshots = ours.take_snapshots(path)
+        checks.check_count(
+            "state_at snapshots", snapshots, n_events // ours.SNAPSHOT_EVERY
+        )
+        _progress(
+            f"{'state_at':<19} store of {n_events:,} events built in {build:.1f} s, "
+            f"{snapshots:,} snapshots (every {ours.SNAPSHOT_EVERY} events) taken in "
+            f"{snapshot_seconds:.1f} s (untimed)"
+        )
         warmup, _ = workload.state_at_queries(random.Random(99), n_events, 5)
         for rep in range(c.repeat):
             queries, expected = workload.state_at_queries(
@@ -320,6 +328,7 @@ class Bench:
             )
         self.record("state_at_store_events", n_events)
         self.record("state_at_build_s", build)
+        self.record("state_at_snapshots", snapshots)
         shutil.rmtree(path.parent)
 
     def read_side(self) -> None:

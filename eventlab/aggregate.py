@@ -144,13 +144,18 @@ class Aggregate:
 
     _handlers: dict[str, Any] = {}
 
-    def _apply(self, event: Event | RecordedEvent) -> None:
-        # Replays call this for every event: look each handler up once per class.
-        handlers = type(self)._handlers
+    @classmethod
+    def _handler_for(cls, event_type: str) -> Any:
+        """The ``apply_<event_type>`` function, or None; looked up once per class and type."""
+        # Replays ask for every event, and getattr on a class walks its whole MRO.
         try:
-            handler = handlers[event.type]
+            return cls._handlers[event_type]
         except KeyError:
-            handler = handlers[event.type] = getattr(type(self), f"apply_{event.type}", None)
+            handler = cls._handlers[event_type] = getattr(cls, f"apply_{event_type}", None)
+            return handler
+
+    def _apply(self, event: Event | RecordedEvent) -> None:
+        handler = self._handler_for(event.type)
         if handler is not None:
             handler(self, event)
         elif not self.ignore_unknown:

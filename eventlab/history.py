@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .reading import filters, iterate_records, upper_bounds
-from .replay import REVERTED, _Fold, effective_events, state_at
+from .events import RecordedEvent
+from .reading import decoded_batches, log_filter
+from .replay import REVERTED, _Fold, effective_events, paused_gc, state_at
 from .schema import SELECT_RECORD
 
 if TYPE_CHECKING:
@@ -123,41 +124,38 @@ def replay_all(
     dict
         Stream id to state, in order of each stream's first event.
     """
-    where, params = filters(after=0, types=None, until=None)
-    if category is not None:
-        params.append(category)
-        where += f" AND starts_with(stream_id, ${len(params)})"
-    where += upper_bounds(params, occurred_at=at, recorded_at=known_at)
+    where, params = log_filter(category=category, at=at, known_at=known_at)
     cursor = store._cursor()
     total = None
     if progress:
         total = cursor.execute(f"SELECT count(*) FROM events{where}", params).fetchall()[0][0]
     reader = cursor.sql(SELECT_RECORD.format(src="events") + where, params=params)
-    records = iterate_records(reader.to_arrow_reader(65_536), decode_data=True)
+    batches = decoded_batches(reader.to_arrow_reader(65_536))
     fold = _Fold(reducer, initial)
+    if progress:
+        batches = _with_bar(batches, total)
+
+    def rebuild(event: RecordedEvent) -> Any:
+        # Rare: this stream as of the revert, reverts of reverts included.
+        return state_at(
+            store,
+            event.stream_id,
+            reducer,
+            version=event.version,
+            at=at,
+            known_at=known_at,
+            initial=initial,
+        )
+
     states: dict[str, Any] = {}
-    apply, start = fold.apply, fold.start
-    if progress:  # even a disabled bar costs a generator step per event
-        records = tqdm(records, total=total, unit="event")
-    for event in records:
-        stream_id = event.stream_id
-        if event.type == REVERTED:
-            # Rare: rebuild this stream as of the revert, reverts of reverts included.
-            states[stream_id] = state_at(
-                store,
-                stream_id,
-                reducer,
-                version=event.version,
-                at=at,
-                known_at=known_at,
-                initial=initial,
-            )
-            continue
-        state = states.get(stream_id, _MISSING)
-        if state is _MISSING:
-            state = start(stream_id)
-        states[stream_id] = apply(state, event)
+    with paused_gc():
+        fold.fold_streams(batches, states, rebuild)
     return states
 
 
-_MISSING = object()
+def _with_bar(batches: Iterator[list[Any]], total: int) -> Iterator[list[Any]]:
+    """The batches, advancing a tqdm bar by each one's size."""
+    with tqdm(total=total, unit="event") as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))

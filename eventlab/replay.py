@@ -13,7 +13,9 @@ was at version n". Reducers never see ``Reverted`` events themselves.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+import gc
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +135,12 @@ class _Fold:
         self.reducer = reducer
         self.initial = initial
         self.name = getattr(reducer, "__qualname__", None) or repr(reducer)
+        self._fresh = _copier(initial)
 
     def start(self, stream_id: str | None) -> Any:
         if self.is_aggregate:
             return self.reducer(stream_id)
-        return copy.deepcopy(self.initial)
+        return self._fresh(self.initial)
 
     def apply(self, state: Any, event: RecordedEvent) -> Any:
         try:
@@ -155,6 +158,117 @@ class _Fold:
         for event in events:
             state = self.apply(state, event)
         return state
+
+    def fold_streams(
+        self,
+        batches: Iterable[list[RecordedEvent]],
+        states: MutableMapping[str, Any],
+        on_revert: Callable[[RecordedEvent], Any],
+    ) -> None:
+        """Fold lists of records of many interleaved streams into ``states`` (id -> state).
+
+        The bulk replay's inner loop: the same as :meth:`start` and :meth:`apply`
+        per event, inlined, because at a million events every call counts.
+        A ``Reverted`` record's state is ``on_revert(record)`` instead.
+        """
+        if self.is_aggregate:
+            for records in batches:
+                self._fold_aggregates(records, states, on_revert)
+        else:
+            for records in batches:
+                self._fold_functions(records, states, on_revert)
+
+    def _fold_aggregates(self, records, states, on_revert) -> None:
+        cls, reverted = self.reducer, REVERTED
+        handler_of, handler_for = cls._handlers.get, cls._handler_for
+        get = states.get
+        # Records are tuples laid out as RECORD_FIELDS: 2 stream_id, 3 version, 4 type.
+        for event in records:
+            stream_id, kind = event[2], event[4]
+            if kind == reverted:
+                states[stream_id] = on_revert(event)
+                continue
+            aggregate = get(stream_id)
+            if aggregate is None:
+                aggregate = states[stream_id] = cls(stream_id)
+            handler = handler_of(kind)
+            if handler is None:  # not looked up yet, or no handler
+                handler = handler_for(kind)
+            if handler is None:
+                aggregate._apply(event)  # skips it or raises UnknownEventError
+            else:
+                try:
+                    handler(aggregate, event)
+                except EventlabError:
+                    raise
+                except Exception as exc:
+                    raise ReplayError(event, self.name, exc) from exc
+            aggregate._loaded_version = event[3]
+
+    def _fold_functions(self, records, states, on_revert) -> None:
+        reducer, fresh, initial = self.reducer, self._fresh, self.initial
+        get, reverted, unseen = states.get, REVERTED, _UNSEEN
+        for event in records:
+            stream_id = event[2]
+            if event[4] == reverted:
+                states[stream_id] = on_revert(event)
+                continue
+            state = get(stream_id, unseen)
+            if state is unseen:
+                state = fresh(initial)
+            try:
+                states[stream_id] = reducer(state, event)
+            except EventlabError:
+                raise
+            except Exception as exc:
+                raise ReplayError(event, self.name, exc) from exc
+
+
+_UNSEEN = object()
+
+
+def _copier(initial: Any) -> Callable[[Any], Any]:
+    """A function giving a fresh deep copy of ``initial`` for each stream, as cheap as it can be.
+
+    ``copy.deepcopy`` costs microseconds even for a three-key dict, which adds
+    up over a hundred thousand streams; a value that is immutable needs no copy
+    at all, and a plain dict of immutable values only a shallow one.
+    """
+    if _is_atom(initial):
+        return _same
+    if type(initial) is dict and all(map(_is_atom, [*initial, *initial.values()])):
+        return dict.copy
+    return copy.deepcopy
+
+
+def _is_atom(value: Any) -> bool:
+    if type(value) is tuple:
+        return all(map(_is_atom, value))
+    return value is None or type(value) in (bool, int, float, complex, str, bytes)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a bulk fold.
+
+    A bulk replay creates millions of long-lived objects (payload dicts, records,
+    states), and each allocation burst makes the collector walk the ever-growing
+    heap again; it found nothing to free here and took half the replay's time.
+    Reference counting still frees everything as usual; only cycles wait until
+    the collector resumes. A pause inside another one (or inside a caller's own
+    ``gc.disable()``) does not turn the collector back on.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _first_stream(events: list[RecordedEvent]) -> str | None:

@@ -124,18 +124,23 @@ def find(
     known_at: Any,
 ) -> tuple[int, Any] | None:
     """The latest usable snapshot (version, decoded state) for this target, if any."""
-    sql = (
-        "SELECT version, CAST(state AS VARCHAR) FROM snapshots WHERE stream_id = $1 "
-        "AND reducer = $2 AND schema_version = $3"
-    )
     params: list[Any] = [stream_id, policy.name, policy.schema_version]
-    sql += upper_bounds(params, version=version, last_occurred_at=at, last_recorded_at=known_at)
+    usable = "reducer = $2 AND schema_version = $3" + upper_bounds(
+        params, version=version, last_occurred_at=at, last_recorded_at=known_at
+    )
+    # Only stream_id in WHERE, so DuckDB looks the stream up in its index (see
+    # _ensure_index); any other condition there would make it scan the table.
+    # The rest picks which states to send back.
+    sql = (
+        f"SELECT version, CASE WHEN {usable} THEN CAST(state AS VARCHAR) END "
+        f"FROM snapshots WHERE stream_id = $1"
+    )
     if not store._has_snapshots_table():
         return None
-    rows = store._cursor().execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchall()
+    rows = [row for row in store._cursor().execute(sql, params).fetchall() if row[1] is not None]
     if not rows:
         return None
-    snapshot_version, state = rows[0]
+    snapshot_version, state = max(rows)
     return snapshot_version, policy.decode(json.loads(state), stream_id, snapshot_version)
 
 
@@ -146,9 +151,8 @@ def write(
     if not rows:
         return 0
     cursor = cursor if cursor is not None else store._cursor()
-    # Reading a SimulatedClock advances it; a snapshot should not shift event times.
-    current = getattr(store.clock, "current", None)
-    taken_us = to_micros(current) if current is not None else now_micros(store.clock)
+    taken_us = _taken_micros(store)
+    _ensure_index(store, cursor)
     stream_ids, versions, states = zip(*rows, strict=True)
     new = pa.table(
         {
@@ -173,6 +177,49 @@ def write(
     return len(rows)
 
 
+def _ensure_index(store: EventStore, cursor) -> None:
+    """Index the snapshots by stream (once per store), so finding one is a lookup, not a scan.
+
+    The primary key does not serve: DuckDB only looks up single-column indexes.
+    Only snapshot writes pay for it, and those are rare next to event appends.
+    """
+    if not getattr(store, "_snapshots_indexed", False):
+        cursor.execute("CREATE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id)")
+        store._snapshots_indexed = True
+
+
+def _taken_micros(store: EventStore) -> int:
+    # Reading a SimulatedClock advances it; a snapshot should not shift event times.
+    current = getattr(store.clock, "current", None)
+    return to_micros(current) if current is not None else now_micros(store.clock)
+
+
+def _write_folded(cursor, policy: Policy, taken_us: int, rows: list[tuple]) -> None:
+    """Store snapshots given as (stream_id, version, state JSON, latest occurred_at and
+    recorded_at of their events in epoch microseconds), as a rebuild's fold knows them."""
+    stream_ids, versions, states, occurred, recorded = zip(*rows, strict=True)
+    new = pa.table(
+        {
+            "stream_id": pa.array(stream_ids, pa.string()),
+            "version": pa.array(versions, pa.int32()),
+            "state": pa.array(states, pa.string()),
+            "occurred": pa.array(occurred, pa.int64()),
+            "recorded": pa.array(recorded, pa.int64()),
+        }
+    )
+    cursor.register("_new_snapshots", new)
+    cursor.execute(
+        """
+        INSERT OR REPLACE INTO snapshots
+        SELECT stream_id, $1, version, state, $2, make_timestamptz($3::BIGINT),
+               make_timestamptz(occurred), make_timestamptz(recorded)
+        FROM _new_snapshots
+        """,
+        [policy.name, policy.schema_version, taken_us],
+    )
+    cursor.unregister("_new_snapshots")
+
+
 def encode_state(policy: Policy, state: Any, stream_id: str) -> str:
     """The state as JSON text, or a clear error when it is not plain JSON."""
     try:
@@ -185,8 +232,15 @@ def encode_state(policy: Policy, state: Any, stream_id: str) -> str:
 
 
 def rebuild(store: EventStore, reducer: Any, *, initial: Any, category: str | None) -> int:
-    """See :meth:`EventStore.rebuild_snapshots`."""
-    from .replay import REVERTED, _Fold, effective_events
+    """See :meth:`EventStore.rebuild_snapshots`.
+
+    One streamed pass over the log folds every stream at once (a query per
+    stream would take hours on a store of millions of streams) and writes the
+    snapshots in chunks, inside one transaction: a failure leaves the old ones.
+    """
+    from .reading import decoded_batches, log_filter
+    from .replay import _Fold, paused_gc
+    from .schema import SELECT_RECORD
 
     store._check_writable()
     policy = policy_of(reducer)
@@ -195,30 +249,60 @@ def rebuild(store: EventStore, reducer: Any, *, initial: Any, category: str | No
             f"{reducer!r:.60} takes no snapshots: set snapshot_every on the aggregate class, "
             f"or wrap a function reducer in el.Snapshots(reducer, every=...)"
         )
-    streams = [s for s in store.streams() if category is None or s.startswith(category)]
-    rows = []
-    fold = _Fold(reducer, initial)
-    for stream_id in streams:
-        events = store.read_stream(stream_id)
-        state = fold.start(stream_id)
-        for index, event in enumerate(events):
-            if event.type == REVERTED:
-                state = fold.run(effective_events(events[: index + 1]), stream_id)
-            else:
-                state = fold.apply(state, event)
-            if event.version % policy.every == 0:
-                rows.append((stream_id, event.version, encode_state(policy, state, stream_id)))
-    # Every state is encoded before anything is deleted: a failure leaves the old ones.
+    taken_us = _taken_micros(store)
+    where, params = log_filter(category=category)
+    reader = store._cursor().sql(SELECT_RECORD.format(src="events") + where, params=params)
+    batches = decoded_batches(reader.to_arrow_reader(65_536))
     cursor = store._cursor()
+    _ensure_index(store, cursor)  # outside the transaction, which may roll back
     cursor.execute("BEGIN TRANSACTION")
     try:
-        cursor.execute(
-            "DELETE FROM snapshots WHERE reducer = $1 AND list_contains($2, stream_id)",
-            [policy.name, streams],
-        )
-        count = write(store, policy, rows, cursor=cursor)
+        old = "DELETE FROM snapshots WHERE reducer = $1"
+        if category is None:
+            cursor.execute(old, [policy.name])
+        else:
+            cursor.execute(old + " AND starts_with(stream_id, $2)", [policy.name, category])
+        count = 0
+        with paused_gc():
+            for rows in _folded_snapshots(store, policy, _Fold(reducer, initial), batches):
+                _write_folded(cursor, policy, taken_us, rows)
+                count += len(rows)
         cursor.execute("COMMIT")
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
     return count
+
+
+def _folded_snapshots(
+    store: EventStore, policy: Policy, fold: Any, batches: Any, chunk: int = 100_000
+) -> Any:
+    """Snapshot rows for :func:`_write_folded` at every multiple of the interval, in chunks."""
+    from .replay import REVERTED, effective_events, stream_history
+
+    # stream id -> (state, latest occurred_at, latest recorded_at), times in microseconds
+    folded: dict[str, tuple[Any, int, int]] = {}
+    rows: list[tuple] = []
+    every = policy.every
+    for batch in batches:
+        for event in batch:
+            stream_id, version, recorded, occurred = event[2], event[3], event[9], event[10]
+            if stream_id in folded:
+                state, occurred_max, recorded_max = folded[stream_id]
+                occurred, recorded = max(occurred, occurred_max), max(recorded, recorded_max)
+            else:
+                state = fold.start(stream_id)
+            if event[4] == REVERTED:  # rare: the stream's state as of the revert
+                events = effective_events(stream_history(store, stream_id, version=version))
+                state = fold.run(events, stream_id)
+            else:
+                state = fold.apply(state, event)
+            folded[stream_id] = (state, occurred, recorded)
+            if version % every == 0:
+                state_json = encode_state(policy, state, stream_id)
+                rows.append((stream_id, version, state_json, occurred, recorded))
+                if len(rows) >= chunk:
+                    yield rows
+                    rows = []
+    if rows:
+        yield rows

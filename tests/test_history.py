@@ -175,3 +175,76 @@ def test_replay_all_hands_reducers_records_like_any_read(carts):
     assert [pickle.loads(pickle.dumps(e)) for e in seen] == stored
     with pytest.raises(AttributeError):
         seen[0].data = {}
+
+
+def test_replay_all_gives_every_stream_its_own_copy_of_the_initial_state():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append("a", [el.Event("Added", {"n": 1}), el.Event("Added", {"n": 2})])
+    store.append("b", [el.Event("Added", {"n": 3})])
+
+    def collect(state, event):
+        state["seen"].append(event.data["n"])
+        state["count"] += 1
+        return state
+
+    initial = {"seen": [], "count": 0}
+    states = el.replay_all(store, collect, initial=initial)
+    assert states == {"a": {"seen": [1, 2], "count": 2}, "b": {"seen": [3], "count": 1}}
+    assert initial == {"seen": [], "count": 0}
+
+    def count(state, event):
+        state["count"] += 1  # mutates a flat dict: each stream still needs its own
+        return state
+
+    flat = {"count": 0, "label": ("x", 1)}
+    assert el.replay_all(store, count, initial=flat) == {
+        "a": {"count": 2, "label": ("x", 1)},
+        "b": {"count": 1, "label": ("x", 1)},
+    }
+    assert flat == {"count": 0, "label": ("x", 1)}
+
+
+def test_replay_all_of_aggregates_wraps_handler_failures_and_names_unknown_events():
+    class Strict(el.Aggregate):
+        def apply_Added(self, event):
+            self.n = event.data["n"]
+
+    class Lenient(Strict):
+        ignore_unknown = True
+
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append("a", [el.Event("Added", {"n": 1}), el.Event("Renamed", {})])
+    with pytest.raises(el.UnknownEventError, match="Strict has no handler for Renamed"):
+        el.replay_all(store, Strict)
+    states = el.replay_all(store, Lenient)
+    assert (states["a"].n, states["a"].version) == (1, 2)
+    store.append("b", [el.Event("Added", {})])
+    with pytest.raises(el.ReplayError) as raised:
+        el.replay_all(store, Lenient)
+    assert (raised.value.stream_id, raised.value.version) == ("b", 1)
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
+def test_replay_all_with_a_progress_bar_gives_the_same_states(carts):
+    plain = el.replay_all(carts, Cart)
+    shown = el.replay_all(carts, Cart, progress=True)
+    assert {k: (v.items, v.version) for k, v in shown.items()} == {
+        k: (v.items, v.version) for k, v in plain.items()
+    }
+
+
+def test_replay_all_leaves_the_garbage_collector_as_it_found_it(carts):
+    import gc
+
+    assert gc.isenabled()
+    el.replay_all(carts, Cart)
+    assert gc.isenabled()
+    with pytest.raises(el.ReplayError):
+        el.replay_all(carts, lambda state, event: 1 / 0, initial=0)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        el.replay_all(carts, Cart)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
