@@ -26,7 +26,8 @@ from .asof import ReadModelsAsOf, as_of_label
 from .clock import from_micros, peek_micros, to_micros
 from .errors import ConsistencyTimeout, ProjectionError
 from .projections import Changes, Projection, SqlProjection, events_cte, projection_of
-from .reading import filters, iterate_records
+from .reading import decoded_batches, filters
+from .replay import paused_gc
 from .schema import SELECT_RECORD
 
 if TYPE_CHECKING:
@@ -266,7 +267,8 @@ class ProjectionRunner:
         active = [n for n in selected if self._checkpoints[n]["state"] == ACTIVE]
         total = sum(head - self._checkpoints[n]["position"] for n in active)
         applied = 0
-        with tqdm(total=total, unit="event", disable=not progress) as bar:
+        # Catching up makes millions of short-lived payloads the collector need not walk.
+        with paused_gc(), tqdm(total=total, unit="event", disable=not progress) as bar:
             for name in active:
                 if self._checkpoints[name]["position"] >= head:
                     continue
@@ -304,12 +306,9 @@ class ProjectionRunner:
         existing = _stored_keys(cursor, projection)
         applied = 0
         position = start
-        for batch in reader:
+        for records in decoded_batches(reader):
             if deadline is not None and time.monotonic() > deadline:
                 raise self._timeout(name, head)
-            records = list(iterate_records([batch], decode_data=True))
-            if not records:
-                continue
             done = self._apply_batch(projection, cursor, records, existing)
             applied += done
             self._committed(cursor, name)
@@ -622,8 +621,7 @@ class ProjectionRunner:
         )
         reader = self.store._cursor().sql(sql).to_arrow_reader(self.batch_size)
         existing: set[tuple] = set()  # a new table
-        for batch in reader:
-            records = list(iterate_records([batch], decode_data=True))
+        for records in decoded_batches(reader):
             failed = _run_handlers(projection, cursor, records, table, existing)
             if failed is not None:
                 index, error = failed
