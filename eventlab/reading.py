@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,14 +68,66 @@ def iterate_records(
     is parsed in one ``json.loads`` call, about twice as fast as one per event.
     """
     make = make_decoded_record if decode_data else make_record
-    for batch in reader:
-        columns = [_column_values(column) for column in batch.columns]
+
+    def records(batch: pa.RecordBatch) -> Iterator[RecordedEvent]:
+        columns = _batch_values(batch)
         if decode_data and batch.num_rows:
             payloads = json.loads("[" + ",".join(columns[5]) + "]")
             if upcasters:
                 payloads = list(map(upcast_payload, columns[4], columns[11], payloads))
             columns[5] = payloads
-        yield from map(make, zip(*columns, strict=True))
+        return map(make, zip(*columns, strict=True))
+
+    # chain/map/zip hand out each record without resuming a Python frame per row.
+    return chain.from_iterable(map(records, reader))
+
+
+# Positions in the RecordedEvent layout of the columns whose values repeat.
+_STREAM_ID, _TYPE, _RECORDED_AT, _OCCURRED_AT = 2, 4, 9, 10
+
+
+def _batch_values(batch: pa.RecordBatch) -> list[list]:
+    """A batch in the RecordedEvent layout as one list per column.
+
+    Making Python objects is most of the cost of a read, so repeated values
+    share one object: a stream's events usually lie together (one object per
+    run), there are few event types (one object per type), and business time
+    is usually knowledge time (one list for both).
+    """
+    columns = batch.columns
+    values = []
+    for index, column in enumerate(columns):
+        if index == _STREAM_ID:
+            values.append(_run_values(column))
+        elif index == _TYPE:
+            values.append(_distinct_values(column))
+        elif index == _OCCURRED_AT and column.equals(columns[_RECORDED_AT]):
+            values.append(values[_RECORDED_AT])
+        else:
+            values.append(_column_values(column))
+    return values
+
+
+def _run_values(column: pa.Array) -> list:
+    """A string column as a list with one str object per run of equal values."""
+    if column.null_count or len(column) < 2:
+        return _column_values(column)
+    runs = pc.run_end_encode(column)
+    if 2 * len(runs.values) > len(column):  # mostly short runs: sharing would not pay
+        return column.to_pylist()
+    lengths = np.diff(runs.run_ends.to_numpy(), prepend=0)
+    return np.repeat(np.array(runs.values.to_pylist(), dtype=object), lengths).tolist()
+
+
+def _distinct_values(column: pa.Array) -> list:
+    """A string column as a list with one str object per distinct value."""
+    if column.null_count or len(column) < 2:
+        return _column_values(column)
+    encoded = pc.dictionary_encode(column)
+    if 2 * len(encoded.dictionary) > len(column):  # mostly distinct: sharing would not pay
+        return column.to_pylist()
+    shared = np.array(encoded.dictionary.to_pylist(), dtype=object)
+    return shared[encoded.indices.to_numpy()].tolist()
 
 
 def _column_values(column: pa.Array) -> list:
