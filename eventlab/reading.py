@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,9 +80,12 @@ def iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
     Column-wise conversion, then one tuple per row built in C: the cheapest way
     to make millions of Python objects (see RecordedEvent's notes).
     """
-    for batch in reader:
-        columns = [_column_values(column) for column in batch.columns]
-        yield from map(make_record, zip(*columns, strict=True))
+
+    def records(batch: pa.RecordBatch) -> Iterator[RecordedEvent]:
+        return map(make_record, zip(*_batch_values(batch), strict=True))
+
+    # chain/map/zip hand out each record without resuming a Python frame per row.
+    return chain.from_iterable(map(records, reader))
 
 
 def decoded_batches(reader: pa.RecordBatchReader) -> Iterator[list[RecordedEvent]]:
@@ -94,9 +99,7 @@ def decoded_batches(reader: pa.RecordBatchReader) -> Iterator[list[RecordedEvent
     for batch in reader:
         if not batch.num_rows:
             continue
-        columns = [_column_values(column) for column in batch.columns[:5]]
-        columns.append(_decode_payloads(batch.column(5)))
-        columns.extend(_column_values(column) for column in batch.columns[6:])
+        columns = _batch_values(batch, decode_payloads=True)
         if upcasters:
             columns[5] = list(map(upcast_payload, columns[4], columns[11], columns[5]))
         yield list(map(make_decoded_record, zip(*columns, strict=True)))
@@ -111,6 +114,57 @@ def _decode_payloads(column: pa.Array) -> list[dict[str, Any]]:
     )
     text = pc.binary_join(whole, pa.scalar(",", pa.large_string()))[0].as_py()
     return json.loads("[" + text + "]")
+
+
+# Positions in the RecordedEvent layout of the columns whose values repeat or decode.
+_STREAM_ID, _TYPE, _DATA, _RECORDED_AT, _OCCURRED_AT = 2, 4, 5, 9, 10
+
+
+def _batch_values(batch: pa.RecordBatch, *, decode_payloads: bool = False) -> list[list]:
+    """A batch in the RecordedEvent layout as one list per column.
+
+    Making Python objects is most of the cost of a read, so repeated values
+    share one object: a stream's events usually lie together (one object per
+    run), there are few event types (one object per type), and business time
+    is usually knowledge time (one list for both). With ``decode_payloads`` the
+    data column holds the decoded dicts instead of JSON text.
+    """
+    columns = batch.columns
+    values = []
+    for index, column in enumerate(columns):
+        if index == _STREAM_ID:
+            values.append(_run_values(column))
+        elif index == _TYPE:
+            values.append(_distinct_values(column))
+        elif index == _DATA and decode_payloads:
+            values.append(_decode_payloads(column))
+        elif index == _OCCURRED_AT and column.equals(columns[_RECORDED_AT]):
+            values.append(values[_RECORDED_AT])
+        else:
+            values.append(_column_values(column))
+    return values
+
+
+def _run_values(column: pa.Array) -> list:
+    """A string column as a list with one str object per run of equal values."""
+    if column.null_count or len(column) < 2:
+        return _column_values(column)
+    runs = pc.run_end_encode(column)
+    if 2 * len(runs.values) > len(column):  # mostly short runs: sharing would not pay
+        return column.to_pylist()
+    lengths = np.diff(runs.run_ends.to_numpy(), prepend=0)
+    return np.repeat(np.array(runs.values.to_pylist(), dtype=object), lengths).tolist()
+
+
+def _distinct_values(column: pa.Array) -> list:
+    """A string column as a list with one str object per distinct value."""
+    if column.null_count or len(column) < 2:
+        return _column_values(column)
+    encoded = pc.dictionary_encode(column)
+    if 2 * len(encoded.dictionary) > len(column):  # mostly distinct: sharing would not pay
+        return column.to_pylist()
+    shared = np.array(encoded.dictionary.to_pylist(), dtype=object)
+    return shared[encoded.indices.to_numpy()].tolist()
 
 
 def _column_values(column: pa.Array) -> list:

@@ -400,7 +400,8 @@ class EventStore:
         position = self._head + 1
         version = current + 1
         encode = json_encoder
-        schema_version = upcasters.current_version
+        # Without upcasters every type is at schema version 1: skip a call per event.
+        schema_version = upcasters.current_version if upcasters else _version_one
         rows = []
         try:
             for index, event in enumerate(batch):
@@ -862,7 +863,9 @@ class EventStore:
 
 
 def _coerce_events(events: Any) -> list[Event]:
-    if isinstance(events, (Event, Mapping)):
+    if type(events) is list:
+        pass  # the common case; the ABC checks below cost more than a small append
+    elif isinstance(events, (Event, Mapping)):
         events = [events]
     elif isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
         raise InvalidEventError(
@@ -888,6 +891,10 @@ def _check_expected_version(expected: object) -> None:
             f"expected_version must be None (any version), 0 (a new stream) or a positive "
             f"int (the stream's current version), got {expected!r}"
         )
+
+
+def _version_one(event_type: str) -> int:
+    return 1
 
 
 def _optional_str(value: object) -> str | None:

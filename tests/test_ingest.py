@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pandas as pd
@@ -12,6 +13,8 @@ import pytest
 from contract import EVENT_COLUMNS
 
 import eventlab as el
+from eventlab import ingest
+from eventlab.events import EventIds
 
 COLUMNS = EVENT_COLUMNS
 START = datetime(2024, 1, 1, tzinfo=UTC)  # the conftest clock: +1 s per event
@@ -349,6 +352,33 @@ def test_event_id_stored_by_a_frame_is_idempotent_for_append(store, snapshot):
     with pytest.raises(el.DuplicateEventError, match="different content"):
         store.append("s", [el.Event("A", {"a": [3], "b": 1}, event_id="x")])
     before.assert_same(store)
+
+
+def test_append_frame_generates_the_missing_event_ids(store):
+    table = pa.table(
+        {
+            "stream_id": ["s"] * 4,
+            "type": ["A"] * 4,
+            "data": ["{}"] * 4,
+            "event_id": ["e-1", None, "e-3", None],
+        }
+    )
+    store.append_frame(table)
+    [_, second, _, fourth] = ids = [r.event_id for r in store.read_all()]
+    assert ids[0::2] == ["e-1", "e-3"]
+    prefix = store._new_ids.prefix
+    # One id reserved per row, so rows 1 and 3 get counters 1 and 3.
+    assert (second, fourth) == (f"{prefix}{1:012x}", f"{prefix}{3:012x}")
+    assert str(uuid.UUID(second)) == second and uuid.UUID(second).version == 8
+
+
+@pytest.mark.parametrize("first", [0, 250, 4095, 65_530, 2**40 - 3])
+def test_generated_ids_match_the_one_by_one_format(monkeypatch, first):
+    monkeypatch.setattr(ingest, "_ID_CHUNK_ROWS", 4)  # several chunks, a short last one
+    prefix = EventIds().prefix
+    ids = ingest._generated_ids(prefix, first, 11)
+    assert ids.num_chunks == 3
+    assert ids.to_pylist() == [f"{prefix}{n:012x}" for n in range(first, first + 11)]
 
 
 def test_append_frame_then_append_continues(store):

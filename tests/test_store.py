@@ -505,6 +505,31 @@ def test_read_all_batches_do_not_change_the_result(filled, batch_size):
     assert [r.position for r in filled.read_all(batch_size=batch_size)] == [1, 2, 3, 4, 5, 6, 7]
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 5, 64, 1000])
+def test_read_all_records_equal_each_streams_records(store, batch_size):
+    # Stream ids in runs of several lengths and interleaved, few and many types,
+    # business time given for some events: read_all shares repeated values
+    # between records (see reading._batch_values), which must not change them.
+    t = datetime(2020, 1, 1, tzinfo=UTC)
+    for stream, types in [
+        ("a", ["Placed", "Paid", "Paid", "Paid"]),
+        ("b", ["Placed", "Shipped"]),
+        ("c", ["Placed", "Placed", "Paid", "Shipped"]),
+    ]:
+        store.append(stream, [el.Event(kind, {"i": i}) for i, kind in enumerate(types)])
+    for i in range(12):
+        store.append(f"s{i % 3}", [el.Event(f"T{i}", {"i": i}, occurred_at=t if i % 4 else None)])
+    store.append("one", [el.Event("Placed", {}, metadata={"correlation_id": "c"})])
+    store.append("a", [el.Event("Paid", {}), el.Event("Paid", {})])
+    expected = sorted(
+        (r for stream in store.streams() for r in store.read_stream(stream)),
+        key=lambda r: r.position,
+    )
+    records = list(store.read_all(batch_size=batch_size))
+    assert records == expected
+    assert [r.to_dict() for r in records] == [r.to_dict() for r in expected]
+
+
 @pytest.mark.parametrize(
     "kwargs, positions",
     [
