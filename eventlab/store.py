@@ -254,10 +254,11 @@ class EventStore:
                 self._bus = bus
             return self._bus
 
-    def _publish(self, records: list[RecordedEvent]) -> None:
+    def _publish(self, tx: _Transaction) -> None:
         # After the commit, never before: a rolled-back transaction publishes nothing.
+        # Records are built only for subscribers: the transaction holds plain rows.
         if self._bus is not None and self._bus.has_subscribers:
-            self._bus.publish(records)
+            self._bus.publish(tx.records)
 
     @property
     def closed(self) -> bool:
@@ -320,7 +321,7 @@ class EventStore:
             except BaseException:
                 self._head = tx.start_head
                 raise
-            self._publish(tx.records)
+            self._publish(tx)
 
     def _commit(self, tx: _Transaction) -> None:
         if not tx.rows:
