@@ -54,6 +54,7 @@ from .journal import Journal
 from .pending import PendingEvents
 from .reading import filters, iterate_records, read_query, upper_bounds
 from .schema import SELECT_RECORD, create_schema
+from .stream_positions import MIN_EVENTS, StreamPositions, should_map
 from .upcasting import upcasters
 
 # Pending rows are absorbed into DuckDB once this many accumulate. DuckDB inserts
@@ -139,6 +140,7 @@ class EventStore:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
         self._bus: EventBus | None = None
+        self._positions: StreamPositions | None = None  # see _stream_positions
         if self.read_only and self.path is None:
             raise EventlabError(
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
@@ -760,8 +762,26 @@ class EventStore:
         sql = SELECT_RECORD.format(src="events") + " WHERE stream_id = $1 AND version > $2"
         params: list[Any] = [stream_id, after]
         sql += upper_bounds(params, version=version, occurred_at=at, recorded_at=known_at)
+        positions = self._stream_positions()
+        if positions is not None:
+            sql += positions.sql(stream_id, params)
         rows = self._cursor().execute(sql + " ORDER BY version", params).fetchall()
         return [make_record(row) for row in rows]
+
+    def _stream_positions(self) -> StreamPositions | None:
+        """The map of where streams lie, for a big store; rebuilt when much was added.
+
+        Without it, reading one stream scans every row group whose statistics
+        cannot rule the stream out (see :mod:`eventlab.stream_positions`).
+        """
+        with self._lock:
+            head = self._head
+            if not should_map(head):
+                return None
+            known = self._positions
+            if known is None or head - known.head > max(MIN_EVENTS, known.head // 10):
+                self._positions = StreamPositions(self._cursor(), head)
+            return self._positions
 
     def rebuild_snapshots(
         self, reducer: Any, *, initial: Any = None, category: str | None = None
