@@ -9,11 +9,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .clock import to_utc
+from .checkpoints import transaction
+from .clock import to_micros, to_utc
 from .errors import ProjectionError
-from .reading import read_query
+from .projections import (
+    Projection,
+    SqlProjection,
+    apply_events,
+    build_sql_table,
+    events_cte,
+)
+from .reading import decoded_batches, read_query
+from .schema import SELECT_RECORD
 
 if TYPE_CHECKING:
+    import duckdb
+
     from .store import EventStore
 
 
@@ -82,3 +93,63 @@ class ReadModelsAsOf:
             if value is not None
         )
         return f"ReadModelsAsOf({self.schema!r}, {times or 'now'}, tables={self.tables})"
+
+
+def build_as_of(
+    store: EventStore,
+    projections: Mapping[str, Projection | SqlProjection],
+    *,
+    at: datetime | str | None,
+    known_at: datetime | str | None,
+    label: str | None,
+    batch_size: int,
+) -> ReadModelsAsOf:
+    """Build every projection's read model from the events within the time bounds,
+    into schema ``asof_<label>``, in one transaction (see ProjectionRunner.as_of)."""
+    bounds = ""
+    if at is not None:
+        bounds += f" AND epoch_us(occurred_at) <= {to_micros(at)}"
+    if known_at is not None:
+        bounds += f" AND epoch_us(recorded_at) <= {to_micros(known_at)}"
+    schema = "asof_" + (label if label is not None else as_of_label(at, known_at))
+    view = ReadModelsAsOf(store, schema, at=at, known_at=known_at)
+    cursor = store._cursor()
+    with transaction(cursor):
+        cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        cursor.execute(f"CREATE SCHEMA {schema}")
+        for name, projection in projections.items():
+            table = f"{schema}.{name}"
+            if isinstance(projection, SqlProjection):
+                build_sql_table(cursor, projection, table, bounds)
+            else:
+                _build_python(store, projection, cursor, table, bounds, batch_size)
+    view.tables = list(projections)
+    return view
+
+
+def _build_python(
+    store: EventStore,
+    projection: Projection,
+    cursor: duckdb.DuckDBPyConnection,
+    table: str,
+    bounds: str,
+    batch_size: int,
+) -> None:
+    cursor.execute(projection.create_table_sql(table))
+    types = ", ".join(f"'{t}'" for t in projection.types)
+    sql = (
+        events_cte(bounds)
+        + SELECT_RECORD.format(src="events")
+        + f" WHERE type IN ({types}) ORDER BY position"
+    )
+    reader = store._cursor().sql(sql).to_arrow_reader(batch_size)
+    existing: set = set()  # a new table
+    for records in decoded_batches(reader):
+        failed = apply_events(projection, cursor, records, table, existing)
+        if failed is not None:
+            index, error = failed
+            where = "" if index is None else f" at position {records[index].position}"
+            raise ProjectionError(
+                f"projection {projection.name!r} failed{where} while building it as of "
+                f"that time: {error}; fix the handler and call as_of() again"
+            )

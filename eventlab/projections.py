@@ -424,3 +424,59 @@ def projection_of(item: Any) -> Projection | SqlProjection:
 def events_cte(bounds: str) -> str:
     """A CTE named ``events`` over the log with extra WHERE bounds; it shadows the table."""
     return f"WITH events AS (SELECT * FROM main.events WHERE true{bounds}) "
+
+
+def build_sql_table(
+    cursor: duckdb.DuckDBPyConnection, projection: SqlProjection, table: str, bounds: str
+) -> None:
+    """(Re)create ``table`` from the projection's query over the events within ``bounds``."""
+    cursor.execute(
+        f"CREATE OR REPLACE TABLE {table} AS {events_cte(bounds)}SELECT * FROM ({projection.sql})"
+    )
+
+
+def apply_events(
+    projection: Projection,
+    cursor: duckdb.DuckDBPyConnection,
+    records: list,
+    table: str | None = None,
+    existing: set[tuple] | None = None,
+) -> tuple[int | None, str] | None:
+    """Feed records to the handlers, then write their changes.
+
+    ``existing`` (the table's keys) is kept up to date on success. Returns
+    None on success, ``(index, error)`` when the handler of
+    ``records[index]`` raised, or ``(None, error)`` when writing failed.
+    """
+    changes = Changes(cursor, table or f"main.{projection.name}", projection, existing)
+    projection._bind(changes)
+    handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
+    try:
+        for index, record in enumerate(records):
+            try:
+                handlers[record.type](record)
+            except Exception as exc:  # noqa: BLE001 - a failing handler stops only its projection
+                return index, f"{type(exc).__name__}: {exc}"
+        try:
+            changes.write()
+        except (duckdb.Error, ProjectionError, pa.ArrowException) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        return None
+    finally:
+        projection._unbind()
+
+
+# Above this many rows a read model's keys are not held in memory; get() then asks
+# DuckDB for every key it has not seen in the batch.
+MAX_KEYS_IN_MEMORY = 2_000_000
+
+
+def stored_keys(cursor: duckdb.DuckDBPyConnection, projection: Projection) -> set[tuple] | None:
+    """The keys a projection's table holds, so get() knows a new key without a query."""
+    table = f"main.{projection.name}"
+    if cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > MAX_KEYS_IN_MEMORY:
+        return None
+    keys = ", ".join(f'"{k}"' for k in projection.key_columns)
+    rows = cursor.execute(f"SELECT {keys} FROM {table}").fetchall()
+    # Kept as Changes keeps keys: a single-column key as it is, a composite one as a tuple.
+    return set(rows) if len(projection.key_columns) > 1 else {row[0] for row in rows}

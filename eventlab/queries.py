@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
+from .checkpoints import FAILED, read_models
 from .errors import ProjectionError, QueryError
-from .runner import FAILED, ProjectionRunner, read_models
+from .runner import ProjectionRunner
 
 if TYPE_CHECKING:
     from .store import EventStore

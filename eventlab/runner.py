@@ -1,31 +1,43 @@
 """ProjectionRunner: feeds projections from the log and keeps their checkpoints.
 
-Each projection has a row in the ``checkpoints`` table: the last position it
-has applied, its state (``active`` or ``failed``) and its last error. A batch
-of read-model changes and the new checkpoint commit in one DuckDB transaction,
-so a crash never applies an event twice or skips one: after a restart the
-projection continues from its checkpoint.
+A batch of read-model changes and the new checkpoint (see
+:mod:`eventlab.checkpoints`) commit in one DuckDB transaction, so a crash never
+applies an event twice or skips one: after a restart each projection continues
+from its checkpoint.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 from tqdm.auto import tqdm
 
-from .asof import ReadModelsAsOf, as_of_label
-from .clock import from_micros, peek_micros, to_micros
+from .asof import ReadModelsAsOf, build_as_of
+from .checkpoints import (
+    ACTIVE,
+    CHECKPOINTS_DDL,
+    FAILED,
+    dicts,
+    read_models,
+    table_exists,
+    transaction,
+)
+from .clock import from_micros, peek_micros
 from .errors import ConsistencyTimeout, ProjectionError
-from .projections import Changes, Projection, SqlProjection, events_cte, projection_of
+from .projections import (
+    Projection,
+    SqlProjection,
+    apply_events,
+    build_sql_table,
+    projection_of,
+    stored_keys,
+)
 from .reading import decoded_batches, filters
 from .replay import paused_gc
 from .schema import SELECT_RECORD
@@ -35,66 +47,11 @@ if TYPE_CHECKING:
     from .events import RecordedEvent
     from .store import EventStore
 
-CHECKPOINTS_DDL = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    name            VARCHAR PRIMARY KEY,
-    kind            VARCHAR NOT NULL,
-    position        BIGINT NOT NULL,
-    fingerprint     VARCHAR NOT NULL,
-    state           VARCHAR NOT NULL,
-    failed_position BIGINT,
-    failed_type     VARCHAR,
-    error           VARCHAR,
-    updated_at      TIMESTAMPTZ NOT NULL
-)
-"""
-
-ACTIVE, FAILED = "active", "failed"
 STATUS_COLUMNS = [
     "name", "kind", "checkpoint", "head", "lag", "lag_seconds", "state",
     "failed_position", "failed_type", "last_error", "updated_at",
 ]  # fmt: skip
 BATCH_SIZE = 50_000
-
-
-class ReadModels:
-    """What a store's read side knows in memory: checkpoints and a generation per model.
-
-    A generation grows every time a read model's table changes; cached query
-    results remember the generations they were computed at.
-    """
-
-    def __init__(self) -> None:
-        self.generations: dict[str, int] = {}
-        self.runners: weakref.WeakSet[ProjectionRunner] = weakref.WeakSet()
-
-    def bump(self, name: str) -> None:
-        self.generations[name] = self.generations.get(name, 0) + 1
-
-    def runner_for(self, name: str) -> ProjectionRunner | None:
-        for runner in self.runners:
-            if name in runner.projections:
-                return runner
-        return None
-
-
-_READ_MODELS: weakref.WeakKeyDictionary[EventStore, ReadModels] = weakref.WeakKeyDictionary()
-
-
-def read_models(store: EventStore) -> ReadModels:
-    """The read-side registry of a store (made on first use).
-
-    Read models built by an earlier session are known from the checkpoints
-    table: nothing changes them until a runner of this process does.
-    """
-    found = _READ_MODELS.get(store)
-    if found is None:
-        found = _READ_MODELS[store] = ReadModels()
-        cursor = store._cursor()
-        if _table_exists(cursor, "checkpoints"):
-            for (name,) in cursor.execute("SELECT name FROM checkpoints").fetchall():
-                found.generations.setdefault(name, 0)
-    return found
 
 
 class ProjectionRunner:
@@ -157,12 +114,12 @@ class ProjectionRunner:
             row = self._checkpoints.get(name)
             if row is not None and row["fingerprint"] == projection.fingerprint:
                 continue
-            if row is None and _table_exists(cursor, name):
+            if row is None and table_exists(cursor, name):
                 raise ProjectionError(
                     f"the store already has a table named {name!r} that no projection owns; "
                     f"give the projection another name"
                 )
-            with _transaction(cursor):
+            with transaction(cursor):
                 self._reset(cursor, projection)
         self._load_checkpoints(cursor)
 
@@ -186,7 +143,7 @@ class ProjectionRunner:
         )
 
     def _load_checkpoints(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        rows = _dicts(cursor.execute("SELECT * FROM checkpoints"))
+        rows = dicts(cursor.execute("SELECT * FROM checkpoints"))
         self._checkpoints = {row["name"]: row for row in rows if row["name"] in self.projections}
 
     def _save(
@@ -214,7 +171,7 @@ class ProjectionRunner:
 
     def _committed(self, cursor: duckdb.DuckDBPyConnection, name: str) -> None:
         """After a commit: refresh the in-memory checkpoint and invalidate cached queries."""
-        self._checkpoints[name] = _dicts(
+        self._checkpoints[name] = dicts(
             cursor.execute("SELECT * FROM checkpoints WHERE name = $1", [name])
         )[0]
         self._models.bump(name)
@@ -303,7 +260,7 @@ class ProjectionRunner:
             .to_arrow_reader(self.batch_size)
         )
         cursor = self.store._cursor()
-        existing = _stored_keys(cursor, projection)
+        existing = stored_keys(cursor, projection)
         applied = 0
         position = start
         for records in decoded_batches(reader):
@@ -318,7 +275,7 @@ class ProjectionRunner:
             bar.update(records[-1].position - position)
             position = records[-1].position
         if position < head:  # the rest were events of types this projection ignores
-            with _transaction(cursor):
+            with transaction(cursor):
                 self._save(cursor, name, head)
             self._committed(cursor, name)
             bar.update(head - position)
@@ -338,7 +295,7 @@ class ProjectionRunner:
         """
         cursor.execute("BEGIN TRANSACTION")
         try:
-            failed = _run_handlers(projection, cursor, records, existing=existing)
+            failed = apply_events(projection, cursor, records, existing=existing)
             if failed is None:
                 self._save(cursor, projection.name, records[-1].position)
                 cursor.execute("COMMIT")
@@ -352,8 +309,8 @@ class ProjectionRunner:
             keys = None if existing is None else set(existing)  # that run is rolled back
             index, error = self._locate_write_failure(projection, cursor, records, keys)
         event = records[index]
-        with _transaction(cursor):
-            if _run_handlers(projection, cursor, records[:index], existing=existing) is not None:
+        with transaction(cursor):
+            if apply_events(projection, cursor, records[:index], existing=existing) is not None:
                 raise ProjectionError(
                     f"projection {projection.name!r} gave different results on a second run "
                     f"over the same events; handlers must depend only on the events"
@@ -373,7 +330,7 @@ class ProjectionRunner:
         cursor.execute("BEGIN TRANSACTION")
         try:
             for index, record in enumerate(records):
-                failed = _run_handlers(projection, cursor, [record], existing=existing)
+                failed = apply_events(projection, cursor, [record], existing=existing)
                 if failed is not None:
                     return index, failed[1]
         finally:
@@ -391,11 +348,11 @@ class ProjectionRunner:
         name = projection.name
         cursor = self.store._cursor()
         try:
-            with _transaction(cursor):
+            with transaction(cursor):
                 build_sql_table(cursor, projection, f"main.{name}", f" AND position <= {head}")
                 self._save(cursor, name, head)
         except duckdb.Error as exc:
-            with _transaction(cursor):
+            with transaction(cursor):
                 self._save(
                     cursor, name, self._checkpoints[name]["position"], (None, None, str(exc))
                 )
@@ -436,7 +393,7 @@ class ProjectionRunner:
         names = self._select(name)
         cursor = self.store._cursor()
         for each in names:
-            with _transaction(cursor):
+            with transaction(cursor):
                 self._reset(cursor, self.projections[each])
             self._committed(cursor, each)
         return self.catch_up(names, progress=progress)
@@ -445,7 +402,7 @@ class ProjectionRunner:
         """Resume a failed projection from the event it failed on; returns events applied."""
         self._known(name)
         cursor = self.store._cursor()
-        with _transaction(cursor):
+        with transaction(cursor):
             self._save(cursor, name, self._checkpoints[name]["position"])
         self._committed(cursor, name)
         return self.catch_up(name, progress=progress)
@@ -589,47 +546,14 @@ class ProjectionRunner:
         ReadModelsAsOf
             A handle to query the tables (``.sql()``, ``.table()``) and ``drop()`` them.
         """
-        bounds = ""
-        if at is not None:
-            bounds += f" AND epoch_us(occurred_at) <= {to_micros(at)}"
-        if known_at is not None:
-            bounds += f" AND epoch_us(recorded_at) <= {to_micros(known_at)}"
-        schema = "asof_" + (label if label is not None else as_of_label(at, known_at))
-        view = ReadModelsAsOf(self.store, schema, at=at, known_at=known_at)
-        cursor = self.store._cursor()
-        with _transaction(cursor):
-            cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            cursor.execute(f"CREATE SCHEMA {schema}")
-            for name, projection in self.projections.items():
-                table = f"{schema}.{name}"
-                if isinstance(projection, SqlProjection):
-                    build_sql_table(cursor, projection, table, bounds)
-                else:
-                    self._build_python_as_of(projection, cursor, table, bounds)
-        view.tables = list(self.projections)
-        return view
-
-    def _build_python_as_of(
-        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, table: str, bounds: str
-    ) -> None:
-        cursor.execute(projection.create_table_sql(table))
-        types = ", ".join(f"'{t}'" for t in projection.types)
-        sql = (
-            events_cte(bounds)
-            + SELECT_RECORD.format(src="events")
-            + f" WHERE type IN ({types}) ORDER BY position"
+        return build_as_of(
+            self.store,
+            self.projections,
+            at=at,
+            known_at=known_at,
+            label=label,
+            batch_size=self.batch_size,
         )
-        reader = self.store._cursor().sql(sql).to_arrow_reader(self.batch_size)
-        existing: set[tuple] = set()  # a new table
-        for records in decoded_batches(reader):
-            failed = _run_handlers(projection, cursor, records, table, existing)
-            if failed is not None:
-                index, error = failed
-                where = "" if index is None else f" at position {records[index].position}"
-                raise ProjectionError(
-                    f"projection {projection.name!r} failed{where} while building it as of "
-                    f"that time: {error}; fix the handler and call as_of() again"
-                )
 
     def __repr__(self) -> str:
         return f"ProjectionRunner({list(self.projections)})"
@@ -637,85 +561,3 @@ class ProjectionRunner:
 
 class ProjectionFailedWarning(UserWarning):
     """A projection stopped at an event its handler could not apply."""
-
-
-def build_sql_table(
-    cursor: duckdb.DuckDBPyConnection, projection: SqlProjection, table: str, bounds: str
-) -> None:
-    """(Re)create ``table`` from the projection's query over the events within ``bounds``."""
-    cursor.execute(
-        f"CREATE OR REPLACE TABLE {table} AS {events_cte(bounds)}SELECT * FROM ({projection.sql})"
-    )
-
-
-def _run_handlers(
-    projection: Projection,
-    cursor: duckdb.DuckDBPyConnection,
-    records: list,
-    table: str | None = None,
-    existing: set[tuple] | None = None,
-) -> tuple[int | None, str] | None:
-    """Feed records to the handlers, then write their changes.
-
-    ``existing`` (the table's keys) is kept up to date on success. Returns
-    None on success, ``(index, error)`` when the handler of
-    ``records[index]`` raised, or ``(None, error)`` when writing failed.
-    """
-    changes = Changes(cursor, table or f"main.{projection.name}", projection, existing)
-    projection._bind(changes)
-    handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
-    try:
-        for index, record in enumerate(records):
-            try:
-                handlers[record.type](record)
-            except Exception as exc:  # noqa: BLE001 - a failing handler stops only its projection
-                return index, f"{type(exc).__name__}: {exc}"
-        try:
-            changes.write()
-        except (duckdb.Error, ProjectionError, pa.ArrowException) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        return None
-    finally:
-        projection._unbind()
-
-
-@contextmanager
-def _transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """BEGIN ... COMMIT on a cursor, ROLLBACK if the block raises."""
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        yield cursor
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    cursor.execute("COMMIT")
-
-
-# Above this many rows a read model's keys are not held in memory; get() then asks
-# DuckDB for every key it has not seen in the batch.
-MAX_KEYS_IN_MEMORY = 2_000_000
-
-
-def _stored_keys(cursor: duckdb.DuckDBPyConnection, projection: Projection) -> set[tuple] | None:
-    """The keys a projection's table holds, so get() knows a new key without a query."""
-    table = f"main.{projection.name}"
-    if cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > MAX_KEYS_IN_MEMORY:
-        return None
-    keys = ", ".join(f'"{k}"' for k in projection.key_columns)
-    rows = cursor.execute(f"SELECT {keys} FROM {table}").fetchall()
-    # Kept as Changes keeps keys: a single-column key as it is, a composite one as a tuple.
-    return set(rows) if len(projection.key_columns) > 1 else {row[0] for row in rows}
-
-
-def _table_exists(cursor: duckdb.DuckDBPyConnection, name: str) -> bool:
-    found = cursor.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = $1",
-        [name],
-    )
-    return found.fetchall()[0][0] > 0
-
-
-def _dicts(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """A small query result as one dict per row."""
-    names = [column[0] for column in result.description]
-    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
