@@ -9,6 +9,7 @@ from .bus import EventBus, Subscription
 from .clock import SimulatedClock, SystemClock
 from .diff import diff
 from .errors import (
+    CircuitOpenError,
     ConcurrencyError,
     ConsistencyTimeout,
     DuplicateEventError,
@@ -21,6 +22,7 @@ from .errors import (
     QueryError,
     ReadOnlyError,
     ReplayError,
+    ResilienceError,
     StoreClosedError,
     StoreLockedError,
     UnknownEventError,
@@ -32,6 +34,7 @@ from .history import history, replay_all
 from .projections import Projection, SqlProjection
 from .queries import QueryBus, QueryContext
 from .replay import replay
+from .resilience import CircuitBreaker, RateLimiter, RetryPolicy
 from .runner import ProjectionFailedWarning, ProjectionRunner
 from .snapshots import Snapshots
 from .store import EventStore
@@ -41,6 +44,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ConcurrencyError",
     "ConsistencyTimeout",
     "DuplicateEventError",
@@ -59,10 +64,13 @@ __all__ = [
     "QueryBus",
     "QueryContext",
     "QueryError",
+    "RateLimiter",
     "ReadModelsAsOf",
     "ReadOnlyError",
     "RecordedEvent",
     "ReplayError",
+    "ResilienceError",
+    "RetryPolicy",
     "SimulatedClock",
     "Snapshots",
     "SqlProjection",

@@ -126,3 +126,24 @@ class ConsistencyTimeout(EventlabError):
 
 class QueryError(EventlabError):
     """A query is unknown, or asked with parameters its handler does not take."""
+
+
+class ResilienceError(EventlabError, ValueError):
+    """A retry policy, circuit breaker or rate limiter was given a bad argument."""
+
+
+class CircuitOpenError(EventlabError):
+    """A circuit breaker is open (or its half-open trial slots are taken): the call was not made.
+
+    Attributes
+    ----------
+    name : str
+        The breaker's name.
+    retry_at : datetime or None
+        When the breaker will let a trial call through (UTC), if known.
+    """
+
+    def __init__(self, message: str, *, name: str, retry_at=None):
+        self.name = name
+        self.retry_at = retry_at
+        super().__init__(message)

@@ -14,6 +14,7 @@ import pytest
 import eventlab as el
 
 ERRORS = [
+    "CircuitOpenError",
     "ConcurrencyError",
     "DuplicateEventError",
     "InvalidEventError",
@@ -24,6 +25,7 @@ ERRORS = [
     "QueryError",
     "ReadOnlyError",
     "ReplayError",
+    "ResilienceError",
     "StoreClosedError",
     "StoreLockedError",
     "UnknownEventError",
