@@ -7,9 +7,11 @@ from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .bus import EventBus, Subscription
 from .clock import SimulatedClock, SystemClock
+from .commands import Command, CommandStore
 from .diff import diff
 from .errors import (
     CircuitOpenError,
+    CommandError,
     ConcurrencyError,
     ConsistencyTimeout,
     DuplicateEventError,
@@ -30,6 +32,7 @@ from .errors import (
     VersionNotFoundError,
 )
 from .events import Event, RecordedEvent
+from .executor import CommandContext, CommandExecutor, CommandOutcome, CommandRejected
 from .history import history, replay_all
 from .projections import Projection, SqlProjection
 from .queries import QueryBus, QueryContext
@@ -46,6 +49,13 @@ __all__ = [
     "Aggregate",
     "CircuitBreaker",
     "CircuitOpenError",
+    "Command",
+    "CommandContext",
+    "CommandError",
+    "CommandExecutor",
+    "CommandOutcome",
+    "CommandRejected",
+    "CommandStore",
     "ConcurrencyError",
     "ConsistencyTimeout",
     "DuplicateEventError",

@@ -128,6 +128,10 @@ class QueryError(EventlabError):
     """A query is unknown, or asked with parameters its handler does not take."""
 
 
+class CommandError(EventlabError):
+    """A command is malformed, unknown to the command store, or given a bad status."""
+
+
 class ResilienceError(EventlabError, ValueError):
     """A retry policy, circuit breaker or rate limiter was given a bad argument."""
 

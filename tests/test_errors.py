@@ -15,6 +15,7 @@ import eventlab as el
 
 ERRORS = [
     "CircuitOpenError",
+    "CommandError",
     "ConcurrencyError",
     "DuplicateEventError",
     "InvalidEventError",
@@ -42,6 +43,7 @@ def test_every_public_error_is_an_eventlab_error():
         assert issubclass(getattr(el, name), el.EventlabError), name
     # Named for what happened rather than "...Error", as the issue spells it.
     assert issubclass(el.ConsistencyTimeout, el.EventlabError)
+    assert issubclass(el.CommandRejected, el.EventlabError)
 
 
 def test_concurrency_error_carries_its_numbers():

@@ -1,0 +1,334 @@
+"""Commands and the command store: every command ever submitted, and its status history.
+
+A :class:`Command` is a request to change the system (``PlaceOrder``), unlike
+an event, which records that something changed. The :class:`CommandStore`
+keeps each command in a ``commands`` table of the event store's database with
+its current status, attempts, timestamps, error and result, and every status
+change in ``command_history``, permanently, so the command side can be queried
+and plotted like the event log.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .checkpoints import dicts, transaction
+from .clock import peek_micros, to_micros, to_utc
+from .errors import CommandError
+from .events import check_name, to_json
+
+if TYPE_CHECKING:
+    from .store import EventStore
+
+QUEUED, RUNNING, SUCCEEDED, REJECTED = "queued", "running", "succeeded", "rejected"
+FAILED, TIMED_OUT, EXPIRED, DEAD = "failed", "timed_out", "expired", "dead"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, TIMED_OUT, EXPIRED, DEAD)
+# A command in one of these is done: no scheduler will run it again (unless a
+# dead one is requeued by hand).
+TERMINAL = frozenset({SUCCEEDED, REJECTED, EXPIRED, DEAD})
+
+COMMANDS_DDL = """
+CREATE TABLE IF NOT EXISTS commands (
+    command_id     VARCHAR PRIMARY KEY,
+    seq            BIGINT NOT NULL,
+    type           VARCHAR NOT NULL,
+    payload        JSON NOT NULL,
+    status         VARCHAR NOT NULL,
+    attempts       INTEGER NOT NULL,
+    submitted_at   TIMESTAMPTZ NOT NULL,
+    available_at   TIMESTAMPTZ NOT NULL,
+    started_at     TIMESTAMPTZ,
+    finished_at    TIMESTAMPTZ,
+    deadline       TIMESTAMPTZ,
+    error          VARCHAR,
+    result         JSON,
+    correlation_id VARCHAR,
+    context        JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS command_history (
+    command_id VARCHAR NOT NULL,
+    seq        BIGINT NOT NULL,
+    status     VARCHAR NOT NULL,
+    attempt    INTEGER NOT NULL,
+    changed_at TIMESTAMPTZ NOT NULL,
+    error      VARCHAR
+);
+"""
+
+_COLUMNS = (
+    "command_id, seq, type, CAST(payload AS VARCHAR) AS payload, status, attempts, "
+    "submitted_at, available_at, started_at, finished_at, deadline, error, "
+    "CAST(result AS VARCHAR) AS result, correlation_id, CAST(context AS VARCHAR) AS context"
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A request to do something, e.g. ``Command("PlaceOrder", {"order_id": "o-1"})``.
+
+    Parameters
+    ----------
+    type : str
+        What to do, in the imperative: ``"PlaceOrder"``.
+    payload : dict
+        Its JSON-serialisable arguments.
+    command_id : str, optional
+        A unique id, also the idempotency key: submitting the same id twice
+        runs the command once. Defaults to a new UUID.
+    correlation_id : str, optional
+        Ties the command and the events it causes to one business transaction.
+    deadline : datetime or str, optional
+        After this time (UTC) the command is discarded as ``expired`` instead of run.
+    context : dict, optional
+        Who asked and why (user, channel, ...), handed to the handler.
+
+    Examples
+    --------
+    >>> cmd = Command("PlaceOrder", {"order_id": "o-1"}, command_id="c-1")
+    >>> cmd.type, cmd.command_id
+    ('PlaceOrder', 'c-1')
+    """
+
+    type: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    command_id: str = ""
+    correlation_id: str | None = None
+    deadline: datetime | None = None
+    context: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_name("command type", self.type)
+        for what, value in (("payload", self.payload), ("context", self.context)):
+            if value is not None and not isinstance(value, Mapping):
+                raise CommandError(
+                    f"command {what} must be a dict (a JSON object), got "
+                    f"{type(value).__name__} for command type {self.type!r}"
+                )
+            if value is not None:
+                to_json(value, f"command {what}")  # names a key that is not JSON
+        if not self.command_id:
+            object.__setattr__(self, "command_id", str(uuid.uuid4()))
+        else:
+            check_name("command_id", self.command_id)
+        if self.correlation_id is not None:
+            check_name("correlation_id", self.correlation_id)
+        if self.deadline is not None:
+            object.__setattr__(self, "deadline", to_utc(self.deadline))
+
+
+class CommandStore:
+    """Every command submitted to a store, its current status and its status history.
+
+    Parameters
+    ----------
+    store : EventStore
+        A writable store: the ``commands`` and ``command_history`` tables live
+        in its database, next to the events the commands cause.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> commands = el.CommandStore(el.EventStore(clock=el.SimulatedClock("2024-05-01")))
+    >>> commands.add(el.Command("PlaceOrder", {"order_id": "o-1"}, command_id="c-1"))
+    True
+    >>> commands.get("c-1")["status"]
+    'queued'
+    """
+
+    def __init__(self, store: EventStore):
+        store._check_writable()
+        self.store = store
+        cursor = store._cursor()
+        cursor.execute(COMMANDS_DDL)
+        # Sequence numbers: FIFO order of commands, and order of status changes.
+        self._next_seq, self._history_seq = cursor.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM commands), "
+            "(SELECT coalesce(max(seq), 0) FROM command_history)"
+        ).fetchall()[0]
+
+    def _now(self) -> int:
+        return peek_micros(self.store.clock)
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, command: Command) -> bool:
+        """Record a new command as ``queued``; False (and no change) if its id is known."""
+        if not isinstance(command, Command):
+            raise CommandError(
+                f"expected an el.Command, got {type(command).__name__}; wrap it, e.g. "
+                f"el.Command('PlaceOrder', {{'order_id': 'o-1'}})"
+            )
+        cursor = self.store._cursor()
+        with transaction(cursor):
+            known = cursor.execute(
+                "SELECT count(*) FROM commands WHERE command_id = $1", [command.command_id]
+            ).fetchall()[0][0]
+            if known:
+                return False
+            now = self._now()
+            self._next_seq += 1
+            cursor.execute(
+                "INSERT INTO commands VALUES ($1, $2, $3, $4, $5, 0, make_timestamptz($6), "
+                "make_timestamptz($6), NULL, NULL, make_timestamptz($7), NULL, NULL, $8, $9)",
+                [
+                    command.command_id,
+                    self._next_seq,
+                    command.type,
+                    to_json(command.payload, "command payload"),
+                    QUEUED,
+                    now,
+                    None if command.deadline is None else to_micros(command.deadline),
+                    command.correlation_id,
+                    to_json(command.context or {}, "command context"),
+                ],
+            )
+            self._record(cursor, command.command_id, QUEUED, 0, now, None)
+        return True
+
+    def set_status(
+        self,
+        command_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        attempts: int | None = None,
+        available_at: datetime | str | None = None,
+    ) -> None:
+        """Move a command to ``status`` and add the change to its history.
+
+        ``running`` stamps ``started_at``; a terminal status stamps ``finished_at``.
+        """
+        if status not in STATUSES:
+            raise CommandError(f"unknown command status {status!r}; one of {list(STATUSES)}")
+        cursor = self.store._cursor()
+        with transaction(cursor):
+            self._set(cursor, command_id, status, error, result, attempts, available_at)
+
+    def _set(
+        self,
+        cursor: Any,
+        command_id: str,
+        status: str,
+        error: str | None,
+        result: Mapping[str, Any] | None,
+        attempts: int | None,
+        available_at: datetime | str | None,
+    ) -> None:
+        row = cursor.execute(
+            "SELECT attempts FROM commands WHERE command_id = $1", [command_id]
+        ).fetchall()
+        if not row:
+            raise CommandError(f"no command with id {command_id!r} in the command store")
+        attempts = row[0][0] if attempts is None else attempts
+        now = self._now()
+        cursor.execute(
+            "UPDATE commands SET status = $2, attempts = $3, error = $4, "
+            "result = coalesce($5, result), "
+            "started_at = CASE WHEN $2 = 'running' THEN make_timestamptz($6) ELSE started_at END, "
+            "finished_at = CASE WHEN list_contains($7, $2) THEN make_timestamptz($6) "
+            "ELSE finished_at END, "
+            "available_at = coalesce(make_timestamptz($8), available_at) "
+            "WHERE command_id = $1",
+            [
+                command_id,
+                status,
+                attempts,
+                error,
+                None if result is None else to_json(result, "command result"),
+                now,
+                sorted(TERMINAL),
+                None if available_at is None else to_micros(available_at),
+            ],
+        )
+        self._record(cursor, command_id, status, attempts, now, error)
+
+    def _record(
+        self, cursor: Any, command_id: str, status: str, attempt: int, at: int, error: str | None
+    ) -> None:
+        self._history_seq += 1
+        cursor.execute(
+            "INSERT INTO command_history VALUES ($1, $2, $3, $4, make_timestamptz($5), $6)",
+            [command_id, self._history_seq, status, attempt, at, error],
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, command_id: str) -> dict[str, Any]:
+        """One command as a dict (payload, result and context decoded)."""
+        rows = dicts(
+            self.store._cursor().execute(
+                f"SELECT {_COLUMNS} FROM commands WHERE command_id = $1", [command_id]
+            )
+        )
+        if not rows:
+            raise CommandError(
+                f"no command with id {command_id!r} in the command store; list them with "
+                f"commands.df()"
+            )
+        return _decoded(rows[0])
+
+    def df(self, where: str = "", params: list[Any] | None = None) -> pd.DataFrame:
+        """Every command (or those matching a SQL condition), in submission order."""
+        sql = f"SELECT {_COLUMNS} FROM commands {where} ORDER BY seq"
+        frame = self.store._cursor().execute(sql, params or []).df()
+        for column in ("payload", "result", "context"):
+            frame[column] = frame[column].map(_loads)
+        return frame
+
+    def between(self, start: datetime | str, end: datetime | str) -> pd.DataFrame:
+        """The commands submitted from ``start`` (inclusive) to ``end`` (exclusive)."""
+        return self.df(
+            "WHERE submitted_at >= make_timestamptz($1) AND submitted_at < make_timestamptz($2)",
+            [to_micros(start), to_micros(end)],
+        )
+
+    def by_status(self, *statuses: str) -> pd.DataFrame:
+        """The commands whose current status is one of ``statuses``."""
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown or not statuses:
+            raise CommandError(
+                f"by_status() takes one or more of {list(STATUSES)}, got {list(statuses)}"
+            )
+        return self.df("WHERE list_contains($1, status)", [list(statuses)])
+
+    def history(self, command_id: str) -> pd.DataFrame:
+        """Every status the command went through, oldest first (kept permanently)."""
+        self.get(command_id)  # a clear error for an unknown id
+        return (
+            self.store._cursor()
+            .execute(
+                "SELECT status, attempt, changed_at AS at, error FROM command_history "
+                "WHERE command_id = $1 "
+                "ORDER BY seq",
+                [command_id],
+            )
+            .df()
+        )
+
+    def counts(self) -> dict[str, int]:
+        """How many commands are in each status."""
+        rows = self.store._cursor().execute(
+            "SELECT status, count(*) FROM commands GROUP BY status ORDER BY status"
+        )
+        return dict(rows.fetchall())
+
+    def __repr__(self) -> str:
+        return f"CommandStore({self.counts()})"
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    for column in ("payload", "result", "context"):
+        row[column] = _loads(row[column])
+    return row

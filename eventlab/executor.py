@@ -1,0 +1,233 @@
+"""The command executor: receive, validate, execute, notify.
+
+A handler ``fn(command, ctx)`` validates the command (raising
+:class:`CommandRejected` to refuse it for good) and returns what to store: an
+aggregate to save, a list of them, or ``{stream_id: [events]}``. The executor
+appends it atomically, every event carrying ``causation_id = command_id`` and
+the command's correlation id, records the outcome in the command store and
+tells its subscribers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .aggregate import Aggregate
+from .commands import FAILED, REJECTED, RUNNING, SUCCEEDED, Command, CommandStore
+from .errors import CommandError, EventlabError
+from .events import Event
+
+if TYPE_CHECKING:
+    from .clock import SimulatedClock, SystemClock
+    from .store import EventStore
+
+
+class CommandRejected(EventlabError):
+    """Raised by a handler when a command is invalid: it is rejected and never retried."""
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What a handler gets besides the command: the clock, who asked, and system settings.
+
+    ``transaction_id`` is the command's correlation id (the business
+    transaction it belongs to); ``user`` comes from the command's context.
+    """
+
+    store: EventStore
+    clock: SystemClock | SimulatedClock
+    command_id: str
+    transaction_id: str
+    attempt: int
+    user: Any = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    system: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """How one execution ended: ``succeeded``, ``rejected`` or ``failed``, and why."""
+
+    command_id: str
+    status: str
+    attempt: int
+    events: int = 0
+    error: str | None = None
+    result: Mapping[str, Any] | None = None
+
+
+Handler = Callable[[Command, CommandContext], Any]
+
+
+class CommandExecutor:
+    """Runs commands through their handlers and records what happened.
+
+    Parameters
+    ----------
+    store : EventStore
+        Where the events go (and the command store's tables).
+    commands : CommandStore, optional
+        Where statuses are recorded; made on the same store when omitted.
+    system : dict, optional
+        System parameters every handler sees as ``ctx.system``.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> store = el.EventStore(clock=el.SimulatedClock("2024-05-01"))
+    >>> executor = el.CommandExecutor(store)
+    >>> @executor.handler("PlaceOrder")
+    ... def place_order(command, ctx):
+    ...     if not command.payload.get("items"):
+    ...         raise el.CommandRejected("an order needs at least one item")
+    ...     return {f"order-{command.payload['order_id']}": [
+    ...         el.Event("OrderPlaced", {"items": command.payload["items"]})]}
+    >>> executor.execute(el.Command("PlaceOrder", {"order_id": 1, "items": ["pen"]})).status
+    'succeeded'
+    >>> executor.execute(el.Command("PlaceOrder", {"order_id": 2})).error
+    'an order needs at least one item'
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        commands: CommandStore | None = None,
+        *,
+        system: Mapping[str, Any] | None = None,
+    ):
+        self.store = store
+        self.commands = commands if commands is not None else CommandStore(store)
+        self.system = dict(system or {})
+        self._handlers: dict[str, Handler] = {}
+        self._subscribers: list[Callable[[CommandOutcome], Any]] = []
+
+    # ------------------------------------------------------------------ registering
+
+    def handler(self, command_type: str) -> Callable[[Handler], Handler]:
+        """Register the decorated ``fn(command, ctx)`` as the handler of ``command_type``."""
+
+        def register(fn: Handler) -> Handler:
+            self.register(command_type, fn)
+            return fn
+
+        return register
+
+    def register(self, command_type: str, fn: Handler) -> None:
+        """Register ``fn(command, ctx)`` as the handler of ``command_type``."""
+        if not isinstance(command_type, str) or not command_type:
+            raise CommandError(f"a command type must be a non-empty string, got {command_type!r}")
+        if not callable(fn):
+            raise CommandError(f"the handler of {command_type!r} must be callable, got {fn!r}")
+        if command_type in self._handlers:
+            raise CommandError(f"{command_type!r} already has a handler; one type, one handler")
+        self._handlers[command_type] = fn
+
+    def subscribe(self, fn: Callable[[CommandOutcome], Any]) -> None:
+        """Call ``fn(outcome)`` after every execution (the notify stage)."""
+        self._subscribers.append(fn)
+
+    @property
+    def command_types(self) -> list[str]:
+        """The command types with a handler."""
+        return sorted(self._handlers)
+
+    # ------------------------------------------------------------------ executing
+
+    def execute(self, command: Command, *, attempt: int = 1) -> CommandOutcome:
+        """Run one command now: record it if new, execute it, record and announce the outcome.
+
+        A :class:`CommandRejected` from the handler gives ``rejected``; any
+        other exception gives ``failed`` (a scheduler may retry it). Nothing the
+        handler produced is stored unless it succeeds.
+        """
+        self.commands.add(command)  # receive: a no-op for a command already stored
+        self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
+        outcome = self.run(command, attempt)
+        self.record(outcome)
+        return outcome
+
+    def run(self, command: Command, attempt: int) -> CommandOutcome:
+        """Validate and execute without recording the status (for group commit).
+
+        The events are appended in a transaction (a savepoint inside the
+        caller's, if any): all of them, or none if the handler fails.
+        """
+        fn = self._handlers.get(command.type)
+        if fn is None:
+            return CommandOutcome(
+                command.command_id,
+                REJECTED,
+                attempt,
+                error=f"no handler for command type {command.type!r}; register one with "
+                f"@executor.handler({command.type!r}) (known: {self.command_types})",
+            )
+        ctx = CommandContext(
+            store=self.store,
+            clock=self.store.clock,
+            command_id=command.command_id,
+            transaction_id=command.correlation_id or command.command_id,
+            attempt=attempt,
+            user=(command.context or {}).get("user"),
+            context=dict(command.context or {}),
+            system=self.system,
+        )
+        try:
+            with self.store.transaction():
+                produced = fn(command, ctx)
+                count = self._store_produced(command, ctx, produced)
+        except CommandRejected as exc:
+            return CommandOutcome(command.command_id, REJECTED, attempt, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a failed attempt is an outcome, not a crash
+            return CommandOutcome(
+                command.command_id, FAILED, attempt, error=f"{type(exc).__name__}: {exc}"
+            )
+        return CommandOutcome(
+            command.command_id, SUCCEEDED, attempt, count, result={"events": count}
+        )
+
+    def record(self, outcome: CommandOutcome) -> None:
+        """The notify stage: store the outcome's status and tell the subscribers."""
+        self.commands.set_status(
+            outcome.command_id,
+            outcome.status,
+            error=outcome.error,
+            result=outcome.result,
+            attempts=outcome.attempt,
+        )
+        for fn in self._subscribers:
+            fn(outcome)
+
+    def _store_produced(self, command: Command, ctx: CommandContext, produced: Any) -> int:
+        metadata = {"causation_id": command.command_id, "correlation_id": ctx.transaction_id}
+        if produced is None:
+            return 0
+        if isinstance(produced, Aggregate):
+            produced = [produced]
+        if isinstance(produced, Mapping):
+            count = 0
+            for stream_id, events in produced.items():
+                events = [_stamped(Event.coerce(e), metadata) for e in _as_list(events)]
+                count += len(self.store.append(stream_id, events))
+            return count
+        if isinstance(produced, list) and all(isinstance(a, Aggregate) for a in produced):
+            count = 0
+            for aggregate in produced:
+                aggregate._pending = [_stamped(e, metadata) for e in aggregate._pending]
+                count += len(aggregate.save(self.store))
+            return count
+        raise CommandError(
+            f"the handler of {command.type!r} returned {type(produced).__name__}; return an "
+            f"aggregate to save, a list of aggregates, {{stream_id: [events]}}, or None"
+        )
+
+
+def _as_list(events: Any) -> list:
+    return [events] if isinstance(events, (Event, Mapping)) else list(events)
+
+
+def _stamped(event: Event, metadata: Mapping[str, Any]) -> Event:
+    """The event with the command's causation and correlation ids in its metadata."""
+    return dataclasses.replace(event, metadata={**(event.metadata or {}), **metadata})

@@ -1,0 +1,138 @@
+"""The command executor: the four stages, rejections, failures, ids on the events."""
+
+from __future__ import annotations
+
+import pytest
+
+import eventlab as el
+from eventlab.commands import Command, CommandStore
+from eventlab.executor import CommandExecutor, CommandRejected
+
+
+class Order(el.Aggregate):
+    def __init__(self, id):
+        super().__init__(id)
+        self.items = []
+
+    def add(self, sku):
+        if sku in self.items:
+            raise CommandRejected(f"{sku} is already in the order")
+        self.emit("ItemAdded", {"sku": sku})
+
+    def apply_OrderPlaced(self, event):
+        self.items = list(event.data["items"])
+
+    def apply_ItemAdded(self, event):
+        self.items.append(event.data["sku"])
+
+
+@pytest.fixture
+def executor(store):
+    executor = CommandExecutor(store, system={"currency": "EUR"})
+    seen = []
+
+    @executor.handler("PlaceOrder")
+    def place_order(command, ctx):
+        seen.append((ctx.transaction_id, ctx.user, ctx.attempt, ctx.system["currency"]))
+        if not command.payload.get("items"):
+            raise CommandRejected("an order needs at least one item")
+        stream = f"order-{command.payload['order_id']}"
+        return {stream: [el.Event("OrderPlaced", {"items": command.payload["items"]})]}
+
+    @executor.handler("AddItem")
+    def add_item(command, ctx):
+        order = Order.load(ctx.store, f"order-{command.payload['order_id']}")
+        order.add(command.payload["sku"])
+        return order
+
+    @executor.handler("Explode")
+    def explode(command, ctx):
+        ctx.store.append("junk-1", [el.Event("Half", {})])  # undone with the failure
+        raise RuntimeError("boom")
+
+    executor.seen = seen
+    return executor
+
+
+def test_success_appends_events_with_causation_and_correlation(executor, store):
+    cmd = Command(
+        "PlaceOrder",
+        {"order_id": 1, "items": ["pen"]},
+        command_id="c-1",
+        correlation_id="t-9",
+        context={"user": "ann"},
+    )
+    outcome = executor.execute(cmd)
+    assert (outcome.status, outcome.events, outcome.error) == ("succeeded", 1, None)
+    [event] = store.read_stream("order-1")
+    assert (event.causation_id, event.correlation_id) == ("c-1", "t-9")
+    assert executor.seen == [("t-9", "ann", 1, "EUR")]
+    row = executor.commands.get("c-1")
+    assert (row["status"], row["attempts"], row["result"]) == ("succeeded", 1, {"events": 1})
+    assert executor.commands.history("c-1")["status"].tolist() == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+
+
+def test_aggregates_are_saved_and_stamped(executor, store):
+    executor.execute(Command("PlaceOrder", {"order_id": 2, "items": ["pen"]}))
+    outcome = executor.execute(Command("AddItem", {"order_id": 2, "sku": "ink"}, command_id="c-2"))
+    assert outcome.status == "succeeded"
+    last = store.read_stream("order-2")[-1]
+    assert (last.type, last.data, last.causation_id, last.correlation_id) == (
+        "ItemAdded",
+        {"sku": "ink"},
+        "c-2",
+        "c-2",  # no correlation id given: the command starts its own transaction
+    )
+
+
+def test_rejections_are_final_and_store_nothing(executor, store):
+    outcome = executor.execute(Command("PlaceOrder", {"order_id": 3}, command_id="c-3"))
+    assert (outcome.status, outcome.error) == ("rejected", "an order needs at least one item")
+    executor.execute(Command("PlaceOrder", {"order_id": 4, "items": ["pen"]}))
+    dup = executor.execute(Command("AddItem", {"order_id": 4, "sku": "pen"}))
+    assert (dup.status, dup.error) == ("rejected", "pen is already in the order")
+    assert store.version("order-3") == 0 and store.version("order-4") == 1
+    assert executor.commands.get("c-3")["error"] == "an order needs at least one item"
+
+
+def test_failures_undo_everything_the_handler_wrote(executor, store):
+    outcome = executor.execute(Command("Explode", {}, command_id="c-5"))
+    assert (outcome.status, outcome.error) == ("failed", "RuntimeError: boom")
+    assert store.version("junk-1") == 0
+    assert executor.commands.get("c-5")["status"] == "failed"
+
+
+def test_unknown_types_and_bad_returns(executor, store):
+    outcome = executor.execute(Command("Teleport", {}))
+    assert outcome.status == "rejected"
+    assert "no handler for command type 'Teleport'" in outcome.error
+
+    @executor.handler("Weird")
+    def weird(command, ctx):
+        return 42
+
+    outcome = executor.execute(Command("Weird", {}))
+    assert outcome.status == "failed" and "returned int" in outcome.error
+    with pytest.raises(el.CommandError, match="already has a handler"):
+        executor.register("Weird", weird)
+
+
+def test_subscribers_hear_every_outcome(executor):
+    heard = []
+    executor.subscribe(heard.append)
+    executor.execute(Command("PlaceOrder", {"order_id": 6, "items": ["a"]}, command_id="c-6"))
+    executor.execute(Command("PlaceOrder", {"order_id": 7}, command_id="c-7"))
+    assert [(o.command_id, o.status) for o in heard] == [("c-6", "succeeded"), ("c-7", "rejected")]
+
+
+def test_executing_an_existing_command_keeps_one_record(executor):
+    commands: CommandStore = executor.commands
+    cmd = Command("PlaceOrder", {"order_id": 8, "items": ["a"]}, command_id="c-8")
+    commands.add(cmd)
+    executor.execute(cmd, attempt=2)
+    assert len(commands.df()) == 1
+    assert commands.get("c-8")["attempts"] == 2
