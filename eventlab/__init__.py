@@ -5,6 +5,7 @@ Everything public is importable from the top level: ``import eventlab as el``.
 
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
+from .breaker import CircuitBreaker
 from .bus import EventBus, Subscription
 from .clock import SimulatedClock, SystemClock
 from .commands import Command, CommandStore
@@ -36,8 +37,9 @@ from .executor import CommandContext, CommandExecutor, CommandOutcome, CommandRe
 from .history import history, replay_all
 from .projections import Projection, SqlProjection
 from .queries import QueryBus, QueryContext
+from .ratelimit import RateLimiter
 from .replay import replay
-from .resilience import CircuitBreaker, RateLimiter, RetryPolicy
+from .resilience import RetryPolicy
 from .runner import ProjectionFailedWarning, ProjectionRunner
 from .snapshots import Snapshots
 from .store import EventStore
