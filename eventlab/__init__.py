@@ -41,6 +41,7 @@ from .ratelimit import RateLimiter
 from .replay import replay
 from .resilience import RetryPolicy
 from .runner import ProjectionFailedWarning, ProjectionRunner
+from .scheduler import CommandScheduler
 from .snapshots import Snapshots
 from .store import EventStore
 from .upcasting import Upcasters, upcaster, upcasters
@@ -57,6 +58,7 @@ __all__ = [
     "CommandExecutor",
     "CommandOutcome",
     "CommandRejected",
+    "CommandScheduler",
     "CommandStore",
     "ConcurrencyError",
     "ConsistencyTimeout",

@@ -1,0 +1,185 @@
+"""The command scheduler on a simulated clock: FIFO, deadlines, retries, dead letters, timeouts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import eventlab as el
+from tests.conftest import START
+
+
+@pytest.fixture
+def clock():
+    # Appends do not move this clock: only the tests and the scheduler's waits do.
+    return el.SimulatedClock(START, step=timedelta(0))
+
+
+@pytest.fixture
+def setup(clock):
+    with el.EventStore(clock=clock) as store:
+        executor = el.CommandExecutor(store)
+        calls: list[tuple[str, int]] = []
+        flaky = {"failures": 0}
+
+        @executor.handler("Ping")
+        def ping(command, ctx):
+            calls.append((command.command_id, ctx.attempt))
+            return {f"ping-{command.payload['n']}": [el.Event("Pinged", {})]}
+
+        @executor.handler("Flaky")
+        def flaky_handler(command, ctx):
+            calls.append((command.command_id, ctx.attempt))
+            if flaky["failures"] > 0:
+                flaky["failures"] -= 1
+                raise ConnectionError("payment service down")
+            return {"flaky-1": [el.Event("Done", {})]}
+
+        @executor.handler("Invalid")
+        def invalid(command, ctx):
+            calls.append((command.command_id, ctx.attempt))
+            raise el.CommandRejected("never valid")
+
+        @executor.handler("Slow")
+        def slow(command, ctx):
+            calls.append((command.command_id, ctx.attempt))
+            clock.advance(timedelta(seconds=command.payload["seconds"]))
+            return {"slow-1": [el.Event("Done", {})]}
+
+        backoff = el.RetryPolicy.fixed(10, max_attempts=3)
+        scheduler = el.CommandScheduler(
+            store, executor, timeout=timedelta(seconds=5), max_attempts=3, backoff=backoff
+        )
+        yield store, scheduler, calls, flaky
+
+
+def status(scheduler, command_id):
+    return scheduler.commands.get(command_id)["status"]
+
+
+def test_fifo_and_idempotent_submission(setup):
+    store, scheduler, calls, _ = setup
+    for i in range(3):
+        scheduler.submit(el.Command("Ping", {"n": i}, command_id=f"c-{i}"))
+    scheduler.submit(el.Command("Ping", {"n": 0}, command_id="c-0"))  # a resubmission
+    assert scheduler.pending() == 3
+    assert scheduler.run() == 3
+    assert calls == [("c-0", 1), ("c-1", 1), ("c-2", 1)]
+    assert [status(scheduler, f"c-{i}") for i in range(3)] == ["succeeded"] * 3
+    assert store.version("ping-0") == 1
+    assert scheduler.run() == 0
+
+
+def test_deadline_expiry(setup, clock):
+    _, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Ping", {"n": 1}, command_id="late", deadline=START))
+    clock.advance(timedelta(seconds=1))
+    scheduler.run()
+    assert calls == []
+    row = scheduler.commands.get("late")
+    assert row["status"] == "expired" and "deadline" in row["error"]
+
+
+def test_retries_with_backoff_then_success(setup, clock):
+    _, scheduler, calls, flaky = setup
+    flaky["failures"] = 2
+    scheduler.submit(el.Command("Flaky", {}, command_id="f-1"))
+    assert scheduler.run() == 3
+    assert calls == [("f-1", 1), ("f-1", 2), ("f-1", 3)]
+    assert status(scheduler, "f-1") == "succeeded"
+    history = scheduler.commands.history("f-1")
+    assert history["status"].tolist() == [
+        "queued", "running", "failed", "queued",
+        "running", "failed", "queued",
+        "running", "succeeded",
+    ]  # fmt: skip
+    # Two backoffs of 10 s on the simulated clock.
+    assert history["at"].iloc[-1] - START == timedelta(seconds=20)
+
+
+def test_dead_letter_and_requeue(setup):
+    _, scheduler, calls, flaky = setup
+    flaky["failures"] = 5
+    scheduler.submit(el.Command("Flaky", {}, command_id="f-2"))
+    scheduler.run()
+    row = scheduler.commands.get("f-2")
+    assert (row["status"], row["attempts"]) == ("dead", 3)
+    assert row["error"] == "ConnectionError: payment service down"
+    assert scheduler.commands.by_status("dead")["command_id"].tolist() == ["f-2"]
+    flaky["failures"] = 0
+    scheduler.requeue("f-2")
+    scheduler.run()
+    assert status(scheduler, "f-2") == "succeeded"
+    assert calls[-1] == ("f-2", 1)
+    with pytest.raises(el.CommandError, match="only dead commands"):
+        scheduler.requeue("f-2")
+
+
+def test_rejected_commands_are_never_retried(setup):
+    _, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Invalid", {}, command_id="i-1"))
+    scheduler.run()
+    assert calls == [("i-1", 1)]
+    assert status(scheduler, "i-1") == "rejected"
+
+
+def test_a_run_over_the_timeout_is_undone_and_retried(setup):
+    store, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Slow", {"seconds": 6}, command_id="s-1"))
+    scheduler.run()
+    # Every attempt overran: nothing it wrote stayed, and it ended dead.
+    assert [a for _, a in calls] == [1, 2, 3]
+    assert store.version("slow-1") == 0
+    history = scheduler.commands.history("s-1")["status"].tolist()
+    assert history.count("timed_out") == 3 and history[-1] == "dead"
+    scheduler.submit(el.Command("Slow", {"seconds": 2}, command_id="s-2"))
+    scheduler.run()
+    assert status(scheduler, "s-2") == "succeeded" and store.version("slow-1") == 1
+
+
+def test_scan_requeues_a_command_stuck_running(setup, clock):
+    _, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Ping", {"n": 7}, command_id="c-7"))
+    scheduler.commands.set_status("c-7", "running", attempts=1)  # as if a worker died here
+    assert scheduler.scan() == 0  # not past the timeout yet
+    clock.advance(timedelta(seconds=6))
+    assert scheduler.scan() == 1
+    assert status(scheduler, "c-7") == "queued"
+    scheduler.run()
+    assert calls == [("c-7", 2)]
+    assert status(scheduler, "c-7") == "succeeded"
+
+
+def test_the_queue_survives_a_restart(store_path):
+    clock = el.SimulatedClock(START, step=timedelta(0))
+
+    def make(store):
+        executor = el.CommandExecutor(store)
+
+        @executor.handler("Ping")
+        def ping(command, ctx):
+            return {f"ping-{command.payload['n']}": [el.Event("Pinged", {})]}
+
+        return el.CommandScheduler(store, executor)
+
+    with el.EventStore(store_path, clock=clock) as store:
+        scheduler = make(store)
+        for i in range(3):
+            scheduler.submit(el.Command("Ping", {"n": i}, command_id=f"c-{i}"))
+        scheduler.run(max_commands=1)
+    with el.EventStore(store_path, clock=clock) as store:
+        scheduler = make(store)
+        assert scheduler.pending() == 2
+        assert scheduler.run() == 2
+        assert scheduler.commands.counts() == {"succeeded": 3}
+
+
+def test_bad_settings(setup):
+    store, scheduler, _, _ = setup
+    with pytest.raises(el.CommandError, match="max_attempts"):
+        el.CommandScheduler(store, scheduler.executor, max_attempts=0)
+    with pytest.raises(el.CommandError, match="timeout must be positive"):
+        el.CommandScheduler(store, scheduler.executor, timeout=0)
+    with pytest.raises(el.CommandError, match="executor must be"):
+        el.CommandScheduler(store, "executor")
