@@ -55,6 +55,8 @@ class CommandScheduler:
         Attempts before a failing command is parked as ``dead``.
     backoff : RetryPolicy, optional
         Delays between attempts; defaults to exponential from 1 s, capped at 60 s.
+    recover : bool
+        Resolve commands a stopped process left ``running`` (see :meth:`recover`).
 
     Examples
     --------
@@ -80,6 +82,7 @@ class CommandScheduler:
         timeout: timedelta | float = timedelta(seconds=30),
         max_attempts: int = 3,
         backoff: RetryPolicy | None = None,
+        recover: bool = True,
     ):
         if not isinstance(executor, CommandExecutor):
             raise CommandError(f"executor must be an el.CommandExecutor, got {executor!r}")
@@ -97,6 +100,8 @@ class CommandScheduler:
         self.backoff = backoff or RetryPolicy.exponential(
             1.0, max_delay=60.0, max_attempts=max_attempts
         )
+        if recover:
+            self.recover()
 
     # ------------------------------------------------------------------ the queue
 
@@ -209,20 +214,44 @@ class CommandScheduler:
         return True
 
     def scan(self) -> int:
-        """Requeue commands stuck in ``running`` longer than the timeout (after a crash).
+        """Resolve commands stuck in ``running`` longer than the timeout (a worker died).
 
-        Returns how many were requeued (or dead-lettered, when out of attempts).
+        One whose events are in the store (its attempt committed just before the
+        crash) is marked ``succeeded``, so it never runs twice; the others are
+        requeued (or dead-lettered, when out of attempts). Returns how many.
         """
         stuck = self.commands.df(
             "WHERE status = 'running' AND started_at < make_timestamptz($1)",
             [to_micros(self._now() - self.timeout)],
         )
-        for row in stuck.itertuples():
-            self.commands.set_status(
-                row.command_id, TIMED_OUT, error="still running after the timeout (a crash?)"
-            )
-            self._retry_or_bury(row.command_id, int(row.attempts))
+        self._resolve(stuck, "still running after the timeout (a crash?)")
         return len(stuck)
+
+    def recover(self) -> int:
+        """Resolve every command left ``running`` by a process that stopped (see :meth:`scan`).
+
+        Safe when this is the only scheduler working on the store: a DuckDB file
+        has one writing process, so commands running when it opens are orphans.
+        Called when the scheduler is created. Returns how many were resolved.
+        """
+        orphans = self.commands.by_status(RUNNING)
+        self._resolve(orphans, "the process running it stopped")
+        return len(orphans)
+
+    def _resolve(self, rows: pd.DataFrame, reason: str) -> None:
+        for row in rows.itertuples():
+            stored = self._events_caused_by(row.command_id)
+            if stored:
+                self.commands.set_status(row.command_id, SUCCEEDED, result={"events": stored})
+                continue
+            self.commands.set_status(row.command_id, TIMED_OUT, error=reason)
+            self._retry_or_bury(row.command_id, int(row.attempts))
+
+    def _events_caused_by(self, command_id: str) -> int:
+        found = self.store.sql(
+            "SELECT count(*) AS n FROM events WHERE causation_id = $1", [command_id]
+        )
+        return int(found["n"].iloc[0])
 
 
 def _command(row: dict[str, Any]) -> Command:

@@ -183,3 +183,27 @@ def test_bad_settings(setup):
         el.CommandScheduler(store, scheduler.executor, timeout=0)
     with pytest.raises(el.CommandError, match="executor must be"):
         el.CommandScheduler(store, "executor")
+
+
+def test_scan_marks_a_command_whose_events_are_stored_as_succeeded(setup, clock):
+    store, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Ping", {"n": 8}, command_id="c-8"))
+    scheduler.commands.set_status("c-8", "running", attempts=1)
+    # Its attempt committed its events, then the worker died before recording it.
+    store.append("ping-8", [el.Event("Pinged", {}, metadata={"causation_id": "c-8"})])
+    clock.advance(timedelta(seconds=6))
+    assert scheduler.scan() == 1
+    row = scheduler.commands.get("c-8")
+    assert (row["status"], row["result"]) == ("succeeded", {"events": 1})
+    scheduler.run()
+    assert calls == [] and store.version("ping-8") == 1
+
+
+def test_a_new_scheduler_recovers_orphans_at_once(setup):
+    store, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Ping", {"n": 9}, command_id="c-9"))
+    scheduler.commands.set_status("c-9", "running", attempts=1)
+    again = el.CommandScheduler(store, scheduler.executor)
+    assert status(again, "c-9") == "queued"
+    again.run()
+    assert calls == [("c-9", 2)] and store.version("ping-9") == 1

@@ -1,0 +1,97 @@
+"""Crash test: a child process running the scheduler is killed with SIGKILL.
+
+After restarting and ``run(until_idle=True)``, every submitted command must be
+in a terminal state and the events it produced must appear exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import eventlab as el
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = 60
+
+CHILD = r"""
+import sys
+import time
+import eventlab as el
+
+store = el.EventStore(sys.argv[1])
+executor = el.CommandExecutor(store)
+
+@executor.handler("PlaceOrder")
+def place_order(command, ctx):
+    n = command.payload["n"]
+    return {f"order-{n}": [el.Event("OrderPlaced", {"n": n}), el.Event("ItemAdded", {"n": n})]}
+
+# After each commit (before the scheduler records the outcome), say so and linger,
+# so the parent can kill inside that window: events stored, status not yet.
+def committed(event):
+    if event.type == "ItemAdded":
+        print("committed", event.causation_id, flush=True)
+        time.sleep(0.05)
+
+store.bus.subscribe(committed, name="crash-window")
+scheduler = el.CommandScheduler(store, executor)
+for n in range(int(sys.argv[2])):
+    scheduler.submit(el.Command("PlaceOrder", {"n": n}, command_id=f"cmd-{n}"))
+executor.subscribe(lambda outcome: print("done", outcome.command_id, flush=True))
+print("running", flush=True)
+scheduler.run()
+print("idle", flush=True)
+store.close()
+"""
+
+
+def run_child(path: Path, kill_after: int | None, at: str = "done") -> list[str]:
+    """Run the child; SIGKILL it on its ``kill_after``-th line starting with ``at``."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), str(COMMANDS)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    lines = []
+    while True:
+        line = child.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+        seen = sum(1 for item in lines if item.startswith(at))
+        if kill_after is not None and seen >= kill_after:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait()
+    return lines
+
+
+def test_no_command_lost_and_none_applied_twice(tmp_path):
+    path = tmp_path / "shop.duckdb"
+    rng = random.Random(7)
+    kills = 0
+    for point in ("committed", "done", "committed", "done", "committed"):
+        lines = run_child(path, kill_after=rng.randint(1, 10), at=point)
+        kills += "idle" not in lines
+    assert kills == 5  # every run was cut short
+    run_child(path, kill_after=None)  # the last run finishes the queue
+    with el.EventStore(path, read_only=True) as store:
+        statuses = store.sql("SELECT status, count(*) AS n FROM commands GROUP BY status")
+        assert statuses.set_index("status")["n"].to_dict() == {"succeeded": COMMANDS}
+        per_command = store.sql(
+            "SELECT causation_id, count(*) AS n FROM events GROUP BY causation_id"
+        )
+        assert len(per_command) == COMMANDS
+        assert set(per_command["n"]) == {2}  # each command's two events, exactly once
+        assert store.head == 2 * COMMANDS
+        for n in range(COMMANDS):
+            assert [e.type for e in store.read_stream(f"order-{n}")] == [
+                "OrderPlaced",
+                "ItemAdded",
+            ]
