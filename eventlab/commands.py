@@ -275,9 +275,14 @@ class CommandStore:
             )
         return _decoded(rows[0])
 
-    def df(self, where: str = "", params: list[Any] | None = None) -> pd.DataFrame:
-        """Every command (or those matching a SQL condition), in submission order."""
+    def df(
+        self, where: str = "", params: list[Any] | None = None, *, limit: int | None = None
+    ) -> pd.DataFrame:
+        """Every command (or those matching a SQL condition, the first ``limit``), in
+        submission order."""
         sql = f"SELECT {_COLUMNS} FROM commands {where} ORDER BY seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         frame = self.store._cursor().execute(sql, params or []).df()
         for column in ("payload", "result", "context"):
             frame[column] = frame[column].map(_loads)

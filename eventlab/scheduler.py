@@ -55,6 +55,8 @@ class CommandScheduler:
         Attempts before a failing command is parked as ``dead``.
     backoff : RetryPolicy, optional
         Delays between attempts; defaults to exponential from 1 s, capped at 60 s.
+    batch_size : int
+        Commands run inside one transaction (group commit; see :meth:`run_batch`).
     recover : bool
         Resolve commands a stopped process left ``running`` (see :meth:`recover`).
 
@@ -82,6 +84,7 @@ class CommandScheduler:
         timeout: timedelta | float = timedelta(seconds=30),
         max_attempts: int = 3,
         backoff: RetryPolicy | None = None,
+        batch_size: int = 1,
         recover: bool = True,
     ):
         if not isinstance(executor, CommandExecutor):
@@ -93,6 +96,9 @@ class CommandScheduler:
             raise CommandError(
                 f"timeout must be positive, e.g. timedelta(seconds=30), got {timeout}"
             )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise CommandError(f"batch_size must be an int of 1 or more, got {batch_size!r}")
+        self.batch_size = batch_size
         self.store = store
         self.executor = executor
         self.commands: CommandStore = executor.commands
@@ -123,12 +129,14 @@ class CommandScheduler:
         """Commands waiting in the queue, ready or not yet due."""
         return self.commands.counts().get(QUEUED, 0)
 
-    def _next(self) -> dict[str, Any] | None:
+    def _due(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest queued commands whose time has come, at most ``limit``."""
         rows = self.commands.df(
             "WHERE status = 'queued' AND available_at <= make_timestamptz($1)",
             [to_micros(self._now())],
+            limit=limit,
         )
-        return None if rows.empty else rows.iloc[0].to_dict()
+        return rows.to_dict("records")
 
     def _now(self) -> Any:
         return from_micros(peek_micros(self.store.clock))
@@ -137,24 +145,41 @@ class CommandScheduler:
 
     def run_once(self) -> CommandOutcome | None:
         """Run the oldest due command; None when none is due."""
-        row = self._next()
-        if row is None:
-            return None
-        command = _command(row)
-        if command.deadline is not None and self._now() > command.deadline:
-            self.commands.set_status(
-                command.command_id,
-                EXPIRED,
-                error=f"deadline {command.deadline.isoformat()} passed before it ran",
-            )
-            return CommandOutcome(command.command_id, EXPIRED, row["attempts"])
-        attempt = int(row["attempts"]) + 1
-        self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
-        outcome = self._run_within_timeout(command, attempt)
-        self.executor.record(outcome)
-        if outcome.status in (FAILED, TIMED_OUT):
-            self._retry_or_bury(command.command_id, attempt)
-        return outcome
+        outcomes = self._run_batch(1)
+        return outcomes[0] if outcomes else None
+
+    def run_batch(self) -> list[CommandOutcome]:
+        """Run up to ``batch_size`` due commands in one transaction (group commit).
+
+        Each command runs in a savepoint of that transaction, so one that fails
+        or overruns takes nothing of the others down with it. Their statuses
+        become final only after the transaction commits.
+        """
+        return self._run_batch(self.batch_size)
+
+    def _run_batch(self, limit: int) -> list[CommandOutcome]:
+        outcomes: list[CommandOutcome] = []
+        ready: list[tuple[Command, int]] = []
+        for row in self._due(limit):
+            command = _command(row)
+            if command.deadline is not None and self._now() > command.deadline:
+                self.commands.set_status(
+                    command.command_id,
+                    EXPIRED,
+                    error=f"deadline {command.deadline.isoformat()} passed before it ran",
+                )
+                outcomes.append(CommandOutcome(command.command_id, EXPIRED, row["attempts"]))
+                continue
+            attempt = int(row["attempts"]) + 1
+            self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
+            ready.append((command, attempt))
+        with self.store.transaction():  # one commit for the whole batch
+            ran = [self._run_within_timeout(command, attempt) for command, attempt in ready]
+        for outcome in ran:
+            self.executor.record(outcome)
+            if outcome.status in (FAILED, TIMED_OUT):
+                self._retry_or_bury(outcome.command_id, outcome.attempt)
+        return outcomes + ran
 
     def _run_within_timeout(self, command: Command, attempt: int) -> CommandOutcome:
         started = peek_micros(self.store.clock)
@@ -192,8 +217,14 @@ class CommandScheduler:
         self.scan()
         taken = 0
         while max_commands is None or taken < max_commands:
-            if self.run_once() is not None:
-                taken += 1
+            size = (
+                self.batch_size
+                if max_commands is None
+                else min(self.batch_size, max_commands - taken)
+            )
+            outcomes = self._run_batch(size)
+            if outcomes:
+                taken += len(outcomes)
                 continue
             if not until_idle or not self._wait_for_next():
                 break

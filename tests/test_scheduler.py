@@ -207,3 +207,39 @@ def test_a_new_scheduler_recovers_orphans_at_once(setup):
     assert status(again, "c-9") == "queued"
     again.run()
     assert calls == [("c-9", 2)] and store.version("ping-9") == 1
+
+
+def test_group_commit_runs_a_batch_in_one_commit_and_isolates_failures(setup, monkeypatch):
+    store, scheduler, calls, flaky = setup
+    grouped = el.CommandScheduler(
+        store,
+        scheduler.executor,
+        batch_size=4,
+        timeout=timedelta(seconds=5),
+        backoff=el.RetryPolicy.fixed(10, max_attempts=3),
+    )
+    commits = []
+    real_commit = store._commit
+    monkeypatch.setattr(store, "_commit", lambda tx: (commits.append(1), real_commit(tx)))
+    flaky["failures"] = 1
+    for command in [
+        el.Command("Ping", {"n": 1}, command_id="g-1"),
+        el.Command("Flaky", {}, command_id="g-2"),
+        el.Command("Slow", {"seconds": 9}, command_id="g-3"),
+        el.Command("Ping", {"n": 4}, command_id="g-4"),
+    ]:
+        grouped.submit(command)
+    outcomes = grouped.run_batch()
+    assert [(o.command_id, o.status) for o in outcomes] == [
+        ("g-1", "succeeded"),
+        ("g-2", "failed"),
+        ("g-3", "timed_out"),
+        ("g-4", "succeeded"),
+    ]
+    assert len(commits) == 1  # one commit for the whole batch
+    # The failing and the overrunning commands left nothing; the others are stored.
+    assert (store.version("ping-1"), store.version("ping-4")) == (1, 1)
+    assert (store.version("flaky-1"), store.version("slow-1")) == (0, 0)
+    assert [status(grouped, c) for c in ("g-2", "g-3")] == ["queued", "queued"]
+    with pytest.raises(el.CommandError, match="batch_size"):
+        el.CommandScheduler(store, scheduler.executor, batch_size=0)

@@ -39,7 +39,7 @@ def committed(event):
         time.sleep(0.05)
 
 store.bus.subscribe(committed, name="crash-window")
-scheduler = el.CommandScheduler(store, executor)
+scheduler = el.CommandScheduler(store, executor, batch_size=3)  # group commit
 for n in range(int(sys.argv[2])):
     scheduler.submit(el.Command("PlaceOrder", {"n": n}, command_id=f"cmd-{n}"))
 executor.subscribe(lambda outcome: print("done", outcome.command_id, flush=True))
