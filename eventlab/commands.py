@@ -329,8 +329,9 @@ class CommandStore:
         return f"CommandStore({self.counts()})"
 
 
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _loads(text: str | float | None) -> Any:
+    # A NULL reaches a DataFrame column as NaN (or None when the whole column is NULL).
+    return None if text is None or (isinstance(text, float) and text != text) else json.loads(text)
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:

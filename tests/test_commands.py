@@ -122,3 +122,12 @@ def test_commands_survive_reopening(store_path):
             ["c-2", 2, "queued"],
         ]
         assert commands.history("c-2")["status"].tolist() == ["queued"]
+
+
+def test_df_of_finished_and_unfinished_commands(commands):
+    commands.add(Command("A", {"n": 1}, command_id="a"))
+    commands.add(Command("B", {"n": 2}, command_id="b"))
+    commands.set_status("a", "succeeded", result={"events": 1})
+    frame = commands.df()
+    assert frame["result"].tolist() == [{"events": 1}, None]
+    assert commands.by_status("queued", "succeeded")["command_id"].tolist() == ["a", "b"]
