@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .checkpoints import transaction
-from .clock import to_micros, to_utc
+from .clock import to_utc
 from .errors import ProjectionError
 from .projections import (
     Projection,
@@ -19,7 +19,7 @@ from .projections import (
     build_sql_table,
     events_cte,
 )
-from .reading import decoded_batches, read_query
+from .reading import decoded_batches, read_query, upper_bounds
 from .schema import SELECT_RECORD
 
 if TYPE_CHECKING:
@@ -106,11 +106,8 @@ def build_as_of(
 ) -> ReadModelsAsOf:
     """Build every projection's read model from the events within the time bounds,
     into schema ``asof_<label>``, in one transaction (see ProjectionRunner.as_of)."""
-    bounds = ""
-    if at is not None:
-        bounds += f" AND epoch_us(occurred_at) <= {to_micros(at)}"
-    if known_at is not None:
-        bounds += f" AND epoch_us(recorded_at) <= {to_micros(known_at)}"
+    params: list[Any] = []
+    bounds = upper_bounds(params, occurred_at=at, recorded_at=known_at)
     schema = "asof_" + (label if label is not None else as_of_label(at, known_at))
     view = ReadModelsAsOf(store, schema, at=at, known_at=known_at)
     cursor = store._cursor()
@@ -120,9 +117,9 @@ def build_as_of(
         for name, projection in projections.items():
             table = f"{schema}.{name}"
             if isinstance(projection, SqlProjection):
-                build_sql_table(cursor, projection, table, bounds)
+                build_sql_table(cursor, projection, table, bounds, params)
             else:
-                _build_python(store, projection, cursor, table, bounds, batch_size)
+                _build_python(store, projection, cursor, table, bounds, params, batch_size)
     view.tables = list(projections)
     return view
 
@@ -133,6 +130,7 @@ def _build_python(
     cursor: duckdb.DuckDBPyConnection,
     table: str,
     bounds: str,
+    params: list[Any],
     batch_size: int,
 ) -> None:
     cursor.execute(projection.create_table_sql(table))
@@ -142,7 +140,7 @@ def _build_python(
         + SELECT_RECORD.format(src="events")
         + f" WHERE type IN ({types}) ORDER BY position"
     )
-    reader = store._cursor().sql(sql).to_arrow_reader(batch_size)
+    reader = store._cursor().sql(sql, params=params).to_arrow_reader(batch_size)
     existing: set = set()  # a new table
     for records in decoded_batches(reader):
         failed = apply_events(projection, cursor, records, table, existing)

@@ -222,21 +222,15 @@ class CommandStore:
         attempts: int | None,
         available_at: datetime | str | None,
     ) -> None:
-        row = cursor.execute(
-            "SELECT attempts FROM commands WHERE command_id = $1", [command_id]
-        ).fetchall()
-        if not row:
-            raise CommandError(f"no command with id {command_id!r} in the command store")
-        attempts = row[0][0] if attempts is None else attempts
         now = self._now()
-        cursor.execute(
-            "UPDATE commands SET status = $2, attempts = $3, error = $4, "
+        updated = cursor.execute(
+            "UPDATE commands SET status = $2, attempts = coalesce($3, attempts), error = $4, "
             "result = coalesce($5, result), "
             "started_at = CASE WHEN $2 = 'running' THEN make_timestamptz($6) ELSE started_at END, "
             "finished_at = CASE WHEN list_contains($7, $2) THEN make_timestamptz($6) "
             "ELSE finished_at END, "
             "available_at = coalesce(make_timestamptz($8), available_at) "
-            "WHERE command_id = $1",
+            "WHERE command_id = $1 RETURNING attempts",
             [
                 command_id,
                 status,
@@ -247,7 +241,10 @@ class CommandStore:
                 sorted(TERMINAL),
                 None if available_at is None else to_micros(available_at),
             ],
-        )
+        ).fetchall()
+        if not updated:
+            raise CommandError(f"no command with id {command_id!r} in the command store")
+        attempts = updated[0][0]
         self._record(cursor, command_id, status, attempts, now, error)
 
     def _record(

@@ -427,11 +427,16 @@ def events_cte(bounds: str) -> str:
 
 
 def build_sql_table(
-    cursor: duckdb.DuckDBPyConnection, projection: SqlProjection, table: str, bounds: str
+    cursor: duckdb.DuckDBPyConnection,
+    projection: SqlProjection,
+    table: str,
+    bounds: str,
+    params: list[Any] | None = None,
 ) -> None:
     """(Re)create ``table`` from the projection's query over the events within ``bounds``."""
     cursor.execute(
-        f"CREATE OR REPLACE TABLE {table} AS {events_cte(bounds)}SELECT * FROM ({projection.sql})"
+        f"CREATE OR REPLACE TABLE {table} AS {events_cte(bounds)}SELECT * FROM ({projection.sql})",
+        params,
     )
 
 

@@ -178,7 +178,7 @@ class CommandScheduler:
         for outcome in ran:
             self.executor.record(outcome)
             if outcome.status in (FAILED, TIMED_OUT):
-                self._retry_or_bury(outcome.command_id, outcome.attempt)
+                self._retry_or_bury(outcome.command_id, outcome.attempt, outcome.error)
         return outcomes + ran
 
     def _run_within_timeout(self, command: Command, attempt: int) -> CommandOutcome:
@@ -198,14 +198,13 @@ class CommandScheduler:
             )
         return outcome
 
-    def _retry_or_bury(self, command_id: str, attempt: int) -> None:
+    def _retry_or_bury(self, command_id: str, attempt: int, error: str | None) -> None:
+        """Requeue after the backoff, or dead-letter when out of attempts (keeping the error)."""
         if attempt >= self.max_attempts:
-            self.commands.set_status(command_id, DEAD, error=self.commands.get(command_id)["error"])
+            self.commands.set_status(command_id, DEAD, error=error)
             return
         due = self._now() + self.backoff.delay(attempt)
-        self.commands.set_status(
-            command_id, QUEUED, error=self.commands.get(command_id)["error"], available_at=due
-        )
+        self.commands.set_status(command_id, QUEUED, error=error, available_at=due)
 
     def run(self, until_idle: bool = True, *, max_commands: int | None = None) -> int:
         """Run due commands in FIFO order; returns how many were taken.
@@ -232,10 +231,12 @@ class CommandScheduler:
 
     def _wait_for_next(self) -> bool:
         """Advance a simulated clock to the next queued command's due time."""
-        rows = self.commands.df("WHERE status = 'queued'")
-        if rows.empty:
+        next_due = self.store.sql(
+            "SELECT min(available_at) AS due FROM commands WHERE status = 'queued'"
+        )["due"].iloc[0]
+        if pd.isna(next_due):
             return False
-        due = rows["available_at"].min().to_pydatetime()
+        due = next_due.to_pydatetime()
         advance = getattr(self.store.clock, "advance", None)
         if advance is None:  # a system clock: the caller runs again later
             return False
@@ -276,7 +277,7 @@ class CommandScheduler:
                 self.commands.set_status(row.command_id, SUCCEEDED, result={"events": stored})
                 continue
             self.commands.set_status(row.command_id, TIMED_OUT, error=reason)
-            self._retry_or_bury(row.command_id, int(row.attempts))
+            self._retry_or_bury(row.command_id, int(row.attempts), reason)
 
     def _events_caused_by(self, command_id: str) -> int:
         found = self.store.sql(
