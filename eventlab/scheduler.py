@@ -9,6 +9,7 @@ retries runs in a second.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +28,13 @@ from .commands import (
     CommandStore,
 )
 from .errors import CommandError
+from .events import to_json
 from .executor import CommandExecutor, CommandOutcome
+from .replay import paused_gc
 from .resilience import RetryPolicy
 
 if TYPE_CHECKING:
     from .store import EventStore
-
-
-class _Overran(Exception):
-    """Raised inside the command's transaction to undo a run that took too long."""
 
 
 class CommandScheduler:
@@ -102,6 +101,7 @@ class CommandScheduler:
         self.store = store
         self.executor = executor
         self.commands: CommandStore = executor.commands
+        self.log = self.commands.log
         self.max_attempts = max_attempts
         self.backoff = backoff or RetryPolicy.exponential(
             1.0, max_delay=60.0, max_attempts=max_attempts
@@ -112,9 +112,17 @@ class CommandScheduler:
     # ------------------------------------------------------------------ the queue
 
     def submit(self, command: Command) -> str:
-        """Queue a command and return its id; submitting the same id again changes nothing."""
+        """Queue a command and return its id; submitting the same id again changes nothing.
+
+        Durable when it returns (or, inside ``store.transaction()``, when that commits).
+        """
         self.commands.add(command)
         return command.command_id
+
+    def submit_many(self, commands: Iterable[Command]) -> list[str]:
+        """Queue many commands in one commit (one journal sync); returns their ids."""
+        with self.store.transaction():
+            return [self.submit(command) for command in commands]
 
     def requeue(self, command_id: str) -> None:
         """Bring a ``dead`` (dead-lettered) command back to the queue with fresh attempts."""
@@ -127,16 +135,7 @@ class CommandScheduler:
 
     def pending(self) -> int:
         """Commands waiting in the queue, ready or not yet due."""
-        return self.commands.counts().get(QUEUED, 0)
-
-    def _due(self, limit: int) -> list[dict[str, Any]]:
-        """The oldest queued commands whose time has come, at most ``limit``."""
-        rows = self.commands.df(
-            "WHERE status = 'queued' AND available_at <= make_timestamptz($1)",
-            [to_micros(self._now())],
-            limit=limit,
-        )
-        return rows.to_dict("records")
+        return self.log.queued()
 
     def _now(self) -> Any:
         return from_micros(peek_micros(self.store.clock))
@@ -158,45 +157,44 @@ class CommandScheduler:
         return self._run_batch(self.batch_size)
 
     def _run_batch(self, limit: int) -> list[CommandOutcome]:
-        outcomes: list[CommandOutcome] = []
-        ready: list[tuple[Command, int]] = []
-        for row in self._due(limit):
-            command = _command(row)
-            if command.deadline is not None and self._now() > command.deadline:
-                self.commands.set_status(
-                    command.command_id,
-                    EXPIRED,
-                    error=f"deadline {command.deadline.isoformat()} passed before it ran",
-                )
-                outcomes.append(CommandOutcome(command.command_id, EXPIRED, row["attempts"]))
-                continue
-            attempt = int(row["attempts"]) + 1
-            self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
-            ready.append((command, attempt))
-        with self.store.transaction():  # one commit for the whole batch
-            ran = [self._run_within_timeout(command, attempt) for command, attempt in ready]
-        for outcome in ran:
-            self.executor.record(outcome)
-            if outcome.status in (FAILED, TIMED_OUT):
-                self._retry_or_bury(outcome.command_id, outcome.attempt, outcome.error)
-        return outcomes + ran
-
-    def _run_within_timeout(self, command: Command, attempt: int) -> CommandOutcome:
-        started = peek_micros(self.store.clock)
+        store, log = self.store, self.log
+        taken = log.take_due(peek_micros(store.clock), limit)
+        if not taken:
+            return []
+        expired: list[CommandOutcome] = []
+        ran: list[CommandOutcome] = []
         try:
-            with self.store.transaction():
-                outcome = self.executor.run(command, attempt)
-                elapsed = timedelta(microseconds=peek_micros(self.store.clock) - started)
-                if outcome.status == SUCCEEDED and elapsed > self.timeout:
-                    raise _Overran(elapsed)
-        except _Overran as overran:
-            return CommandOutcome(
-                command.command_id,
-                TIMED_OUT,
-                attempt,
-                error=f"ran {overran.args[0]}, longer than the timeout {self.timeout}; undone",
-            )
-        return outcome
+            # One commit for the whole batch: the events, every status change and
+            # every retry scheduled are durable together (one journal sync). Each
+            # command runs in its own savepoint, so a failing one takes nothing
+            # of the others down.
+            with paused_gc(), store.transaction():
+                for command, attempts, _ in taken:
+                    if command.deadline is not None and self._now() > command.deadline:
+                        error = f"deadline {command.deadline.isoformat()} passed before it ran"
+                        self.commands.set_status(command.command_id, EXPIRED, error=error)
+                        expired.append(CommandOutcome(command.command_id, EXPIRED, attempts))
+                        continue
+                    attempt = attempts + 1
+                    started = peek_micros(store.clock)
+                    outcome = self.executor.run(command, attempt, timeout=self.timeout)
+                    log.record_run(
+                        command,
+                        attempt,
+                        started,
+                        outcome.status,
+                        outcome.error,
+                        None if outcome.result is None else to_json(outcome.result, "result"),
+                    )
+                    if outcome.status in (FAILED, TIMED_OUT):
+                        self._retry_or_bury(outcome.command_id, outcome.attempt, outcome.error)
+                    ran.append(outcome)
+        except BaseException:
+            log.give_back([ticket for _, _, ticket in taken])
+            raise
+        for outcome in ran:
+            self.executor.notify(outcome)
+        return expired + ran
 
     def _retry_or_bury(self, command_id: str, attempt: int, error: str | None) -> None:
         """Requeue after the backoff, or dead-letter when out of attempts (keeping the error)."""
@@ -231,12 +229,10 @@ class CommandScheduler:
 
     def _wait_for_next(self) -> bool:
         """Advance a simulated clock to the next queued command's due time."""
-        next_due = self.store.sql(
-            "SELECT min(available_at) AS due FROM commands WHERE status = 'queued'"
-        )["due"].iloc[0]
-        if pd.isna(next_due):
+        next_due = self.log.next_due()
+        if next_due is None:
             return False
-        due = next_due.to_pydatetime()
+        due = from_micros(next_due)
         advance = getattr(self.store.clock, "advance", None)
         if advance is None:  # a system clock: the caller runs again later
             return False

@@ -222,13 +222,16 @@ def test_group_commit_runs_a_batch_in_one_commit_and_isolates_failures(setup, mo
     real_commit = store._commit
     monkeypatch.setattr(store, "_commit", lambda tx: (commits.append(1), real_commit(tx)))
     flaky["failures"] = 1
-    for command in [
-        el.Command("Ping", {"n": 1}, command_id="g-1"),
-        el.Command("Flaky", {}, command_id="g-2"),
-        el.Command("Slow", {"seconds": 9}, command_id="g-3"),
-        el.Command("Ping", {"n": 4}, command_id="g-4"),
-    ]:
-        grouped.submit(command)
+    ids = grouped.submit_many(
+        [
+            el.Command("Ping", {"n": 1}, command_id="g-1"),
+            el.Command("Flaky", {}, command_id="g-2"),
+            el.Command("Slow", {"seconds": 9}, command_id="g-3"),
+            el.Command("Ping", {"n": 4}, command_id="g-4"),
+        ]
+    )
+    assert ids == ["g-1", "g-2", "g-3", "g-4"] and len(commits) == 1  # one for all four
+    commits.clear()
     outcomes = grouped.run_batch()
     assert [(o.command_id, o.status) for o in outcomes] == [
         ("g-1", "succeeded"),
