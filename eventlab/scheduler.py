@@ -13,15 +13,12 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from .clock import from_micros, peek_micros, to_micros
+from .clock import from_micros, peek_micros
 from .commands import (
     DEAD,
     EXPIRED,
     FAILED,
     QUEUED,
-    RUNNING,
     SUCCEEDED,
     TIMED_OUT,
     Command,
@@ -248,10 +245,8 @@ class CommandScheduler:
         crash) is marked ``succeeded``, so it never runs twice; the others are
         requeued (or dead-lettered, when out of attempts). Returns how many.
         """
-        stuck = self.commands.df(
-            "WHERE status = 'running' AND started_at < make_timestamptz($1)",
-            [to_micros(self._now() - self.timeout)],
-        )
+        limit = peek_micros(self.store.clock) - self.timeout // timedelta(microseconds=1)
+        stuck = self.log.running(started_before=limit)
         self._resolve(stuck, "still running after the timeout (a crash?)")
         return len(stuck)
 
@@ -262,33 +257,24 @@ class CommandScheduler:
         has one writing process, so commands running when it opens are orphans.
         Called when the scheduler is created. Returns how many were resolved.
         """
-        orphans = self.commands.by_status(RUNNING)
+        orphans = self.log.running()
         self._resolve(orphans, "the process running it stopped")
         return len(orphans)
 
-    def _resolve(self, rows: pd.DataFrame, reason: str) -> None:
-        for row in rows.itertuples():
-            stored = self._events_caused_by(row.command_id)
-            if stored:
-                self.commands.set_status(row.command_id, SUCCEEDED, result={"events": stored})
-                continue
-            self.commands.set_status(row.command_id, TIMED_OUT, error=reason)
-            self._retry_or_bury(row.command_id, int(row.attempts), reason)
+    def _resolve(self, stuck: list[tuple[str, int]], reason: str) -> None:
+        if not stuck:
+            return
+        with self.store.transaction():
+            for command_id, attempts in stuck:
+                stored = self._events_caused_by(command_id)
+                if stored:
+                    self.commands.set_status(command_id, SUCCEEDED, result={"events": stored})
+                    continue
+                self.commands.set_status(command_id, TIMED_OUT, error=reason)
+                self._retry_or_bury(command_id, attempts, reason)
 
     def _events_caused_by(self, command_id: str) -> int:
         found = self.store.sql(
             "SELECT count(*) AS n FROM events WHERE causation_id = $1", [command_id]
         )
         return int(found["n"].iloc[0])
-
-
-def _command(row: dict[str, Any]) -> Command:
-    deadline = row["deadline"]
-    return Command(
-        row["type"],
-        row["payload"],
-        command_id=row["command_id"],
-        correlation_id=row["correlation_id"] if isinstance(row["correlation_id"], str) else None,
-        deadline=None if pd.isna(deadline) else deadline.to_pydatetime(),
-        context=row["context"] or None,
-    )

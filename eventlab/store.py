@@ -596,11 +596,11 @@ class EventStore:
 
     def _load_versions(self) -> None:
         # One grouped scan, once: after it, version checks cost a dict lookup.
-        rows = (
-            self._cursor()
-            .execute("SELECT stream_id, max(version) FROM events GROUP BY stream_id")
-            .fetchall()
-        )
+        # Pending events are not in DuckDB yet; side rows need not be absorbed for this.
+        cursor = self._cursor() if self._pending.count else self._con.cursor()
+        rows = cursor.execute(
+            "SELECT stream_id, max(version) FROM events GROUP BY stream_id"
+        ).fetchall()
         self._versions = dict(rows)
 
     # ------------------------------------------------------------------ absorbing
