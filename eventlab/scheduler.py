@@ -9,10 +9,11 @@ retries runs in a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .breaker import CircuitBreaker
 from .clock import from_micros, peek_micros
 from .commands import (
     DEAD,
@@ -24,9 +25,10 @@ from .commands import (
     Command,
     CommandStore,
 )
-from .errors import CommandError
+from .errors import CircuitOpenError, CommandError
 from .events import to_json
 from .executor import CommandExecutor, CommandOutcome
+from .ratelimit import RateLimiter
 from .replay import paused_gc
 from .resilience import RetryPolicy
 
@@ -55,6 +57,14 @@ class CommandScheduler:
         Commands run inside one transaction (group commit; see :meth:`run_batch`).
     recover : bool
         Resolve commands a stopped process left ``running`` (see :meth:`recover`).
+    breakers : dict, optional
+        ``{command type: el.CircuitBreaker}`` for flaky participants. While a
+        type's breaker is open its commands wait in the queue until it
+        half-opens (no attempt is used up); each run's outcome is recorded on
+        the breaker (failed and timed-out runs count as failures).
+    limits : dict, optional
+        ``{command type: el.RateLimiter}``: a command of that type runs only
+        with a token; otherwise it waits in the queue until one is due.
 
     Examples
     --------
@@ -82,6 +92,8 @@ class CommandScheduler:
         backoff: RetryPolicy | None = None,
         batch_size: int = 1,
         recover: bool = True,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
+        limits: Mapping[str, RateLimiter] | None = None,
     ):
         if not isinstance(executor, CommandExecutor):
             raise CommandError(f"executor must be an el.CommandExecutor, got {executor!r}")
@@ -95,6 +107,8 @@ class CommandScheduler:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CommandError(f"batch_size must be an int of 1 or more, got {batch_size!r}")
         self.batch_size = batch_size
+        self.breakers = _guards("breakers", breakers, CircuitBreaker, "el.CircuitBreaker()")
+        self.limits = _guards("limits", limits, RateLimiter, "el.RateLimiter(rate=5)")
         self.store = store
         self.executor = executor
         self.commands: CommandStore = executor.commands
@@ -172,9 +186,20 @@ class CommandScheduler:
                         self.commands.set_status(command.command_id, EXPIRED, error=error)
                         expired.append(CommandOutcome(command.command_id, EXPIRED, attempts))
                         continue
+                    if self.breakers or self.limits:
+                        held = self._held(command, attempts)
+                        if held is not None:
+                            expired.append(held)
+                            continue
                     attempt = attempts + 1
                     started = peek_micros(store.clock)
                     outcome = self.executor.run(command, attempt, timeout=self.timeout)
+                    breaker = self.breakers.get(command.type)
+                    if breaker is not None:
+                        if outcome.status in (FAILED, TIMED_OUT):
+                            breaker.record_failure()
+                        else:
+                            breaker.record_success()
                     log.record_run(
                         command,
                         attempt,
@@ -192,6 +217,31 @@ class CommandScheduler:
         for outcome in ran:
             self.executor.notify(outcome)
         return expired + ran
+
+    def _held(self, command: Command, attempts: int) -> CommandOutcome | None:
+        """Keep the command queued while its breaker is open or its rate limit is spent.
+
+        Returns the outcome (status ``queued``, the reason as error) when held.
+        """
+        breaker = self.breakers.get(command.type)
+        if breaker is not None and breaker.state == "open":
+            return self._hold(command, attempts, breaker.retry_at, f"circuit {breaker.name!r} open")
+        limiter = self.limits.get(command.type)
+        if limiter is not None and not limiter.try_acquire():
+            until = self._now() + limiter.wait_time()
+            return self._hold(command, attempts, until, f"rate limit {limiter.name!r} reached")
+        if breaker is not None:
+            try:
+                breaker.check()  # half-open: this run is one of its trial calls
+            except CircuitOpenError:
+                # Its trial calls are taken: try again once they are done.
+                return self._hold(command, attempts, self._now(), f"circuit {breaker.name!r} busy")
+        return None
+
+    def _hold(self, command: Command, attempts: int, until: Any, reason: str) -> CommandOutcome:
+        error = f"{reason}; waits until {until.isoformat()}"
+        self.commands.set_status(command.command_id, QUEUED, error=error, available_at=until)
+        return CommandOutcome(command.command_id, QUEUED, attempts, error=error)
 
     def _retry_or_bury(self, command_id: str, attempt: int, error: str | None) -> None:
         """Requeue after the backoff, or dead-letter when out of attempts (keeping the error)."""
@@ -278,3 +328,14 @@ class CommandScheduler:
             "SELECT count(*) AS n FROM events WHERE causation_id = $1", [command_id]
         )
         return int(found["n"].iloc[0])
+
+
+def _guards(name: str, given: Mapping[str, Any] | None, kind: type, example: str) -> dict:
+    guards = dict(given or {})
+    for command_type, guard in guards.items():
+        if not isinstance(command_type, str) or not isinstance(guard, kind):
+            raise CommandError(
+                f"{name} maps command types to {kind.__name__}s, e.g. "
+                f"{{'ChargePayment': {example}}}; got {command_type!r}: {guard!r}"
+            )
+    return guards
