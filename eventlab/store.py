@@ -320,8 +320,12 @@ class EventStore:
     def _publish(self, tx: _Transaction) -> None:
         # After the commit, never before: a rolled-back transaction publishes nothing.
         # Records are built only for subscribers: the transaction holds plain rows.
-        if self._bus is not None and self._bus.has_subscribers:
-            self._bus.publish(tx.records)
+        # Whatever the handlers append (or submit) while this delivery runs commits
+        # once, when it ends: one journal sync for a whole batch of reactions. Each
+        # handler runs in its own savepoint (see EventBus._deliver).
+        if tx.rows and self._bus is not None and self._bus.has_subscribers:
+            with self.transaction():
+                self._bus.publish(tx.records)
 
     @property
     def closed(self) -> bool:
