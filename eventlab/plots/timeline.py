@@ -147,7 +147,7 @@ def event_timeline(
         ).df()
         width = None
     else:
-        width = nice_width((hi - lo + 1) / bins)  # microseconds per bucket
+        width = nice_width(max(1, hi - lo) / bins)  # microseconds per bucket
         rows = cursor.execute(
             f"SELECT {lane_sql} AS lane, type, "
             f"(epoch_us({time}) // {width}) * {width} + {width // 2} AS t, "

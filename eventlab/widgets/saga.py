@@ -111,7 +111,8 @@ def timeline_from_events(events: Iterable[RecordedEvent]) -> pd.DataFrame:
     frame["attempt"] = frame["attempt"].astype("int64")
     for column in ("started", "finished"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
-    frame["outcome"] = frame["outcome"].astype(object)
+    # Built apart: pandas would read the Nones of a text column as NaN.
+    frame["outcome"] = pd.Series([row[6] for row in rows], dtype=object)
     return frame.sort_values(["started", "transaction_id"], kind="stable", ignore_index=True)
 
 
