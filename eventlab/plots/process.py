@@ -249,38 +249,92 @@ def _draw(
     direction: str,
     resize: bool,
 ) -> None:
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    sizes = _box_sizes(layers)
+    centres = _centres(layers, slots, sizes, direction)
+    scale = _fit(ax, centres, sizes, resize)
+    # Text keeps its size in points while the map scales: shrink it along (up to 14 pt).
+    font = min(FONT_SIZE * scale, 14.0)
+    starts = set(layers) - {t for s, t, _ in edges if s != t}
+    patches = _boxes(ax, centres, sizes, starts, font)
+    counts = {(s, t): c for s, t, c in edges}
+    biggest = max(counts.values())
+    for (source, target), count in counts.items():
+        style = {
+            "arrowstyle": "-|>",
+            "mutation_scale": 12 * scale,
+            "linewidth": (0.8 + 2.7 * count / biggest) * scale,
+            "color": "#525252",
+            "zorder": 1,
+            "gid": f"{source} -> {target}",
+        }
+        if source == target:
+            label = _loop(ax, centres[source], sizes[source], direction, style)
+        else:
+            rad = _bend(source, target, layers, counts, back)
+            label = _link(ax, centres, patches, source, target, rad, style)
+        ax.text(
+            *label,
+            f"{count:,}",
+            ha="center",
+            va="center",
+            fontsize=0.8 * font,
+            color="#252525",
+            zorder=4,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"},
+        )
+
+
+def _box_sizes(layers: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Each activity's box in points at FONT_SIZE: its label's width plus padding."""
     from matplotlib.textpath import TextPath
 
-    # Everything is first laid out in points at FONT_SIZE, then scaled to the Axes.
     sizes = {}
     for name in layers:
         extent = TextPath((0, 0), name, size=FONT_SIZE).get_extents()
         sizes[name] = (extent.width + 2 * PAD, FONT_SIZE * 1.3 + 2 * PAD)
+    return sizes
+
+
+def _centres(
+    layers: dict[str, int],
+    slots: dict[str, int],
+    sizes: dict[str, tuple[float, float]],
+    direction: str,
+) -> dict[str, tuple[float, float]]:
+    """Box centres in points: layers a row (TB) or a column (LR) each, centred on one line."""
     widest = max(w for w, _ in sizes.values())
     tall = max(h for _, h in sizes.values())
-    per_layer: dict[int, int] = {}
-    for name, index in layers.items():
-        per_layer[index] = max(per_layer.get(index, 0), slots[name] + 1)
     if direction == "TB":
         across, along = widest + GAP_ACROSS, tall + GAP_ALONG
     else:
         across, along = tall + GAP_ACROSS, widest + GAP_ALONG
+    breadth: dict[int, int] = {}
+    for name, index in layers.items():
+        breadth[index] = max(breadth.get(index, 0), slots[name] + 1)
     centres = {}
     for name, index in layers.items():
-        offset = (slots[name] - (per_layer[index] - 1) / 2) * across
+        offset = (slots[name] - (breadth[index] - 1) / 2) * across
         centres[name] = (offset, -index * along) if direction == "TB" else (index * along, -offset)
+    return centres
+
+
+def _fit(
+    ax: Axes,
+    centres: dict[str, tuple[float, float]],
+    sizes: dict[str, tuple[float, float]],
+    resize: bool,
+) -> float:
+    """Set the limits so the map fills the Axes at one scale both ways; returns the
+    size of one layout point on the page, in points."""
     xs = [x for x, _ in centres.values()]
     ys = [y for _, y in centres.values()]
-    margin = max(widest, tall) / 2 + GAP_ACROSS
+    margin = max(max(w, h) for w, h in sizes.values()) / 2 + GAP_ACROSS
     width, height = max(xs) - min(xs) + 2 * margin, max(ys) - min(ys) + 2 * margin
     figure = ax.figure
-    if resize:
+    if resize:  # our own figure: make it the map's size (within reason), title on top
         figure.set_layout_engine("none")
         figure.set_size_inches(min(16, max(3, width / 72)), min(12, max(2, height / 72 + 0.4)))
         ax.set_position((0, 0, 1, 1 - 0.4 / figure.get_size_inches()[1]))
-    # Limits with the Axes' own proportions, so a point is as long across as along,
-    # and the points per data unit, by which fonts and arrow heads shrink or grow.
     box = ax.get_position()
     inches = figure.get_size_inches()
     box_w, box_h = box.width * inches[0] * 72, box.height * inches[1] * 72
@@ -289,13 +343,22 @@ def _draw(
     ax.set_xlim(x_mid - box_w / scale / 2, x_mid + box_w / scale / 2)
     ax.set_ylim(y_mid - box_h / scale / 2, y_mid + box_h / scale / 2)
     ax.set_axis_off()
-    font = FONT_SIZE * min(1.0, 14 / (FONT_SIZE * scale))  # no giant labels on a big Axes
-    counts = {(s, t): c for s, t, c in edges}
-    starts = set(layers) - {t for s, t, _ in edges if s != t}
+    return scale
+
+
+def _boxes(
+    ax: Axes,
+    centres: dict[str, tuple[float, float]],
+    sizes: dict[str, tuple[float, float]],
+    starts: set[str],
+    font: float,
+) -> dict[str, Any]:
+    from matplotlib.patches import FancyBboxPatch
+
     patches = {}
     for name, (x, y) in centres.items():
         w, h = sizes[name]
-        patch = FancyBboxPatch(
+        patches[name] = FancyBboxPatch(
             (x - w / 2, y - h / 2),
             w,
             h,
@@ -306,26 +369,9 @@ def _draw(
             zorder=2,
             gid=name,
         )
-        ax.add_patch(patch)
-        patches[name] = patch
-        ax.text(x, y, name, ha="center", va="center", fontsize=font * scale, zorder=3)
-    biggest = max(counts.values())
-    for (source, target), count in counts.items():
-        _arrow(
-            ax,
-            FancyArrowPatch,
-            centres,
-            sizes,
-            patches,
-            source,
-            target,
-            count,
-            biggest,
-            rad=_bend(source, target, layers, counts, back),
-            scale=scale,
-            font=font,
-            loop_on_top=direction == "LR",
-        )
+        ax.add_patch(patches[name])
+        ax.text(x, y, name, ha="center", va="center", fontsize=font, zorder=3)
+    return patches
 
 
 def _bend(
@@ -343,66 +389,49 @@ def _bend(
     return 0.0
 
 
-def _arrow(
-    ax,
-    arrow_class,
-    centres,
-    sizes,
-    patches,
-    source,
-    target,
-    count,
-    biggest,
-    *,
-    rad,
-    scale,
-    font,
-    loop_on_top,
-) -> None:
-    width = 0.8 + 2.7 * count / biggest
-    style = {
-        "arrowstyle": "-|>",
-        "mutation_scale": 12 * scale,
-        "linewidth": width * scale,
-        "color": "#525252",
-        "zorder": 1,
-        "gid": f"{source} -> {target}",
-    }
+def _link(
+    ax: Axes,
+    centres: dict[str, tuple[float, float]],
+    patches: dict[str, Any],
+    source: str,
+    target: str,
+    rad: float,
+    style: dict[str, Any],
+) -> tuple[float, float]:
+    """An arrow from box to box (clipped at their edges); returns where its count goes."""
+    from matplotlib.patches import FancyArrowPatch
+
     (x1, y1), (x2, y2) = centres[source], centres[target]
-    if source == target:  # a loop beside the box, away from the flow
-        w, h = sizes[source]
-        if loop_on_top:
-            start, end = (x1 - h / 4, y1 + h / 2), (x1 + h / 4, y1 + h / 2)
-            label = (x1, y1 + h / 2 + 0.8 * h)
-        else:
-            start, end = (x1 + w / 2, y1 + h / 4), (x1 + w / 2, y1 - h / 4)
-            label = (x1 + w / 2 + 0.8 * h, y1)
-        ax.add_patch(arrow_class(start, end, connectionstyle="arc3,rad=-1.6", **style))
-    else:
-        ax.add_patch(
-            arrow_class(
-                (x1, y1),
-                (x2, y2),
-                patchA=patches[source],
-                patchB=patches[target],
-                connectionstyle=f"arc3,rad={rad}",
-                **style,
-            )
+    ax.add_patch(
+        FancyArrowPatch(
+            (x1, y1),
+            (x2, y2),
+            patchA=patches[source],
+            patchB=patches[target],
+            connectionstyle=f"arc3,rad={rad}",
+            **style,
         )
-        # The middle of matplotlib's arc3 curve: halfway to its control point.
-        label = ((x1 + x2) / 2 + rad / 2 * (y2 - y1), (y1 + y2) / 2 - rad / 2 * (x2 - x1))
-    ax.text(
-        *label,
-        f"{count:,}",
-        ha="center",
-        va="center",
-        fontsize=0.8 * font * scale,
-        color="#252525",
-        zorder=4,
-        bbox={
-            "boxstyle": "round,pad=0.15",
-            "facecolor": "white",
-            "edgecolor": "none",
-            "alpha": 0.85,
-        },
     )
+    # The middle of matplotlib's arc3 curve: halfway to its control point.
+    return (x1 + x2) / 2 + rad / 2 * (y2 - y1), (y1 + y2) / 2 - rad / 2 * (x2 - x1)
+
+
+def _loop(
+    ax: Axes,
+    centre: tuple[float, float],
+    size: tuple[float, float],
+    direction: str,
+    style: dict[str, Any],
+) -> tuple[float, float]:
+    """A self-loop beside the box, away from the flow; returns where its count goes."""
+    from matplotlib.patches import FancyArrowPatch
+
+    (x, y), (w, h) = centre, size
+    if direction == "LR":  # above the box
+        start, end = (x - h / 4, y + h / 2), (x + h / 4, y + h / 2)
+        label = (x, y + h / 2 + 0.8 * h)
+    else:  # right of the box
+        start, end = (x + w / 2, y + h / 4), (x + w / 2, y - h / 4)
+        label = (x + w / 2 + 0.8 * h, y)
+    ax.add_patch(FancyArrowPatch(start, end, connectionstyle="arc3,rad=-1.6", **style))
+    return label

@@ -211,6 +211,11 @@ def durations(
     """
     if unit is not None:
         check_choice("unit", unit, list(UNITS))
+    if options and isinstance(source, pd.DataFrame | pd.Series):
+        raise PlotError(
+            f"options {sorted(options)} apply when durations are computed; pass them to "
+            f"el.analytics.stream_durations, or filter the frame before plotting"
+        )
     if isinstance(source, pd.DataFrame):
         check_frame(source, ["duration"], "durations")
         series = source["duration"]
@@ -218,11 +223,6 @@ def durations(
         series = source
     else:
         series = analytics().stream_durations(source, **options)["duration"]
-    if options and isinstance(source, pd.DataFrame | pd.Series):
-        raise PlotError(
-            f"options {sorted(options)} apply when durations are computed; pass them to "
-            f"el.analytics.stream_durations, or filter the frame before plotting"
-        )
     seconds = duration_seconds(series)
     missing = int(seconds.isna().sum())
     seconds = seconds.dropna().to_numpy(dtype=float)

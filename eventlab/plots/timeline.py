@@ -127,7 +127,7 @@ def event_timeline(
         ).df()
     except Exception as exc:  # a column the Parquet files or the frame do not have
         raise PlotError(f"cannot select lanes {lanes!r} from the events: {exc}") from None
-    ax = new_axes(ax, (10, max(2.5, 0.3 * min(len(stats), max_lanes) + 1.2)))
+    ax = new_axes(ax, (10, min(16.0, max(2.5, 0.3 * min(len(stats), max_lanes) + 1.2))))
     if stats.empty:
         ax.set_title("no events match")
         return ax
@@ -155,7 +155,9 @@ def event_timeline(
             params,
         ).df()
     _draw_lanes(ax, rows, row_of, width, legend)
-    ax.set_yticks(range(len(lane_names)), lane_names)
+    ax.set_yticks(
+        range(len(lane_names)), lane_names, fontsize="small" if len(lane_names) > 40 else None
+    )
     ax.set_ylim(len(lane_names) - 0.5, -0.5)  # first lane on top
     ax.set_xlabel(f"{time} (UTC)")
     date_axis(ax)
