@@ -15,10 +15,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
 
 import eventlab as el  # noqa: E402
+from eventlab.plots.process import _layout  # noqa: E402
 from eventlab.plots.saga import CATEGORIES, TIMELINE_COLUMNS  # noqa: E402
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -866,3 +869,76 @@ def test_plots_are_public_and_documented():
         if callable(value):
             assert value.__doc__, name
     assert "plots" in el.__all__ and "widgets" in el.__all__
+
+
+# ---------------------------------------------------------------------- properties
+
+
+PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+graphs = st.lists(
+    st.tuples(st.sampled_from("ABCDEFG"), st.sampled_from("ABCDEFG"), st.integers(1, 50)),
+    min_size=1,
+    max_size=15,
+)
+
+
+def reachable(edges: set[tuple[str, str]], start: str, goal: str) -> bool:
+    seen, todo = {start}, [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        for s, t in edges:
+            if s == node and t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return False
+
+
+@PROPERTIES
+@given(graphs)
+def test_process_layout_puts_every_forward_edge_downwards(edges):
+    layers, slots, back = _layout(edges)
+    assert set(layers) == {a for e in edges for a in e[:2]}
+    for layer in set(layers.values()):
+        members = [n for n in layers if layers[n] == layer]
+        assert sorted(slots[n] for n in members) == list(range(len(members)))
+    forward = {(s, t) for s, t, _ in edges if s != t and (s, t) not in back}
+    for s, t in forward:
+        assert layers[t] > layers[s]
+    # A back edge closes a cycle: its target leads back to its source.
+    for s, t in back:
+        assert (s, t) in {(a, b) for a, b, _ in edges} and s != t
+        assert reachable(forward, t, s)
+    # Longest path: every activity not at the top has a forward edge from the layer above.
+    for node, layer in layers.items():
+        if layer > 0:
+            assert any(layers[s] == layer - 1 for s, t in forward if t == node)
+
+
+@PROPERTIES
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from("abcdefgh"), st.integers(1, 9)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(1, 5),
+)
+def test_rate_table_keeps_every_event(rows, top):
+    frame = pd.DataFrame(
+        {
+            "time": [T0 + timedelta(hours=h) for h, _, _ in rows],
+            "type": [g for _, g, _ in rows],
+            "events": [n for _, _, n in rows],
+        }
+    )
+    table, group, step = el.plots.rates.rate_table(frame, "1h", None, top)
+    assert group == "type" and step == pd.Timedelta(hours=1)
+    assert len(table.columns) <= top
+    assert int(table.to_numpy().sum()) == sum(n for _, _, n in rows)
+    hours = [h for h, _, _ in rows]
+    assert len(table) == max(hours) - min(hours) + 1  # every hour between, gaps as zeros
+    per_hour = frame.groupby("time")["events"].sum()
+    assert table.sum(axis=1)[per_hour.index].tolist() == per_hour.tolist()

@@ -13,6 +13,8 @@ import ipywidgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import eventlab as el  # noqa: E402
 from eventlab.widgets._html import CHANGED  # noqa: E402
@@ -370,6 +372,24 @@ def test_projection_steps_of_a_projection_show_its_rows_and_write_nothing(snapsh
     ].tolist() == [115]
 
 
+def test_projection_steps_keep_each_step_rows_when_a_handler_changes_a_value_in_place():
+    class Tags(el.Projection):
+        name = "tags"
+        schema = {"account": "VARCHAR", "types": "VARCHAR[]"}
+
+        def on_Opened(self, event):
+            self.upsert(event.stream_id, types=[event.type])
+
+        def on_Deposited(self, event):
+            types = self.get(event.stream_id)["types"]
+            types.append(event.type)  # the same list object, changed in place
+            self.upsert(event.stream_id, types=types)
+
+    steps = el.widgets.projection_steps(account_store(), Tags(), "acct-1")
+    assert [len(s["after"]["acct-1"]["types"]) for s in steps] == [1, 2, 3, 4]
+    assert steps[1]["changed"] == ["acct-1.types"]
+
+
 def test_projection_steps_report_a_handler_error():
     class Broken(Balances):
         def on_Deposited(self, event):
@@ -598,3 +618,54 @@ def test_saga_stepper_widget_moves_through_the_events():
     assert "SagaAborted" in widget.event_view.value
     widget.previous.click()
     assert "StepCompensated" in widget.event_view.value
+
+
+# ---------------------------------------------------------------------- properties
+
+
+# A step's attempts: failures or time-outs, then maybe a success.
+attempts = st.tuples(
+    st.lists(st.sampled_from(["StepFailed", "StepTimedOut"]), max_size=3), st.booleans()
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(attempts, min_size=1, max_size=4),
+    numbered=st.booleans(),
+    announce_retries=st.booleans(),
+)
+def test_timeline_from_events_matches_a_saga_model(steps, numbered, announce_retries):
+    """Whatever the saga did, the timeline has its attempts, in order, with their outcomes."""
+    events, expected = [], []
+    outcome_of = {"StepFailed": "failed", "StepTimedOut": "timed_out"}
+
+    def emit(kind, step, attempt):
+        data = {"step": step, **({"attempt": attempt} if numbered else {})}
+        events.append((kind, data))
+
+    done = []
+    for index, (failures, succeeds) in enumerate(steps):
+        step = f"step{index}"
+        ends = [*failures, *(["StepSucceeded"] if succeeds else [])]
+        for attempt, end in enumerate(ends, start=1):
+            if attempt > 1 and announce_retries:
+                emit("StepRetried", step, attempt)
+            emit("StepRequested", step, attempt)
+            emit(end, step, attempt)
+            expected.append((step, "action", attempt, outcome_of.get(end, "succeeded")))
+        if not succeeds:
+            break
+        done.append(step)
+    if not steps[-1][1] or len(done) < len(steps):
+        for step in reversed(done):  # an aborted saga compensates what it did
+            emit("CompensationRequested", step, 1)
+            emit("StepCompensated", step, 1)
+            expected.append((step, "compensation", 1, "compensated"))
+    timeline = el.widgets.timeline_from_events(recorded("saga-P", events))
+    assert [tuple(row) for row in timeline[["step", "kind", "attempt", "outcome"]].values] == (
+        expected
+    )
+    assert (timeline["finished"] >= timeline["started"]).all()
+    # Each attempt lasts from its request to its end: one simulated second.
+    assert ((timeline["finished"] - timeline["started"]) == pd.Timedelta(seconds=1)).all()

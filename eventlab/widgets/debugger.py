@@ -93,7 +93,7 @@ def _reducer_steps(reducer: Any, events: list, stream_id: str, initial: Any) -> 
     state = fold.start(stream_id)
     steps = []
     for index, event in enumerate(events, start=1):
-        before = copy.deepcopy(state)
+        before = state
         handled = (
             event.type == REVERTED
             or not fold.is_aggregate
@@ -103,12 +103,13 @@ def _reducer_steps(reducer: Any, events: list, stream_id: str, initial: Any) -> 
             if event.type == REVERTED:  # the state as of the version it returns to
                 state = fold.run(effective_events(events[:index]), stream_id)
             else:
-                # Work on a copy: a reducer that changes its input must not change `before`.
+                # On a copy: a reducer (or an aggregate) that changes the state it is given
+                # must not change the states already kept.
                 state = fold.apply(copy.deepcopy(before), event)
         except Exception as exc:
             steps.append(_step(index, event, before, before, handled, _message(exc)))
             break
-        steps.append(_step(index, event, before, copy.deepcopy(state), handled, None))
+        steps.append(_step(index, event, before, state, handled, None))
     return steps
 
 
