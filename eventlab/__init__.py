@@ -3,6 +3,7 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
+from . import plots, widgets  # el.plots, el.widgets (matplotlib and ipywidgets load lazily)
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
@@ -21,6 +22,7 @@ from .errors import (
     JournalError,
     MissingColumnsError,
     ParquetError,
+    PlotError,
     ProjectionError,
     QueryError,
     ReadOnlyError,
@@ -71,6 +73,7 @@ __all__ = [
     "JournalError",
     "MissingColumnsError",
     "ParquetError",
+    "PlotError",
     "Projection",
     "ProjectionError",
     "ProjectionFailedWarning",
@@ -98,8 +101,10 @@ __all__ = [
     "VersionNotFoundError",
     "diff",
     "history",
+    "plots",
     "replay",
     "replay_all",
     "upcaster",
     "upcasters",
+    "widgets",
 ]
