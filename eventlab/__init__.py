@@ -44,7 +44,7 @@ from .ratelimit import RateLimiter
 from .replay import replay
 from .resilience import RetryPolicy
 from .runner import ProjectionFailedWarning, ProjectionRunner
-from .saga import Saga, SagaCoordinator, Step, saga_status, saga_timeline
+from .saga import Choreography, Saga, SagaCoordinator, Step, saga_status, saga_timeline
 from .scheduler import CommandScheduler
 from .snapshots import Snapshots
 from .store import EventStore
@@ -54,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "Choreography",
     "CircuitBreaker",
     "CircuitOpenError",
     "Command",

@@ -44,7 +44,8 @@ class Participants:
             plan = self.scripts.get(key, self.default.get(command_type, []))
             n = self.count[key]
             self.count[key] += 1
-            self.calls.append((transaction, command_type, command.context["attempt"]))
+            attempt = (command.context or {}).get("attempt", ctx.attempt)
+            self.calls.append((transaction, command_type, attempt))
             what = plan[n] if n < len(plan) else (plan[-1] if plan else "ok")
             if what == "fail":
                 raise ConnectionError(f"{command_type} is down")

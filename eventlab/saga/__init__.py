@@ -7,9 +7,12 @@
   order when a step fails for good. Its state is the saga's own stream
   ``saga-<transaction id>`` (see :mod:`eventlab.saga.state`), so a new
   coordinator resumes every open saga after a crash.
+- :class:`Choreography`: the same flow with no coordinator, services reacting
+  to each other's events.
 - :func:`saga_timeline` and :func:`saga_status`: what happened, as DataFrames.
 """
 
+from .choreography import Choreography, failure_event_id, reaction_id
 from .coordinator import SagaCoordinator
 from .definition import ACTION, COMPENSATION, Saga, Step
 from .state import (
@@ -34,6 +37,7 @@ __all__ = [
     "COMPENSATING",
     "COMPENSATION",
     "COMPLETED",
+    "Choreography",
     "ENDED",
     "EVENT_TYPES",
     "RUNNING",
@@ -45,6 +49,8 @@ __all__ = [
     "SagaCoordinator",
     "SagaState",
     "Step",
+    "failure_event_id",
+    "reaction_id",
     "saga_events",
     "saga_status",
     "saga_timeline",
