@@ -143,3 +143,26 @@ def test_bad_wiring_is_refused(clock):
             .iloc[-1]
             .startswith("SagaError: the reaction to Odd returned 42; return an el.Command")
         )
+
+
+def test_once_per_reacts_once_to_all_the_events_of_one_command(clock):
+    with el.EventStore(clock=clock) as store:
+        executor = el.CommandExecutor(store)
+        charged = []
+
+        @executor.handler("Reserve")
+        def reserve(command, ctx):  # one event per line, on each product's stream
+            return {f"product-{sku}": [el.Event("StockReserved", {})] for sku in ("A", "B")}
+
+        @executor.handler("Charge")
+        def charge(command, ctx):
+            charged.append(command.command_id)
+
+        flow = el.Choreography(store, el.CommandScheduler(store, executor), name="checkout")
+        flow.on("CheckoutRequested", lambda e: ("Reserve", {}))
+        flow.on("StockReserved", lambda e: ("Charge", {}), once_per=lambda e: e.causation_id)
+        flow.start("CheckoutRequested", transaction_id="t")
+        flow.run()
+        assert charged == ["Charge:Reserve:checkout-t@1"]
+        with pytest.raises(el.SagaError, match="once_per must be a function of the event"):
+            flow.on("StockReserved", lambda e: None, once_per="causation_id")

@@ -94,7 +94,7 @@ class Choreography:
         self.store = store
         self.scheduler = scheduler
         self.name = name
-        self._reactions: dict[str, list[tuple[str | None, Reaction]]] = {}
+        self._reactions: dict[str, list[tuple[str | None, Reaction, Any]]] = {}
         self._failures: dict[str, tuple[str, str]] = {}  # command type -> (event, service)
         self._subscription = None
         self._recovered = False
@@ -102,19 +102,31 @@ class Choreography:
 
     # ------------------------------------------------------------------ wiring
 
-    def on(self, event_type: str, react: Reaction, *, service: str | None = None) -> None:
+    def on(
+        self,
+        event_type: str,
+        react: Reaction,
+        *,
+        service: str | None = None,
+        once_per: Callable[[RecordedEvent], str] | None = None,
+    ) -> None:
         """When an ``event_type`` event commits, send the command(s) ``react(event)`` returns.
 
         ``react`` returns an :class:`~eventlab.Command`, a ``(command type,
         payload)`` pair, a list of them, or None for nothing. Each command gets
-        the id ``<CommandType>:<stream>@<version>`` of the event (a redelivered
-        event sends it once) and the event's correlation id. ``service`` only
-        names who reacts (in the command's context).
+        the id ``<CommandType>:<key>`` and the event's correlation id; the key
+        is ``once_per(event)``, by default ``<stream>@<version>`` (the event
+        itself: a redelivered event sends it once). Give e.g.
+        ``once_per=lambda e: e.causation_id`` to react once to all the events
+        one command caused. ``service`` only names who reacts (in the
+        command's context).
         """
         check_name("event_type", event_type)
         if not callable(react):
             raise SagaError(f"the reaction to {event_type!r} must be callable, got {react!r:.80}")
-        self._reactions.setdefault(event_type, []).append((service, react))
+        if once_per is not None and not callable(once_per):
+            raise SagaError(f"once_per must be a function of the event, got {once_per!r:.80}")
+        self._reactions.setdefault(event_type, []).append((service, react, once_per))
         if self._subscription is not None:  # wired already: listen to the new type too
             self.store.bus.unsubscribe(self._subscription)
             self._subscription = None
@@ -177,8 +189,9 @@ class Choreography:
         )
 
     def _react(self, event: RecordedEvent) -> None:
-        for service, react in self._reactions.get(event.type, ()):
+        for service, react, once_per in self._reactions.get(event.type, ()):
             made = react(event)
+            key = f"{event.stream_id}@{event.version}" if once_per is None else once_per(event)
             for command in _commands(made, event):
                 context = {**(command.context or {}), "caused_by": event.event_id}
                 if service is not None:
@@ -187,7 +200,7 @@ class Choreography:
                     Command(
                         command.type,
                         command.payload,
-                        command_id=reaction_id(command.type, event),
+                        command_id=f"{command.type}:{key}",
                         correlation_id=event.correlation_id or command.correlation_id,
                         deadline=command.deadline,
                         context=context,

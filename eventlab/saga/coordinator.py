@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -323,7 +324,7 @@ class SagaCoordinator:
                     state = self._open[transaction_id]
                     events: list[Event] = []
                     self._answer(state, status, error, events)
-                    self._flush(state, events)
+                    self._flush(state, events, command_id)
                     touched[transaction_id] = state
         except BaseException:
             self._reload()
@@ -338,23 +339,20 @@ class SagaCoordinator:
         kind, attempt = state.kind, state.attempt
         answer = {"step": step.name, "kind": kind, "attempt": attempt}
         answer["command_id"] = state.command_id
-        cause = state.command_id
         if status == SUCCEEDED:
             if kind == ACTION:
-                self._emit(state, events, STEP_SUCCEEDED, answer, cause)
+                self._emit(state, events, STEP_SUCCEEDED, answer)
                 following = saga.after(step.name)
                 if following is None:
                     self._emit(state, events, SAGA_COMPLETED, {"steps": len(state.done)})
                 else:
                     self._request(state, saga, following, ACTION, 1, events)
             else:
-                self._emit(state, events, STEP_COMPENSATED, answer, cause)
+                self._emit(state, events, STEP_COMPENSATED, answer)
                 self._compensate_or_abort(state, saga, events)
             return
         if status == REJECTED:  # declined: asking again gives the same answer
-            self._emit(
-                state, events, STEP_FAILED, {**answer, "error": error, "declined": True}, cause
-            )
+            self._emit(state, events, STEP_FAILED, {**answer, "error": error, "declined": True})
             self._give_up(state, saga, error, events)
             return
         timed_out = status in (TIMED_OUT, EXPIRED)
@@ -365,7 +363,6 @@ class SagaCoordinator:
             {**answer, "error": error}
             if timed_out
             else {**answer, "error": error, "declined": False},
-            cause,
         )
         policy = step.retry if kind == ACTION else step.compensation_retry
         if policy.should_retry(attempt):
@@ -468,28 +465,27 @@ class SagaCoordinator:
         if command.deadline is not None:
             self._deadlined.add(command.command_id)
 
-    def _emit(
-        self,
-        state: SagaState,
-        events: list,
-        event_type: str,
-        data: dict[str, Any],
-        causation_id: str | None = None,
-    ) -> None:
+    def _emit(self, state: SagaState, events: list, event_type: str, data: dict[str, Any]) -> None:
         """Apply an event to the saga's state and queue it for :meth:`_flush`."""
         state.apply(event_type, data, peek_micros(self.store.clock))
-        metadata = {"correlation_id": state.transaction_id}
-        if causation_id is not None:
-            metadata["causation_id"] = causation_id
-        events.append(Event(event_type, data, metadata))
+        events.append(Event(event_type, data))
 
-    def _flush(self, state: SagaState, events: list) -> None:
-        if events:
-            self.store.append(
+    def _flush(self, state: SagaState, events: list, cause: str | None = None) -> None:
+        """Append the queued events, each with the transaction id as correlation id and,
+        when they answer a command, that command's id as causation id."""
+        if not events:
+            return
+        store = self.store
+        outer = store._stamp
+        store._stamp = _stamp(state.transaction_id, cause)
+        try:
+            store.append(
                 stream_of(state.transaction_id),
                 events,
                 expected_version=state.version - len(events),
             )
+        finally:
+            store._stamp = outer
 
     # ------------------------------------------------------------------ time
 
@@ -740,6 +736,19 @@ class SagaCoordinator:
             f"SagaCoordinator(sagas={sorted(self._sagas)}, open={len(self._open)}, "
             f"waiting_for={len(self._outstanding)} command(s), retries_due={len(self._timers)})"
         )
+
+
+def _stamp(transaction_id: str, causation_id: str | None) -> tuple:
+    """The store stamp (see ``EventStore._make_stamp``) for a saga's events, built
+    directly: one is made for every decision."""
+    metadata = {"correlation_id": transaction_id}
+    encoded = f'{{"correlation_id":{_quote(transaction_id)}}}'
+    if causation_id is not None:
+        metadata["causation_id"] = causation_id
+        encoded = (
+            f'{{"correlation_id":{_quote(transaction_id)},"causation_id":{_quote(causation_id)}}}'
+        )
+    return metadata, encoded, transaction_id, causation_id
 
 
 def _answer_status(status: str, error: str | None) -> str:
