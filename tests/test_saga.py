@@ -422,6 +422,26 @@ def test_a_step_whose_command_cannot_be_built_fails_without_retry(world):
         }
     ]
     assert types(store, "t")[-3:] == ["CompensationRequested", "StepCompensated", "SagaAborted"]
+    # A payload that is not a JSON object is refused the same way.
+    for n, bad in enumerate([lambda d: ("Charge", [1]), lambda d: ("Charge", {"at": object()})]):
+        odd = el.Saga(f"odd{n}", [el.Step("reserve", "Reserve", "Release"), el.Step("pay", bad)])
+        coordinator.start(odd, transaction_id=f"odd-{n}")
+    coordinator.run()
+    errors = [
+        e.data["error"]
+        for n in range(2)
+        for e in store.read_stream(f"saga-odd-{n}")
+        if e.type == "StepFailed"
+    ]
+    assert errors[0] == (
+        "could not build the action command: SagaError: the action of step 'pay' gave a list "
+        "payload; a payload is a dict (a JSON object)"
+    )
+    assert errors[1].startswith(
+        "could not build the action command: InvalidEventError: command payload['at'] is not "
+        "JSON-serialisable (object"
+    )
+    assert types(store, "odd-1")[-1] == "SagaAborted"
     # At the first step, start() refuses and writes nothing.
     first = el.Saga("first", [el.Step("x", lambda d: 42)])
     head = store.head

@@ -230,13 +230,13 @@ class SagaCoordinator:
         )
         outer = self.store._tx is not None
         with self.store.transaction():
-            command = self._command(state, saga.steps[0], ACTION, 1)
+            command = self._submit(state, saga.steps[0], ACTION, 1)
             if isinstance(command, Exception):
                 raise SagaError(
                     f"saga {saga.name!r} could not build the command of its first step "
                     f"{saga.steps[0].name!r}: {command}"
                 ) from command
-            self._send(state, events, command, STEP_REQUESTED, saga.steps[0].name, ACTION, 1)
+            self._sent(state, events, command, STEP_REQUESTED, saga.steps[0].name, ACTION, 1)
             self._flush(state, events)
         if outer:  # known for sure only once the caller's transaction commits
             self._unconfirmed[transaction_id] = state
@@ -420,7 +420,7 @@ class SagaCoordinator:
         self, state: SagaState, saga: Saga, step: Step, kind: str, attempt: int, events: list
     ) -> None:
         """Send attempt ``attempt`` of the step's action or compensation."""
-        command = self._command(state, step, kind, attempt)
+        command = self._submit(state, step, kind, attempt)
         request = STEP_REQUESTED if kind == ACTION else COMPENSATION_REQUESTED
         if isinstance(command, Exception):
             # A step whose command cannot even be built is declined by our side:
@@ -431,10 +431,11 @@ class SagaCoordinator:
             self._emit(state, events, STEP_FAILED, {**data, "error": error, "declined": True})
             self._give_up(state, saga, error, events)
             return
-        self._send(state, events, command, request, step.name, kind, attempt)
+        self._sent(state, events, command, request, step.name, kind, attempt)
 
-    def _command(self, state: SagaState, step: Step, kind: str, attempt: int) -> Any:
-        """The attempt's command, or the exception that building it raised."""
+    def _submit(self, state: SagaState, step: Step, kind: str, attempt: int) -> Any:
+        """Build and submit the attempt's command; returns it, or the exception that
+        building or submitting it raised (then nothing was submitted)."""
         transaction_id = state.transaction_id
         context = {
             "saga": state.saga,
@@ -445,11 +446,13 @@ class SagaCoordinator:
         }
         command_id = f"{transaction_id}:{step.name}:{kind}:{attempt}"
         try:
-            return step.command(kind, state.data, command_id, transaction_id, context)
+            command = step.command(kind, state.data, command_id, transaction_id, context)
+            self.scheduler.submit(command)  # encodes the payload: raises if it is not JSON
         except Exception as exc:  # noqa: BLE001 - the user's function decides, we record
             return exc
+        return command
 
-    def _send(
+    def _sent(
         self,
         state: SagaState,
         events: list,
@@ -459,7 +462,6 @@ class SagaCoordinator:
         kind: str,
         attempt: int,
     ) -> None:
-        self.scheduler.submit(command)
         data = {"step": step, "kind": kind, "attempt": attempt, "command_id": command.command_id}
         self._emit(state, events, request, data)
         if command.deadline is not None:
@@ -674,9 +676,7 @@ class SagaCoordinator:
             for command_id in command_ids:
                 state = self._open[self._outstanding[command_id]]
                 step = self._sagas[state.saga].step(state.step)
-                command = self._command(state, step, state.kind, state.attempt)
-                if not isinstance(command, Exception):
-                    self.scheduler.submit(command)
+                self._submit(state, step, state.kind, state.attempt)
 
     # ------------------------------------------------------------------ operators
 
