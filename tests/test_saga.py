@@ -591,6 +591,9 @@ def test_bad_definitions_and_arguments(world):
             el.SagaCoordinator(store, scheduler)
     with pytest.raises(el.SagaError, match="saga data must be a dict"):
         coordinator.start(checkout(), [1, 2])
+    with pytest.raises(el.InvalidEventError, match=r"saga data\['when'\] is not JSON-serial"):
+        coordinator.start(checkout(), {"when": object()}, transaction_id="bad")
+    assert store.version("saga-bad") == 0 and coordinator.scheduler.pending() == 0
     with pytest.raises(el.SagaError, match="expected an el.Saga"):
         coordinator.register("checkout")
     with pytest.raises(el.SagaError, match="no saga with transaction id 'nope'"):

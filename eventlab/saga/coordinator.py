@@ -38,7 +38,7 @@ import pandas as pd
 from ..clock import from_micros, peek_micros
 from ..command_log import DEAD, EXPIRED, FAILED, REJECTED, SUCCEEDED, TERMINAL, TIMED_OUT
 from ..errors import SagaError
-from ..events import Event, check_name
+from ..events import Event, check_name, to_json
 from ..replay import paused_gc
 from ..scheduler import CommandScheduler
 from .definition import ACTION, COMPENSATION, Saga, Step
@@ -208,6 +208,7 @@ class SagaCoordinator:
                 f"saga data must be a dict (a JSON object), got {type(data).__name__}; e.g. "
                 f"{{'order_id': 'o-1'}}"
             )
+        to_json(data, "saga data")  # names a key that is not JSON, before anything is written
         if transaction_id is None:
             transaction_id = uuid.uuid4().hex
         check_name("transaction_id", transaction_id)
@@ -475,7 +476,7 @@ class SagaCoordinator:
     def _emit(self, state: SagaState, events: list, event_type: str, data: dict[str, Any]) -> None:
         """Apply an event to the saga's state and queue it for :meth:`_flush`."""
         state.apply(event_type, data, peek_micros(self.store.clock))
-        events.append(Event(event_type, data))
+        events.append(_event(event_type, data))
 
     def _flush(self, state: SagaState, events: list, cause: str | None = None) -> None:
         """Append the queued events, each with the transaction id as correlation id and,
@@ -486,10 +487,13 @@ class SagaCoordinator:
         outer = store._stamp
         store._stamp = _stamp(state.transaction_id, cause)
         try:
-            store.append(
+            # Always inside the coordinator's own transaction, with events it made
+            # for a stream id it made: the checks of ``append`` were done already.
+            store._append_in(
+                store._tx,
                 stream_of(state.transaction_id),
                 events,
-                expected_version=state.version - len(events),
+                state.version - len(events),
             )
         finally:
             store._stamp = outer
@@ -741,6 +745,19 @@ class SagaCoordinator:
             f"SagaCoordinator(sagas={sorted(self._sagas)}, open={len(self._open)}, "
             f"waiting_for={len(self._outstanding)} command(s), retries_due={len(self._timers)})"
         )
+
+
+def _event(event_type: str, data: dict[str, Any]) -> Event:
+    """An :class:`~eventlab.Event` made without its checks: the type is one of the saga's
+    own and the data a fresh dict (the store encodes, and so checks, it on append)."""
+    event = object.__new__(Event)
+    put = object.__setattr__
+    put(event, "type", event_type)
+    put(event, "data", data)
+    put(event, "metadata", None)
+    put(event, "event_id", None)
+    put(event, "occurred_at", None)
+    return event
 
 
 def _stamp(transaction_id: str, causation_id: str | None) -> tuple:
