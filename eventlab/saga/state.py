@@ -25,8 +25,9 @@ event                       data (besides ``step``, ``kind``, ``attempt``)
                             ``SagaCoordinator.retry``)
 ==========================  ====================================================
 
-Every event carries the transaction id as its ``correlation_id``; those that
-answer a command also carry the command's id as ``causation_id``.
+Every event carries the transaction id as its ``correlation_id``; the events
+written on hearing a command's answer (the answer and the decision it led to)
+carry that command's id as ``causation_id``.
 """
 
 from __future__ import annotations
