@@ -28,6 +28,7 @@ from .errors import (
     ReadOnlyError,
     ReplayError,
     ResilienceError,
+    SagaError,
     StoreClosedError,
     StoreLockedError,
     UnknownEventError,
@@ -43,6 +44,7 @@ from .ratelimit import RateLimiter
 from .replay import replay
 from .resilience import RetryPolicy
 from .runner import ProjectionFailedWarning, ProjectionRunner
+from .saga import Choreography, Saga, SagaCoordinator, Step, saga_status, saga_timeline
 from .scheduler import CommandScheduler
 from .snapshots import Snapshots
 from .store import EventStore
@@ -52,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "Choreography",
     "CircuitBreaker",
     "CircuitOpenError",
     "Command",
@@ -88,9 +91,13 @@ __all__ = [
     "ReplayError",
     "ResilienceError",
     "RetryPolicy",
+    "Saga",
+    "SagaCoordinator",
+    "SagaError",
     "SimulatedClock",
     "Snapshots",
     "SqlProjection",
+    "Step",
     "StoreClosedError",
     "StoreLockedError",
     "Subscription",
@@ -104,6 +111,8 @@ __all__ = [
     "plots",
     "replay",
     "replay_all",
+    "saga_status",
+    "saga_timeline",
     "upcaster",
     "upcasters",
     "widgets",

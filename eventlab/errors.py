@@ -136,6 +136,11 @@ class ResilienceError(EventlabError, ValueError):
     """A retry policy, circuit breaker or rate limiter was given a bad argument."""
 
 
+class SagaError(EventlabError):
+    """A saga or step is malformed, unknown to the coordinator, or asked to do what its
+    state does not allow (e.g. retrying a saga that is not stuck)."""
+
+
 class PlotError(EventlabError, ValueError):
     """A plot or widget was given something it cannot show (an unknown option, an
     empty or unknown stream, a field the state does not have)."""

@@ -66,6 +66,12 @@ class CommandScheduler:
         ``{command type: el.RateLimiter}``: a command of that type runs only
         with a token; otherwise it waits in the queue until one is due.
 
+    A command may set its own ``max_attempts`` and ``timeout`` (seconds) in its
+    context, e.g. ``context={"max_attempts": 1, "timeout": 5.0}``; they are
+    stored with it, so they hold after a restart too. A saga submits each
+    attempt of a step as its own command with ``max_attempts=1``: the saga's
+    retry policy, not the scheduler's, decides whether to try again.
+
     Examples
     --------
     >>> import eventlab as el
@@ -127,6 +133,8 @@ class CommandScheduler:
 
         Durable when it returns (or, inside ``store.transaction()``, when that commits).
         """
+        if command.context:
+            _overrides(command, self.timeout, self.max_attempts)  # reject bad ones now
         self.commands.add(command)
         return command.command_id
 
@@ -192,8 +200,13 @@ class CommandScheduler:
                             expired.append(held)
                             continue
                     attempt = attempts + 1
+                    timeout, max_attempts = (
+                        _overrides(command, self.timeout, self.max_attempts)
+                        if command.context
+                        else (self.timeout, self.max_attempts)
+                    )
                     started = peek_micros(store.clock)
-                    outcome = self.executor.run(command, attempt, timeout=self.timeout)
+                    outcome = self.executor.run(command, attempt, timeout=timeout)
                     breaker = self.breakers.get(command.type)
                     if breaker is not None:
                         if outcome.status in (FAILED, TIMED_OUT):
@@ -209,7 +222,9 @@ class CommandScheduler:
                         None if outcome.result is None else to_json(outcome.result, "result"),
                     )
                     if outcome.status in (FAILED, TIMED_OUT):
-                        self._retry_or_bury(outcome.command_id, outcome.attempt, outcome.error)
+                        self._retry_or_bury(
+                            outcome.command_id, outcome.attempt, outcome.error, max_attempts
+                        )
                     ran.append(outcome)
         except BaseException:
             log.give_back([ticket for _, _, ticket in taken])
@@ -243,9 +258,11 @@ class CommandScheduler:
         self.commands.set_status(command.command_id, QUEUED, error=error, available_at=until)
         return CommandOutcome(command.command_id, QUEUED, attempts, error=error)
 
-    def _retry_or_bury(self, command_id: str, attempt: int, error: str | None) -> None:
+    def _retry_or_bury(
+        self, command_id: str, attempt: int, error: str | None, max_attempts: int | None = None
+    ) -> None:
         """Requeue after the backoff, or dead-letter when out of attempts (keeping the error)."""
-        if attempt >= self.max_attempts:
+        if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
             self.commands.set_status(command_id, DEAD, error=error)
             return
         due = self._now() + self.backoff.delay(attempt)
@@ -321,13 +338,41 @@ class CommandScheduler:
                     self.commands.set_status(command_id, SUCCEEDED, result={"events": stored})
                     continue
                 self.commands.set_status(command_id, TIMED_OUT, error=reason)
-                self._retry_or_bury(command_id, attempts, reason)
+                _, max_attempts = _overrides(
+                    self.log.command(command_id), self.timeout, self.max_attempts
+                )
+                self._retry_or_bury(command_id, attempts, reason, max_attempts)
 
     def _events_caused_by(self, command_id: str) -> int:
         found = self.store.sql(
             "SELECT count(*) AS n FROM events WHERE causation_id = $1", [command_id]
         )
         return int(found["n"].iloc[0])
+
+
+def _overrides(
+    command: Command, timeout: timedelta, max_attempts: int
+) -> tuple[timedelta, int]:
+    """The command's own ``timeout`` and ``max_attempts`` (from its context), else the
+    scheduler's."""
+    context = command.context or {}
+    own_attempts = context.get("max_attempts", max_attempts)
+    if isinstance(own_attempts, bool) or not isinstance(own_attempts, int) or own_attempts < 1:
+        raise CommandError(
+            f"command {command.command_id!r} sets max_attempts={own_attempts!r} in its context; "
+            f"give an int of 1 or more, e.g. context={{'max_attempts': 1}}"
+        )
+    own_timeout = context.get("timeout")
+    if own_timeout is None:
+        return timeout, own_attempts
+    if isinstance(own_timeout, bool) or not isinstance(own_timeout, int | float) or not (
+        own_timeout > 0
+    ):
+        raise CommandError(
+            f"command {command.command_id!r} sets timeout={own_timeout!r} in its context; "
+            f"give a positive number of seconds, e.g. context={{'timeout': 5.0}}"
+        )
+    return timedelta(seconds=own_timeout), own_attempts
 
 
 def _guards(name: str, given: Mapping[str, Any] | None, kind: type, example: str) -> dict:

@@ -28,6 +28,7 @@ ERRORS = [
     "ReadOnlyError",
     "ReplayError",
     "ResilienceError",
+    "SagaError",
     "StoreClosedError",
     "StoreLockedError",
     "UnknownEventError",

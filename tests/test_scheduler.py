@@ -318,3 +318,53 @@ def test_guards_must_map_command_types_to_guards(setup):
         el.CommandScheduler(store, scheduler.executor, breakers={"Pay": "not a breaker"})
     with pytest.raises(el.CommandError, match="limits maps command types to RateLimiters"):
         el.CommandScheduler(store, scheduler.executor, limits={1: el.RateLimiter(1, 1)})
+
+
+def test_a_command_may_set_its_own_attempts_and_timeout(setup):
+    store, scheduler, calls, flaky = setup
+    flaky["failures"] = 5
+    once = el.Command("Flaky", {}, command_id="f-once", context={"max_attempts": 1})
+    scheduler.submit(once)
+    scheduler.run()
+    assert calls == [("f-once", 1)]  # the scheduler's max_attempts=3 does not apply
+    assert scheduler.commands.history("f-once")["status"].tolist() == [
+        "queued", "running", "failed", "dead",
+    ]  # fmt: skip
+    calls.clear()
+    # 6 s is within this command's own timeout of 8 s (the scheduler's is 5 s).
+    patient = el.Command("Slow", {"seconds": 6}, command_id="s-own", context={"timeout": 8})
+    scheduler.submit(patient)
+    scheduler.run()
+    assert status(scheduler, "s-own") == "succeeded" and calls == [("s-own", 1)]
+    hasty = el.Command(
+        "Slow", {"seconds": 2}, command_id="s-hasty", context={"timeout": 1.5, "max_attempts": 2}
+    )
+    scheduler.submit(hasty)
+    scheduler.run()
+    history = scheduler.commands.history("s-hasty")["status"].tolist()
+    assert history.count("timed_out") == 2 and history[-1] == "dead"
+
+
+def test_a_running_orphan_with_one_attempt_is_buried_on_recovery(setup):
+    store, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Ping", {"n": 8}, command_id="c-8", context={"max_attempts": 1}))
+    scheduler.commands.set_status("c-8", "running", attempts=1)
+    again = el.CommandScheduler(store, scheduler.executor)
+    assert status(again, "c-8") == "dead"
+    assert again.run() == 0 and calls == []
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"max_attempts": 0}, r"sets max_attempts=0 in its context; give an int of 1 or more"),
+        ({"max_attempts": True}, r"sets max_attempts=True"),
+        ({"timeout": -1}, r"sets timeout=-1 in its context; give a positive number of seconds"),
+        ({"timeout": "5"}, r"sets timeout='5'"),
+    ],
+)
+def test_bad_command_overrides_are_refused_at_submit(setup, context, message):
+    store, scheduler, _, _ = setup
+    with pytest.raises(el.CommandError, match=message):
+        scheduler.submit(el.Command("Ping", {"n": 1}, command_id="bad", context=context))
+    assert scheduler.pending() == 0

@@ -490,7 +490,7 @@ def seconds(*values: float) -> list[pd.Timestamp]:
 
 
 def test_saga_timeline_has_a_row_per_attempt():
-    timeline = el.widgets.saga_timeline(saga_store(), "T1")
+    timeline = el.saga_timeline(saga_store(), "T1")
     assert list(timeline.columns) == el.plots.saga.TIMELINE_COLUMNS
     assert timeline[["step", "kind", "attempt", "outcome"]].values.tolist() == [
         ["reserve", "action", 1, "succeeded"],
@@ -512,7 +512,7 @@ def test_saga_timeline_has_a_row_per_attempt():
 
 
 def test_saga_timeline_of_every_saga():
-    timeline = el.widgets.saga_timeline(saga_store())
+    timeline = el.saga_timeline(saga_store())
     assert timeline[["transaction_id", "step", "attempt"]].values.tolist() == [
         ["T1", "reserve", 1],
         ["T1", "charge", 1],
@@ -539,7 +539,7 @@ def test_timeline_from_events_without_attempt_numbers():
             ("StepRequested", {"step": "ship"}),
         ],
     )
-    timeline = el.widgets.timeline_from_events(events)
+    timeline = el.saga.timeline_from_events(events)
     assert timeline[["step", "attempt", "outcome"]].values.tolist() == [
         ["pay", 1, "failed"],
         ["pay", 2, "succeeded"],
@@ -560,7 +560,7 @@ def test_timeline_from_events_retry_as_start_and_ends_without_starts():
             ("StepFailed", {"step": "pay", "kind": "compensation"}),
         ],
     )
-    timeline = el.widgets.timeline_from_events(events)
+    timeline = el.saga.timeline_from_events(events)
     assert timeline[["kind", "attempt", "started", "finished", "outcome"]].values.tolist() == [
         ["action", 1, *seconds(0, 0), "failed"],
         ["action", 2, *seconds(1, 2), "succeeded"],
@@ -574,7 +574,7 @@ def test_timeline_from_events_retry_as_start_and_ends_without_starts():
 
 
 def test_timeline_from_no_step_events_is_empty_with_the_columns():
-    timeline = el.widgets.timeline_from_events(recorded("saga-Z", [("SagaStarted", {})]))
+    timeline = el.saga.timeline_from_events(recorded("saga-Z", [("SagaStarted", {})]))
     assert timeline.empty and list(timeline.columns) == el.plots.saga.TIMELINE_COLUMNS
 
 
@@ -662,7 +662,7 @@ def test_timeline_from_events_matches_a_saga_model(steps, numbered, announce_ret
             emit("CompensationRequested", step, 1)
             emit("StepCompensated", step, 1)
             expected.append((step, "compensation", 1, "compensated"))
-    timeline = el.widgets.timeline_from_events(recorded("saga-P", events))
+    timeline = el.saga.timeline_from_events(recorded("saga-P", events))
     assert [tuple(row) for row in timeline[["step", "kind", "attempt", "outcome"]].values] == (
         expected
     )

@@ -18,7 +18,7 @@ ipywidgets is imported only when a widget is built.
 
 from .browser import browse_events, event_browser, event_detail
 from .debugger import projection_debugger, projection_steps
-from .saga import saga_step_view, saga_stepper, saga_timeline, timeline_from_events
+from .saga import saga_step_view, saga_stepper
 from .time_travel import time_travel, time_travel_points, time_travel_view
 
 __all__ = [
@@ -29,9 +29,7 @@ __all__ = [
     "projection_steps",
     "saga_step_view",
     "saga_stepper",
-    "saga_timeline",
     "time_travel",
     "time_travel_points",
     "time_travel_view",
-    "timeline_from_events",
 ]
