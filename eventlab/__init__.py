@@ -46,6 +46,8 @@ from .snapshots import Snapshots
 from .store import EventStore
 from .upcasting import Upcasters, upcaster, upcasters
 
+from . import shop  # noqa: E402  (el.shop.simulate etc.; needs the names above)
+
 __version__ = "0.1.0"
 
 __all__ = [
