@@ -3,6 +3,7 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
+from . import shop
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
@@ -45,8 +46,6 @@ from .scheduler import CommandScheduler
 from .snapshots import Snapshots
 from .store import EventStore
 from .upcasting import Upcasters, upcaster, upcasters
-
-from . import shop  # noqa: E402  (el.shop.simulate etc.; needs the names above)
 
 __version__ = "0.1.0"
 
@@ -102,6 +101,7 @@ __all__ = [
     "history",
     "replay",
     "replay_all",
+    "shop",
     "upcaster",
     "upcasters",
 ]

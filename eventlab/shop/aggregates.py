@@ -205,7 +205,7 @@ class Order(Aggregate):
     >>> order.add_item("PEN-060", 1, 3400)
     Traceback (most recent call last):
     ...
-    eventlab.executor.CommandRejected: order 000001 is submitted; items can only be added while it is placed
+    eventlab.executor.CommandRejected: order 000001 is submitted; add items before submitting it
     """
 
     def __init__(self, id: str):
@@ -266,8 +266,7 @@ class Order(Aggregate):
         self._check_exists()
         if self.status != PLACED:
             raise CommandRejected(
-                f"order {self.order_id} is {self.status}; items can only be added while it is "
-                f"placed"
+                f"order {self.order_id} is {self.status}; add items before submitting it"
             )
         _check_quantity(quantity)
         _check_cents("price_cents", price_cents)
