@@ -34,7 +34,7 @@ from .services import (
     ShippingService,
     reaction_id,
 )
-from .simulate import CATALOGUE, simulate
+from .simulate import CATALOGUE, order_states, simulate, summary_lines
 
 __all__ = [
     "CATALOGUE",
@@ -54,9 +54,11 @@ __all__ = [
     "ShippingService",
     "Shop",
     "invoice_stream",
+    "order_states",
     "order_stream",
     "product_stream",
     "reaction_id",
     "shipment_stream",
     "simulate",
+    "summary_lines",
 ]

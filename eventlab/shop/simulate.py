@@ -549,3 +549,38 @@ def order_states(store: EventStore) -> dict[str, int]:
     )
     counts = frame["last"].map(_STATUS_OF).value_counts()
     return {status: int(counts[status]) for status in ORDER_STATUSES if status in counts}
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary of :func:`simulate` in words, one line per fact (for the CLI and demo).
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> store = el.EventStore(clock=el.SimulatedClock("2024-03-04", step=timedelta(0)))
+    >>> print(summary_lines(el.shop.simulate(store, orders=10, seed=2))[1])
+    Commands by status:
+    """
+    start, end = summary["start"], summary["end"]
+    states = ", ".join(f"{state} {n:,}" for state, n in summary["order_states"].items())
+    lines = [
+        f"Simulated {summary['orders']:,} orders over {summary['days']} days (seed "
+        f"{summary['seed']}): {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC on the "
+        f"simulated clock, in {summary['seconds']:.1f} s.",
+        "Commands by status:",
+    ]
+    width = max(map(len, [*summary["commands"], *summary["events"]]))
+    for status, count in sorted(summary["commands"].items(), key=lambda item: -item[1]):
+        lines.append(f"  {status:<{width}}  {count:>10,}")
+    lines.append("Events by type:")
+    for kind, count in summary["events"].items():
+        lines.append(f"  {kind:<{width}}  {count:>10,}")
+    lines.append(f"Orders by final state: {states}.")
+    payments, warehouse = summary["faults"]["payments"], summary["faults"]["warehouse"]
+    lines.append(
+        f"Injected faults: the payment gateway failed {payments['failed']:,} and refused "
+        f"{payments['down']:,} of {payments['calls']:,} calls (outages; its breaker opened "
+        f"{summary['faults']['breaker_opened']:,} times); the warehouse was too slow "
+        f"{warehouse['slow']:,} times in {warehouse['calls']:,} calls."
+    )
+    return lines
