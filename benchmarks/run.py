@@ -35,7 +35,7 @@ from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 
-from benchmarks import checks, ours, peer, read_side, workload  # noqa: E402
+from benchmarks import checks, commands, ours, peer, read_side, workload  # noqa: E402
 from benchmarks.checks import BenchmarkError  # noqa: E402
 from benchmarks.table import format_table  # noqa: E402
 
@@ -59,6 +59,7 @@ class Config:
     all_streams_events: int  # store size for state_at_all_streams_s
     state_at_events: int  # store size for state_at_ms_p50 / p95
     state_at_queries: int  # timed state_at calls per run
+    command_orders: int  # PlaceOrder commands through the scheduler (and the peer)
 
 
 FULL = Config(
@@ -74,6 +75,7 @@ FULL = Config(
     all_streams_events=1_000_000,
     state_at_events=10_000_000,
     state_at_queries=200,
+    command_orders=10_000,
 )
 QUICK = Config(
     "quick",
@@ -88,10 +90,20 @@ QUICK = Config(
     all_streams_events=100_000,
     state_at_events=200_000,
     state_at_queries=60,
+    command_orders=1_000,
 )
 
 # Groups of measurements, in the order they run; ``--only`` picks some of them.
-GROUPS = ("per_command", "batched", "bulk", "replay", "all_streams", "state_at", "read_side")
+GROUPS = (
+    "per_command",
+    "batched",
+    "bulk",
+    "replay",
+    "all_streams",
+    "state_at",
+    "read_side",
+    "commands",
+)
 
 
 class Bench:
@@ -369,6 +381,32 @@ class Bench:
             )
         shutil.rmtree(path.parent)
 
+    def commands(self) -> None:
+        """PlaceOrder commands through scheduler and executor, and the peer's app method."""
+        orders = workload.orders(self.config.command_orders)
+        n = len(orders)
+        for rep in range(self.config.repeat):
+            sides = ("eventlab", "peer") if rep % 2 == 0 else ("peer", "eventlab")
+            line = []
+            for side in sides:
+                directory = self.fresh_dir(f"commands-{side}-{rep}")
+                if side == "eventlab":
+                    path = directory / "store.duckdb"
+                    timing = commands.time_scheduler(path, orders)
+                    expected = n * workload.EVENTS_PER_ORDER
+                    checks.check_count("scheduler (eventlab)", ours.event_count(path), expected)
+                    rate = n / timing.seconds
+                    self.record("scheduler_commands_per_s", rate)
+                else:
+                    path = directory / "peer.sqlite"
+                    rate = n / commands.time_peer(path, orders)
+                    expected = n * workload.EVENTS_PER_ORDER
+                    checks.check_count("commands (peer)", peer.stored_event_count(path), expected)
+                    self.record("peer_commands_per_s", rate)
+                shutil.rmtree(directory)
+                line.append(f"{side} {rate:>8,.0f} cmd/s")
+            _progress(f"{'commands':<19} run {rep + 1}/{self.config.repeat}: " + ",  ".join(line))
+
     def results(self) -> dict[str, float]:
         """Medians of every metric, plus the ours/peer ratios."""
         medians = self.medians()
@@ -377,6 +415,7 @@ class Bench:
             "append_batched_ratio": ("append_batched_eps", "peer_append_batched_eps"),
             "replay_ratio": ("replay_eps", "peer_replay_eps"),
             "replay_one_by_one_ratio": ("replay_one_by_one_eps", "peer_replay_eps"),
+            "scheduler_commands_ratio": ("scheduler_commands_per_s", "peer_commands_per_s"),
         }
         for name, (ours_metric, peer_metric) in ratios.items():
             if ours_metric in medians and peer_metric in medians:

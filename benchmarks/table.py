@@ -91,6 +91,15 @@ ROWS = [
         fmt=",.1f",
     ),
     Row("query, uncached (p50)", "ms", "query_uncached_ms_p50", fmt=",.2f"),
+    Row(
+        "commands through scheduler + executor",
+        "commands/s",
+        "scheduler_commands_per_s",
+        target=">= 10x peer",
+        passes=lambda r: r["scheduler_commands_ratio"] >= 10.0,
+        peer="peer_commands_per_s",
+        ratio="scheduler_commands_ratio",
+    ),
 ]
 
 

@@ -222,13 +222,16 @@ def test_group_commit_runs_a_batch_in_one_commit_and_isolates_failures(setup, mo
     real_commit = store._commit
     monkeypatch.setattr(store, "_commit", lambda tx: (commits.append(1), real_commit(tx)))
     flaky["failures"] = 1
-    for command in [
-        el.Command("Ping", {"n": 1}, command_id="g-1"),
-        el.Command("Flaky", {}, command_id="g-2"),
-        el.Command("Slow", {"seconds": 9}, command_id="g-3"),
-        el.Command("Ping", {"n": 4}, command_id="g-4"),
-    ]:
-        grouped.submit(command)
+    ids = grouped.submit_many(
+        [
+            el.Command("Ping", {"n": 1}, command_id="g-1"),
+            el.Command("Flaky", {}, command_id="g-2"),
+            el.Command("Slow", {"seconds": 9}, command_id="g-3"),
+            el.Command("Ping", {"n": 4}, command_id="g-4"),
+        ]
+    )
+    assert ids == ["g-1", "g-2", "g-3", "g-4"] and len(commits) == 1  # one for all four
+    commits.clear()
     outcomes = grouped.run_batch()
     assert [(o.command_id, o.status) for o in outcomes] == [
         ("g-1", "succeeded"),
@@ -243,3 +246,75 @@ def test_group_commit_runs_a_batch_in_one_commit_and_isolates_failures(setup, mo
     assert [status(grouped, c) for c in ("g-2", "g-3")] == ["queued", "queued"]
     with pytest.raises(el.CommandError, match="batch_size"):
         el.CommandScheduler(store, scheduler.executor, batch_size=0)
+
+
+def test_an_open_breaker_holds_its_commands_without_using_attempts(setup, clock):
+    store, scheduler, calls, flaky = setup
+    breaker = el.CircuitBreaker(failure_threshold=2, cool_down=60, clock=clock, name="pay")
+    guarded = el.CommandScheduler(
+        store,
+        scheduler.executor,
+        max_attempts=5,
+        backoff=el.RetryPolicy.fixed(10, max_attempts=5),
+        breakers={"Flaky": breaker},
+    )
+    flaky["failures"] = 2
+    guarded.submit(el.Command("Flaky", {}, command_id="f-1"))
+    guarded.submit(el.Command("Flaky", {}, command_id="f-2"))
+    guarded.submit(el.Command("Ping", {"n": 1}, command_id="p-1"))
+    # Two failures open the breaker; the next Flaky run is held, the Ping is not.
+    outcomes = [guarded.run_once() for _ in range(3)]
+    assert [(o.command_id, o.status) for o in outcomes] == [
+        ("f-1", "failed"),
+        ("f-2", "failed"),
+        ("p-1", "succeeded"),
+    ]
+    assert breaker.state == "open"
+    clock.advance(timedelta(seconds=10))  # f-1's retry is due, but the breaker is open
+    held = guarded.run_once()
+    assert (held.command_id, held.status, held.attempt) == ("f-1", "queued", 1)
+    assert held.error.startswith("circuit 'pay' open; waits until 2024-01-01T00:01:00")
+    assert guarded.commands.get("f-1")["attempts"] == 1
+    # run() waits out the cool-down on the simulated clock; the trial closes the breaker.
+    guarded.run()
+    assert [status(guarded, c) for c in ("f-1", "f-2")] == ["succeeded", "succeeded"]
+    assert [c for c in calls if c[0].startswith("f-")] == [
+        ("f-1", 1),
+        ("f-2", 1),
+        ("f-1", 2),
+        ("f-2", 2),
+    ]
+    assert list(breaker.events()["kind"]) == ["CircuitOpened", "CircuitHalfOpened", "CircuitClosed"]
+    assert list(guarded.commands.history("f-1")["status"]) == [
+        "queued",
+        "running",
+        "failed",
+        "queued",
+        "queued",
+        "running",
+        "succeeded",
+    ]
+
+
+def test_a_rate_limit_spreads_commands_over_the_simulated_clock(setup, clock):
+    store, scheduler, calls, _ = setup
+    limiter = el.RateLimiter(rate=1, capacity=2, clock=clock, name="api")
+    limited = el.CommandScheduler(
+        store, scheduler.executor, batch_size=10, limits={"Ping": limiter}
+    )
+    limited.submit_many([el.Command("Ping", {"n": n}, command_id=f"p-{n}") for n in range(5)])
+    limited.run()
+    started = limited.commands.df()[["command_id", "started_at"]]
+    seconds = [(t - started["started_at"][0]).total_seconds() for t in started["started_at"]]
+    # Two tokens at once, then one a second.
+    assert seconds == [0, 0, 1, 2, 3]
+    assert [c for c, _ in calls] == ["p-0", "p-1", "p-2", "p-3", "p-4"]
+    assert limited.commands.counts() == {"succeeded": 5}
+
+
+def test_guards_must_map_command_types_to_guards(setup):
+    store, scheduler, _, _ = setup
+    with pytest.raises(el.CommandError, match="breakers maps command types to CircuitBreakers"):
+        el.CommandScheduler(store, scheduler.executor, breakers={"Pay": "not a breaker"})
+    with pytest.raises(el.CommandError, match="limits maps command types to RateLimiters"):
+        el.CommandScheduler(store, scheduler.executor, limits={1: el.RateLimiter(1, 1)})
