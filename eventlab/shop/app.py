@@ -37,9 +37,11 @@ class Shop:
     payments, warehouse : Faults, optional
         How the payment gateway and the warehouse misbehave (default: never).
     breaker : CircuitBreaker, optional
-        Guards the payment gateway.
+        Guards the payment gateway: the scheduler holds ``ChargePayment`` and
+        ``RefundPayment`` commands while it is open (see its ``breakers=``).
     limiter : RateLimiter, optional
-        Rate limit of the carrier's label API.
+        The payment gateway's API quota: the scheduler runs a ``ChargePayment``
+        or ``RefundPayment`` only with a token (see its ``limits=``).
     decline_rate : float
         Probability that the bank declines a charge.
     pickups : bool
@@ -93,6 +95,8 @@ class Shop:
             max_attempts=max_attempts,
             backoff=backoff or RetryPolicy.exponential(1, max_delay=60, max_attempts=max_attempts),
             batch_size=batch_size,
+            breakers={kind: breaker for kind in BillingService.handlers} if breaker else None,
+            limits={kind: limiter for kind in BillingService.handlers} if limiter else None,
         )
         submit = self.scheduler.submit
         self.products = ProductService(self.repository, submit)
@@ -101,7 +105,6 @@ class Shop:
             self.repository,
             submit,
             gateway=payments,
-            breaker=breaker,
             decline_rate=decline_rate,
             seed=seed,
         )
@@ -109,7 +112,6 @@ class Shop:
             self.repository,
             submit,
             warehouse=warehouse,
-            limiter=limiter,
             pickups=pickups,
             seed=seed,
         )

@@ -48,10 +48,8 @@ from .aggregates import (
 from .failures import Faults
 
 if TYPE_CHECKING:
-    from ..breaker import CircuitBreaker
     from ..bus import EventBus
     from ..events import RecordedEvent
-    from ..ratelimit import RateLimiter
     from .repository import Repository
 
 Submit = Callable[[Command], Any]
@@ -353,18 +351,17 @@ class BillingService(_Service):
     """Invoices and payments, through an outside payment gateway.
 
     ``ChargePayment`` issues the order's invoice and charges it in one step;
-    the gateway (a :class:`~eventlab.shop.Faults`, behind an optional
-    :class:`~eventlab.CircuitBreaker`) may fail, which fails the command for
-    the scheduler to retry. A card the bank declines is not a failure but a
-    fact, ``PaymentDeclined`` (probability ``decline_rate``), on which the order
-    service cancels the order. A cancelled order is refunded if it was charged.
+    the gateway (a :class:`~eventlab.shop.Faults`) may fail, which fails the
+    command for the scheduler to retry (a scheduler may also guard these
+    commands with a circuit breaker, as :class:`~eventlab.shop.Shop` does). A
+    card the bank declines is not a failure but a fact, ``PaymentDeclined``
+    (probability ``decline_rate``), on which the order service cancels the
+    order. A cancelled order is refunded if it was charged.
 
     Parameters
     ----------
     gateway : Faults, optional
         The payment gateway's behaviour; None for one that always works at once.
-    breaker : CircuitBreaker, optional
-        Guards the gateway: after repeated failures calls fail fast.
     decline_rate : float
         Probability that a charge is declined.
     seed : int or str
@@ -381,23 +378,17 @@ class BillingService(_Service):
         submit: Submit | None = None,
         *,
         gateway: Faults | None = None,
-        breaker: CircuitBreaker | None = None,
         decline_rate: float = 0.0,
         seed: int | str = 0,
     ):
         super().__init__(repository, submit)
         self.gateway = gateway
-        self.breaker = breaker
         self.decline_rate = decline_rate
         self._random = random.Random(f"{seed}:billing")
 
     def _call_gateway(self, ctx: CommandContext) -> None:
-        if self.gateway is None:
-            return
-        if self.breaker is None:
+        if self.gateway is not None:
             self.gateway.call(ctx.clock)
-        else:
-            self.breaker.call(self.gateway.call, ctx.clock)
 
     def charge_payment(self, command: Command, ctx: CommandContext) -> Invoice:
         """``ChargePayment {order_id, amount_cents, method}`` -> InvoiceIssued, then
@@ -448,7 +439,7 @@ class BillingService(_Service):
 
 
 class ShippingService(_Service):
-    """Shipments, through an outside warehouse (slow now and then) and a carrier API.
+    """Shipments, through an outside warehouse (slow now and then).
 
     When an order is paid the service either ships it at once or, with
     ``pickups=True``, keeps it for the next warehouse pick-up: :meth:`dispatch`
@@ -459,8 +450,6 @@ class ShippingService(_Service):
     ----------
     warehouse : Faults, optional
         The warehouse system's behaviour (slow calls make timeouts).
-    limiter : RateLimiter, optional
-        The carrier's label API allows so many calls per second.
     pickups : bool
         Wait for :meth:`dispatch` instead of shipping as soon as an order is paid.
     seed : int or str
@@ -477,13 +466,11 @@ class ShippingService(_Service):
         submit: Submit | None = None,
         *,
         warehouse: Faults | None = None,
-        limiter: RateLimiter | None = None,
         pickups: bool = False,
         seed: int | str = 0,
     ):
         super().__init__(repository, submit)
         self.warehouse = warehouse
-        self.limiter = limiter
         self.pickups = pickups
         self.waiting: dict[str, RecordedEvent] = {}  # order_id -> its OrderPaid, in pay order
         self._random = random.Random(f"{seed}:shipping")
@@ -501,8 +488,6 @@ class ShippingService(_Service):
             raise CommandRejected(f"order {order_id} already has a shipment")
         if self.warehouse is not None:
             self.warehouse.call(ctx.clock)
-        if self.limiter is not None:
-            self.limiter.acquire()
         rng = self._random
         carrier = rng.choice(CARRIERS)
         code = "".join(rng.choices("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", k=12))

@@ -6,7 +6,7 @@ a :class:`~eventlab.shop.Shop` (and so to an :class:`~eventlab.CommandScheduler`
 and :class:`~eventlab.CommandExecutor`); everything the shop does is an event.
 
 - The catalogue (:data:`CATALOGUE`, 40 products) is created at the start, each
-  product stocked for about a day and a half of its demand; every morning at
+  product stocked for 1.8 days of its average demand; every morning at
   06:00 the buyer restocks what runs low, though a supplier misses a delivery
   now and then, so popular products run out (an order that wants more than
   is left is rejected at ``SubmitOrder``, and its customer cancels it).
@@ -18,11 +18,13 @@ and :class:`~eventlab.CommandExecutor`); everything the shop does is an event.
 - Billing charges each submitted order through a payment gateway that fails
   at ``failure_rate`` and has outages; a circuit breaker guards it and the
   scheduler retries with backoff, dead-lettering a payment whose attempts run
-  out. About 2% of cards are declined, and those orders are cancelled.
+  out. The gateway takes one call a second (bursts of 10), so after an
+  outage the held payments go through at that pace. About 2% of cards are
+  declined, and those orders are cancelled.
 - The warehouse ships paid orders at its pick-ups (11:00 and 16:00 UTC). Now
   and then its system is slow (``failure_rate / 2`` of the calls take 45 s),
   longer than the scheduler's 30 s timeout: the shipment is undone and
-  retried. The carrier's label API is rate-limited to 2 calls a second.
+  retried.
 
 The same seed gives the same history, event ids included (see
 :meth:`~eventlab.EventStore.seed_event_ids`): everything random is drawn from
@@ -32,6 +34,7 @@ generators seeded by ``seed``, and all waiting happens on the simulated clock.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 import time
@@ -108,8 +111,8 @@ _ABANDON = 0.03  # carts never submitted (the shop cancels them after a day)
 _CANCEL_EARLY = 0.02  # cancelled by the customer before submitting
 _CANCEL_LATE = 0.06  # cancelled by the customer after submitting (refused once shipped)
 _DECLINE_RATE = 0.02
-_SUPPLIER_MISS = 0.15  # a product's morning restock does not come
-_COVER_DAYS = 1.5  # stock kept for this many days of a product's average demand
+_SUPPLIER_MISS = 0.12  # a product's morning restock does not come
+_COVER_DAYS = 1.8  # stock kept for this many days of a product's average demand
 _RESTOCK_HOUR = 6
 _PICKUP_HOURS = (11, 16)
 _TIMEOUT = timedelta(seconds=30)
@@ -285,7 +288,7 @@ class _Simulation:
         self.breaker = CircuitBreaker(
             failure_threshold=5, cool_down=timedelta(seconds=60), clock=self.clock, name="payments"
         )
-        limiter = RateLimiter(2, 5, self.clock, name="carrier-api")
+        limiter = RateLimiter(1, 10, self.clock, name="payments-quota")
         self.shop = Shop(
             store,
             payments=self.payments,
@@ -305,6 +308,7 @@ class _Simulation:
         self.rng.shuffle(skus)  # which products sell best depends on the seed
         self.skus = skus
         self.popularity = [1 / (rank + 1) ** 0.9 for rank in range(len(skus))]
+        self.cumulative = list(itertools.accumulate(self.popularity))
         share = sum(self.popularity)
         lines, weights = _LINES
         mean_lines = sum(n * w for n, w in zip(lines, weights, strict=True)) / sum(weights)
@@ -391,13 +395,20 @@ class _Simulation:
             bar.close()
 
     def _move_to(self, when: int) -> None:
-        """Run what is queued before time moves on, then move the clock to ``when``."""
-        now = to_micros(self.clock.current)
+        """Run what is due until ``when`` (moving the clock to each retry or hold), then
+        move the clock to ``when``."""
+        clock, scheduler = self.clock, self.shop.scheduler
+        while when > (now := to_micros(clock.current)):
+            scheduler.run(until_idle=False)
+            # Not run(until_idle=True): it would move the clock past the customers'
+            # next actions while, say, an open breaker holds the payments.
+            due = scheduler.log.next_due()
+            now = to_micros(clock.current)
+            if due is None or due >= when or due <= now:
+                break
+            clock.advance(timedelta(microseconds=due - now))
         if when > now:
-            self.shop.run()
-            now = to_micros(self.clock.current)
-            if when > now:
-                self.clock.advance(timedelta(microseconds=when - now))
+            clock.advance(timedelta(microseconds=when - now))
 
     def _submit(
         self, kind: str, command_id: str, payload: dict[str, Any], correlation_id: str
@@ -454,7 +465,7 @@ class _Simulation:
         picked: list[str] = []
         avoid = avoid or set()
         for _ in range(count * 10):  # bounded: popular skus repeat
-            sku = self.rng.choices(self.skus, weights=self.popularity)[0]
+            sku = self.rng.choices(self.skus, cum_weights=self.cumulative)[0]
             if sku not in avoid and sku not in picked:
                 picked.append(sku)
                 if len(picked) == count:
