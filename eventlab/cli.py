@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -237,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT is a DuckDB store file (events, commands and command_history tables) or,\n"
         "when it ends with '/' or is a directory, a Parquet directory of the events\n"
         "(OUT/events.parquet, or day partitions with --partition-by day). An existing\n"
-        "store file or a non-empty directory is never overwritten.",
+        "store file or a non-empty directory is never overwritten. A store file is\n"
+        "durable at every commit (slower); Parquet output is simulated in memory.",
         "  eventlab generate --orders 2000 --seed 7 --out shop.duckdb\n"
         "  eventlab generate --orders 2000 --seed 7 --out data/shop_simulation/\n"
         "  eventlab generate --orders 100000 --failure-rate 0.1 --out big/ --partition-by day\n",
@@ -430,11 +430,11 @@ def _generate(args: argparse.Namespace) -> int:
     start = to_utc(args.start)
     progress = sys.stderr.isatty()
     if to_parquet:
-        with tempfile.TemporaryDirectory(prefix="eventlab-generate-") as scratch:
-            path = Path(scratch) / "shop.duckdb"
-            with _simulated_store(path, start) as store:
-                summary = _simulate(store, args, progress)
-                directory = store.export_parquet(out, partition_by=args.partition_by)
+        # In memory: a Parquet export needs no durable store, and a file store
+        # syncs its journal at every commit (twice per command here).
+        with _simulated_store(None, start) as store:
+            summary = _simulate(store, args, progress)
+            directory = store.export_parquet(out, partition_by=args.partition_by)
         files = sorted(Path(directory).rglob("*.parquet"))
         written = (
             f"Wrote {sum(summary['events'].values()):,} events to {directory}: {len(files)} "
@@ -458,7 +458,7 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulated_store(path: Path, start: Any) -> el.EventStore:
+def _simulated_store(path: Path | None, start: Any) -> el.EventStore:
     clock = el.SimulatedClock(start, step=timedelta(0))
     return el.EventStore(path, clock=clock)
 

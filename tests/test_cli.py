@@ -27,6 +27,7 @@ from eventlab.demo import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "shop_sample.parquet"
+SIMULATION = ROOT / "data" / "shop_simulation"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "eventlab"
 SUBCOMMANDS = ("info", "export", "import", "demo", "generate")
 
@@ -674,6 +675,38 @@ def test_shop_sample_via_the_cli(tmp_path, capsys):
     fields, types = parse_info(capsys.readouterr().out)
     assert (fields["events"], fields["streams"], fields["types"]) == ("1,419", "300", "5")
     assert types["OrderPlaced"] == 300
+
+
+def test_shop_simulation_is_what_the_documented_command_writes(tmp_path, capsys):
+    readme = (ROOT / "data" / "README.md").read_text()
+    assert "eventlab generate --orders 2000 --seed 7 --out data/shop_simulation/" in readme
+    target = tmp_path / "shop_simulation"
+    assert main(["generate", "--orders", "2000", "--seed", "7", "--out", f"{target}/"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in SIMULATION.iterdir()) == ["events.parquet"]
+    with (
+        el.EventStore.from_parquet(target) as fresh,
+        el.EventStore.from_parquet(SIMULATION) as kept,
+    ):
+        pd.testing.assert_frame_equal(fresh.events(), kept.events())
+
+
+def test_shop_simulation_readme_counts_match_the_file():
+    readme = (ROOT / "data" / "README.md").read_text()
+    section = readme[readme.index("## `shop_simulation/`") :]
+    documented = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[1].isdigit():
+            documented[cells[0].strip("`")] = int(cells[1])
+    with el.EventStore.from_parquet(SIMULATION) as store:
+        counts = store.sql("SELECT type, count(*) AS n FROM events GROUP BY type")
+        orders = el.shop.order_states(store)
+        assert store.head == 21_613
+    assert documented == dict(zip(counts["type"], counts["n"], strict=True))
+    assert "**2,000 orders, 21,613 events**" in section
+    assert orders == {"submitted": 6, "shipped": 1758, "cancelled": 236}
+    assert "1,758 were shipped, 236 cancelled, and 6 are still" in section
 
 
 # ---------------------------------------------------------------------- the console script
