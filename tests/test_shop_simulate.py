@@ -189,6 +189,16 @@ def test_orders_arrive_over_several_days_by_default():
     assert summary["orders"] == 12 and summary["seed"] == 3
 
 
+def test_a_clock_that_steps_per_event_works_too():
+    store = el.EventStore(clock=el.SimulatedClock(START))  # one second per event
+    summary = el.shop.simulate(store, orders=10, seed=8, batch_size=4)
+    recorded = store.events()["recorded_at"]
+    assert (recorded.diff().dropna() == pd.Timedelta(seconds=1)).mean() > 0.5
+    assert recorded.is_monotonic_increasing and recorded.is_unique
+    assert sum(summary["order_states"].values()) == 10
+    assert set(summary["order_states"]) <= {"shipped", "cancelled", "submitted"}
+
+
 # ---------------------------------------------------------------------- refusals
 
 
@@ -201,6 +211,11 @@ def test_simulate_needs_a_simulated_clock_and_an_empty_store():
     store.append("x-1", el.Event("Happened", {}))
     with pytest.raises(el.EventlabError, match="needs an empty store; this one holds 1 events"):
         el.shop.simulate(store, orders=1)
+    queued = el.EventStore(clock=el.SimulatedClock(START))
+    el.CommandStore(queued).add(el.Command("Ping", {}))
+    with pytest.raises(el.EventlabError, match="needs a store without commands"):
+        el.shop.simulate(queued, orders=1, start="2024-05-01")
+    assert queued.clock.current == START  # refused before moving anything
     late = el.EventStore(clock=el.SimulatedClock(START))
     with pytest.raises(el.EventlabError) as caught:
         el.shop.simulate(late, orders=1, start="2024-03-03")

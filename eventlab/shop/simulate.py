@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..breaker import CircuitBreaker
 from ..clock import SimulatedClock, from_micros, to_micros, to_utc
-from ..commands import REJECTED, Command
+from ..commands import REJECTED, Command, CommandStore
 from ..errors import EventlabError
 from ..ratelimit import RateLimiter
 from .aggregates import ORDER_STATUSES, order_stream, product_stream
@@ -202,6 +202,11 @@ def simulate(
             f"simulate() writes a whole shop history and needs an empty store; this one "
             f"holds {store.head} events. Use a new store (el.EventStore() or a new file)"
         )
+    if CommandStore(store).counts():
+        raise EventlabError(
+            "simulate() needs a store without commands; this one has commands in its "
+            "command store already. Use a new store"
+        )
     if start is not None:
         start = to_utc(start)
         if clock.current > start:
@@ -217,11 +222,6 @@ def simulate(
     began = time.perf_counter()
     store.seed_event_ids(seed)
     run = _Simulation(store, orders, seed, failure_rate, days, batch_size)
-    if run.shop.commands.counts():
-        raise EventlabError(
-            "simulate() needs a store without commands; this one has a command store "
-            "already. Use a new store"
-        )
     run.play(progress)
     failures = store.bus.failures()
     if len(failures):
