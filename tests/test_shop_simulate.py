@@ -189,6 +189,28 @@ def test_orders_arrive_over_several_days_by_default():
     assert summary["orders"] == 12 and summary["seed"] == 3
 
 
+def test_no_failure_rate_no_technical_failures():
+    store, summary = simulated(orders=25, seed=9, failure_rate=0, days=1)
+    seen = set(store.sql("SELECT DISTINCT status FROM command_history")["status"])
+    assert seen <= {"queued", "running", "succeeded", "rejected"}
+    assert summary["faults"] == {
+        "payments": {
+            "calls": summary["faults"]["payments"]["calls"],
+            "failed": 0,
+            "down": 0,
+            "slow": 0,
+        },
+        "warehouse": {
+            "calls": summary["faults"]["warehouse"]["calls"],
+            "failed": 0,
+            "down": 0,
+            "slow": 0,
+        },
+        "breaker_opened": 0,
+    }
+    assert el.shop.summary_lines(summary)[0].startswith("Simulated 25 orders over 1 day (seed 9)")
+
+
 def test_a_clock_that_steps_per_event_works_too():
     store = el.EventStore(clock=el.SimulatedClock(START))  # one second per event
     summary = el.shop.simulate(store, orders=10, seed=8, batch_size=4)

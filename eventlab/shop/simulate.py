@@ -575,7 +575,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     start, end = summary["start"], summary["end"]
     states = ", ".join(f"{state} {n:,}" for state, n in summary["order_states"].items())
     lines = [
-        f"Simulated {summary['orders']:,} orders over {summary['days']} days (seed "
+        f"Simulated {summary['orders']:,} orders over {summary['days']} "
+        f"day{'s' if summary['days'] != 1 else ''} (seed "
         f"{summary['seed']}): {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC on the "
         f"simulated clock, in {summary['seconds']:.1f} s.",
         "Commands by status:",
