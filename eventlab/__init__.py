@@ -3,7 +3,8 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
-from . import shop
+# el.plots, el.shop, el.widgets (matplotlib and ipywidgets load lazily)
+from . import plots, shop, widgets
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
@@ -22,6 +23,7 @@ from .errors import (
     JournalError,
     MissingColumnsError,
     ParquetError,
+    PlotError,
     ProjectionError,
     QueryError,
     ReadOnlyError,
@@ -72,6 +74,7 @@ __all__ = [
     "JournalError",
     "MissingColumnsError",
     "ParquetError",
+    "PlotError",
     "Projection",
     "ProjectionError",
     "ProjectionFailedWarning",
@@ -99,9 +102,11 @@ __all__ = [
     "VersionNotFoundError",
     "diff",
     "history",
+    "plots",
     "replay",
     "replay_all",
     "shop",
     "upcaster",
     "upcasters",
+    "widgets",
 ]

@@ -136,6 +136,11 @@ class ResilienceError(EventlabError, ValueError):
     """A retry policy, circuit breaker or rate limiter was given a bad argument."""
 
 
+class PlotError(EventlabError, ValueError):
+    """A plot or widget was given something it cannot show (an unknown option, an
+    empty or unknown stream, a field the state does not have)."""
+
+
 class CircuitOpenError(EventlabError):
     """A circuit breaker is open (or its half-open trial slots are taken): the call was not made.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
 
 from .aggregate import Aggregate
@@ -42,7 +43,7 @@ class CommandRejected(EventlabError):
     """Raised by a handler when a command is invalid: it is rejected and never retried."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandContext:
     """What a handler gets besides the command: the clock, who asked, and system settings.
 
@@ -60,7 +61,7 @@ class CommandContext:
     system: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandOutcome:
     """How one execution ended: ``succeeded``, ``rejected`` or ``failed``, and why."""
 
@@ -200,9 +201,7 @@ class CommandExecutor:
         # Every event stored while the handler runs, returned or appended by the
         # handler itself, is stamped as caused by the command.
         outer_stamp = store._stamp
-        store._stamp = store._make_stamp(
-            {"causation_id": command.command_id, "correlation_id": transaction_id}
-        )
+        store._stamp = _stamp(command.command_id, transaction_id)
         started = peek_micros(store.clock) if timeout is not None else 0
         try:
             with store.transaction():
@@ -271,3 +270,11 @@ class CommandExecutor:
 
 def _as_list(events: Any) -> list:
     return [events] if isinstance(events, (Event, Mapping)) else list(events)
+
+
+def _stamp(command_id: str, transaction_id: str) -> tuple:
+    """The store stamp (see ``EventStore._make_stamp``) for a command's events, built
+    directly: it is made for every command run."""
+    metadata = {"causation_id": command_id, "correlation_id": transaction_id}
+    encoded = f'{{"causation_id":{_quote(command_id)},"correlation_id":{_quote(transaction_id)}}}'
+    return metadata, encoded, transaction_id, command_id

@@ -915,17 +915,22 @@ class EventStore:
             return self._positions
 
     def rebuild_snapshots(
-        self, reducer: Any, *, initial: Any = None, category: str | None = None
+        self,
+        reducer: Any,
+        *,
+        initial: Any = None,
+        category: str | None = None,
+        progress: bool = False,
     ) -> int:
         """Take a reducer's snapshots for the existing history, replacing its old ones.
 
         For every stream (or those whose id starts with ``category``), a snapshot
         at each multiple of the reducer's snapshot interval. Returns how many
-        were stored.
+        were stored. ``progress=True`` shows a progress bar (tqdm) over the events.
         """
         from .snapshots import rebuild
 
-        return rebuild(self, reducer, initial=initial, category=category)
+        return rebuild(self, reducer, initial=initial, category=category, progress=progress)
 
     def _has_snapshots_table(self) -> bool:
         if not getattr(self, "_snapshots_table", False):

@@ -22,6 +22,7 @@ ERRORS = [
     "JournalError",
     "MissingColumnsError",
     "ParquetError",
+    "PlotError",
     "ProjectionError",
     "QueryError",
     "ReadOnlyError",
