@@ -16,11 +16,15 @@ and :class:`~eventlab.CommandExecutor`); everything the shop does is an event.
   cancels it a day later) or cancel, before or after submitting (too late once
   the order has left the warehouse).
 - Billing charges each submitted order through a payment gateway that fails
-  at ``failure_rate`` and has outages; a circuit breaker guards it and the
-  scheduler retries with backoff, dead-lettering a payment whose attempts run
-  out. The gateway takes one call a second (bursts of 10), so after an
-  outage the held payments go through at that pace. About 2% of cards are
-  declined, and those orders are cancelled.
+  at ``failure_rate`` and has outages (10 to 45 minutes, on about
+  ``5 * failure_rate`` of the days). The scheduler retries a failed payment
+  with backoff (1, 2, 4, 8 s) and dead-letters it after 5 attempts; its
+  circuit breaker for the gateway opens after 5 failures in a row and holds
+  the payments in the queue (no attempt used) until a trial call after 60 s
+  succeeds; so during an outage only the trial payments use up attempts. The
+  gateway takes one call a second (bursts of 10), so after an outage the held
+  payments go through at that pace. About 2% of cards are declined, and those
+  orders are cancelled.
 - The warehouse ships paid orders at its pick-ups (11:00 and 16:00 UTC). Now
   and then its system is slow (``failure_rate / 2`` of the calls take 45 s),
   longer than the scheduler's 30 s timeout: the shipment is undone and
