@@ -35,9 +35,9 @@ from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 
-from benchmarks import checks, commands, ours, peer, read_side, workload  # noqa: E402
+from benchmarks import checks, commands, ours, peer, read_side, simulation, workload  # noqa: E402
 from benchmarks.checks import BenchmarkError  # noqa: E402
-from benchmarks.table import format_table  # noqa: E402
+from benchmarks.table import format_table, simulation_metric  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = PROJECT_ROOT / "benchmarks" / "results.json"
@@ -60,6 +60,7 @@ class Config:
     state_at_events: int  # store size for state_at_ms_p50 / p95
     state_at_queries: int  # timed state_at calls per run
     command_orders: int  # PlaceOrder commands through the scheduler (and the peer)
+    simulate_orders: int  # orders in el.shop.simulate, timed once per store kind
 
 
 FULL = Config(
@@ -76,6 +77,7 @@ FULL = Config(
     state_at_events=10_000_000,
     state_at_queries=200,
     command_orders=10_000,
+    simulate_orders=100_000,
 )
 QUICK = Config(
     "quick",
@@ -91,6 +93,7 @@ QUICK = Config(
     state_at_events=200_000,
     state_at_queries=60,
     command_orders=1_000,
+    simulate_orders=1_000,
 )
 
 # Groups of measurements, in the order they run; ``--only`` picks some of them.
@@ -103,6 +106,7 @@ GROUPS = (
     "state_at",
     "read_side",
     "commands",
+    "simulate",
 )
 
 
@@ -406,6 +410,32 @@ class Bench:
                 shutil.rmtree(directory)
                 line.append(f"{side} {rate:>8,.0f} cmd/s")
             _progress(f"{'commands':<19} run {rep + 1}/{self.config.repeat}: " + ",  ".join(line))
+
+    def simulate(self) -> None:
+        """``el.shop.simulate`` end to end, once on a file store and once in memory.
+
+        One run each, whatever ``--repeat``: at full size a run takes minutes.
+        """
+        orders = self.config.simulate_orders
+        metric = simulation_metric(orders)
+        for kind in ("file", "memory"):
+            path = None
+            if kind == "file":
+                path = self.fresh_dir("simulate") / "store.duckdb"
+            seconds, summary = simulation.time_simulate(path, orders)
+            commands = sum(summary["commands"].values())
+            events = sum(summary["events"].values())
+            suffix = "" if kind == "file" else "_memory"
+            self.record(f"{metric}{suffix}", seconds)
+            self.record(f"simulate_commands_per_s{suffix}", commands / seconds)
+            self.record("simulate_commands", commands)
+            self.record("simulate_events", events)
+            if path is not None:
+                shutil.rmtree(path.parent)
+            _progress(
+                f"{'simulate':<19} {kind:<6}: {orders:,} orders, {commands:,} commands, "
+                f"{events:,} events in {seconds:,.1f} s ({commands / seconds:,.0f} commands/s)"
+            )
 
     def results(self) -> dict[str, float]:
         """Medians of every metric, plus the ours/peer ratios."""

@@ -3,7 +3,8 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
-from . import plots, widgets  # el.plots, el.widgets (matplotlib and ipywidgets load lazily)
+# el.plots, el.shop, el.widgets (matplotlib and ipywidgets load lazily)
+from . import plots, shop, widgets
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
@@ -113,6 +114,7 @@ __all__ = [
     "replay_all",
     "saga_status",
     "saga_timeline",
+    "shop",
     "upcaster",
     "upcasters",
     "widgets",

@@ -461,6 +461,40 @@ class EventStore:
             with self.transaction():
                 return self._append_in(self._tx, stream_id, batch, expected_version)
 
+    def seed_event_ids(self, seed: int | str) -> None:
+        """Make the ids of the events appended from now on a function of ``seed``.
+
+        By default every store draws a random prefix for the ids it generates, so
+        two runs of the same program write the same events with different ids.
+        After ``seed_event_ids(seed)`` the prefix derives from the seed and the
+        store's head, so a program that appends the same events to a store with
+        the same head gets the same ids (e.g. :func:`eventlab.shop.simulate`).
+        Ids stay unique within the store: a later call at another head gives
+        another prefix. Ids given by the caller (``Event(event_id=...)``) are
+        unaffected.
+
+        Examples
+        --------
+        >>> import eventlab as el
+        >>> ids = []
+        >>> for _ in range(2):
+        ...     store = el.EventStore(clock=el.SimulatedClock("2024-05-01"))
+        ...     store.seed_event_ids(7)
+        ...     ids.append(store.append("s-1", el.Event("Created", {}))[0].event_id)
+        >>> ids[0] == ids[1]
+        True
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int | str):
+            raise EventlabError(f"seed must be an int or a str, got {type(seed).__name__}")
+        self._check_writable()
+        with self._lock:
+            if self._tx is not None:
+                raise EventlabError(
+                    "seed_event_ids() inside a transaction would change the ids of events "
+                    "already staged in it; call it before store.transaction()"
+                )
+            self._new_ids = EventIds(f"{seed}@{self._head}")
+
     def _append_in(
         self, tx: _Transaction, stream_id: str, batch: list[Event], expected_version: int | None
     ) -> list[RecordedEvent]:
