@@ -35,7 +35,16 @@ from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 
-from benchmarks import checks, commands, ours, peer, read_side, simulation, workload  # noqa: E402
+from benchmarks import (  # noqa: E402
+    checks,
+    commands,
+    ours,
+    peer,
+    read_side,
+    sagas,
+    simulation,
+    workload,
+)
 from benchmarks.checks import BenchmarkError  # noqa: E402
 from benchmarks.table import format_table, simulation_metric  # noqa: E402
 
@@ -61,6 +70,7 @@ class Config:
     state_at_queries: int  # timed state_at calls per run
     command_orders: int  # PlaceOrder commands through the scheduler (and the peer)
     simulate_orders: int  # orders in el.shop.simulate, timed once per store kind
+    saga_checkouts: int  # checkout sagas started and run to their end
 
 
 FULL = Config(
@@ -78,6 +88,7 @@ FULL = Config(
     state_at_queries=200,
     command_orders=10_000,
     simulate_orders=100_000,
+    saga_checkouts=10_000,
 )
 QUICK = Config(
     "quick",
@@ -94,6 +105,7 @@ QUICK = Config(
     state_at_queries=60,
     command_orders=1_000,
     simulate_orders=1_000,
+    saga_checkouts=1_000,
 )
 
 # Groups of measurements, in the order they run; ``--only`` picks some of them.
@@ -107,6 +119,7 @@ GROUPS = (
     "read_side",
     "commands",
     "simulate",
+    "sagas",
 )
 
 
@@ -318,9 +331,7 @@ class Bench:
         build, count = ours.build_store(path, frames)
         checks.check_count("state_at store", count, n_events)
         snapshot_seconds, snapshots = ours.take_snapshots(path)
-        checks.check_count(
-            "state_at snapshots", snapshots, n_events // ours.SNAPSHOT_EVERY
-        )
+        checks.check_count("state_at snapshots", snapshots, n_events // ours.SNAPSHOT_EVERY)
         _progress(
             f"{'state_at':<19} store of {n_events:,} events built in {build:.1f} s, "
             f"{snapshots:,} snapshots (every {ours.SNAPSHOT_EVERY} events) taken in "
@@ -435,6 +446,21 @@ class Bench:
             _progress(
                 f"{'simulate':<19} {kind:<6}: {orders:,} orders, {commands:,} commands, "
                 f"{events:,} events in {seconds:,.1f} s ({commands / seconds:,.0f} commands/s)"
+            )
+
+    def sagas(self) -> None:
+        """Checkout sagas (reserve, charge, ship; 5% of participant calls fail) end to end."""
+        orders = sagas.checkouts(self.config.saga_checkouts)
+        n = len(orders)
+        for rep in range(self.config.repeat):
+            path = self.fresh_dir(f"sagas-{rep}") / "store.duckdb"
+            timing, outcomes = sagas.time_checkouts(path, orders)
+            rate = n / timing.seconds
+            self.record("sagas_per_s", rate)
+            shutil.rmtree(path.parent)
+            ends = ", ".join(f"{count:,} {end}" for end, count in sorted(outcomes.items()))
+            _progress(
+                f"{'sagas':<19} run {rep + 1}/{self.config.repeat}: {rate:>8,.0f} sagas/s ({ends})"
             )
 
     def results(self) -> dict[str, float]:

@@ -103,6 +103,19 @@ ROWS = [
 ]
 
 
+def saga_rows(config: Config) -> list[Row]:
+    """The checkout sagas' row, labelled with this run's size."""
+    return [
+        Row(
+            f"checkout sagas, {_short(config.saga_checkouts)}, 5% failures",
+            "sagas/s",
+            "sagas_per_s",
+            target=">= 1,000",
+            passes=lambda r: r["sagas_per_s"] >= 1_000,
+        )
+    ]
+
+
 def _short(n: int) -> str:
     """A count as a compact label: 600000 -> 600k, 10000000 -> 10M."""
     for size, suffix in ((1_000_000, "M"), (1_000, "k")):
@@ -213,7 +226,7 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
         f"{'spread':>7}  {'target':<15} result"
     )
     lines += [header, "-" * len(header)]
-    for row in ROWS + replay_rows(config) + simulate_rows(config):
+    for row in ROWS + replay_rows(config) + simulate_rows(config) + saga_rows(config):
         if row.metric not in results:
             continue
         value = results[row.metric]
@@ -273,6 +286,12 @@ def _workload_lines(c: Config, results: dict[str, float]) -> list[str]:
             f"simulate: el.shop.simulate(orders={c.simulate_orders:,}, seed=7), store opened "
             f"to closed, one run each: {results['simulate_commands']:,.0f} commands, "
             f"{results['simulate_events']:,.0f} events"
+        )
+    if "sagas_per_s" in results:
+        lines.append(
+            f"sagas:    {c.saga_checkouts:,} el.shop.Checkout sagas (reserve, charge, ship), "
+            "every participant failing 5% of its calls, scheduler batches of 500; started and "
+            "run to their end"
         )
     if "state_at_all_streams_s" in results or "state_at_ms_p50" in results:
         lines.append(

@@ -25,6 +25,15 @@ from .aggregates import (
     shipment_stream,
 )
 from .app import Shop
+from .checkout import (
+    Checkout,
+    CheckoutBilling,
+    CheckoutInventory,
+    CheckoutShipping,
+    ChoreographedCheckout,
+    check_checkout,
+    checkout_saga,
+)
 from .failures import Faults, ParticipantDown, ParticipantError, ParticipantFailed
 from .repository import Repository
 from .services import (
@@ -40,6 +49,11 @@ __all__ = [
     "CATALOGUE",
     "ORDER_STATUSES",
     "BillingService",
+    "Checkout",
+    "CheckoutBilling",
+    "CheckoutInventory",
+    "CheckoutShipping",
+    "ChoreographedCheckout",
     "Faults",
     "Invoice",
     "Order",
@@ -53,6 +67,8 @@ __all__ = [
     "Shipment",
     "ShippingService",
     "Shop",
+    "check_checkout",
+    "checkout_saga",
     "invoice_stream",
     "order_states",
     "order_stream",
