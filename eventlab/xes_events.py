@@ -85,19 +85,22 @@ class _Owners:
     """The attributes of every event (or trace): some keys apart, the rest as JSON objects."""
 
     def __init__(self, table, count, keys, con, problems):
-        table = _deduplicated(_in_file_order(table))
+        table = _in_file_order(table)
+        codes, dictionary = _key_codes(table)
+        table, codes = _deduplicated(table, codes)
         owners = table["owner"].to_numpy()
-        names = table["key"].combine_chunks() if table.num_rows else pa.array([], pa.string())
         apart = np.zeros(table.num_rows, bool)
         self.special: dict[str, pa.Array] = {}
         self.lines: dict[str, np.ndarray] = {}
+        lines = table["line"].to_numpy()
         for key in keys:
-            rows = np.flatnonzero(pc.equal(names, key).to_numpy(zero_copy_only=False))
+            code = dictionary.index(key) if key in dictionary else -1
+            rows = np.flatnonzero(codes == code)
             apart[rows] = True
             where = np.full(count, -1, np.int64)
             where[owners[rows]] = rows
             self.special[key] = table["value"].take(pa.array(where, mask=where < 0))
-            self.lines[key] = np.where(where >= 0, table["line"].to_numpy()[np.maximum(where, 0)], -1)
+            self.lines[key] = np.where(where >= 0, lines[np.maximum(where, 0)], -1)
         rest = table.filter(pa.array(~apart))
         self.objects = _objects(rest, count, con, problems)
 
@@ -109,20 +112,34 @@ def _in_file_order(table: pa.Table) -> pa.Table:
     return table.combine_chunks()
 
 
-def _deduplicated(table: pa.Table) -> pa.Table:
+def _key_codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """Each row's key as a small integer, and the keys those integers stand for."""
+    if table.num_rows == 0:
+        return np.zeros(0, np.int32), []
+    encoded = pc.dictionary_encode(table["key"].combine_chunks())
+    return encoded.indices.to_numpy(), encoded.dictionary.to_pylist()
+
+
+def _deduplicated(table: pa.Table, codes: np.ndarray) -> tuple[pa.Table, np.ndarray]:
     """Without the earlier values of a key given twice to one owner (a dict keeps the last)."""
     if table.num_rows == 0:
-        return table
-    codes = pc.dictionary_encode(table["key"].combine_chunks()).indices.to_numpy()
-    pairs = table["owner"].to_numpy() * (int(codes.max()) + 1) + codes
-    if pc.count_distinct(pa.array(pairs)).as_py() == len(pairs):
-        return table
+        return table, codes
+    owners = table["owner"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    if codes.max() < 63:
+        # With few keys, one bit per key: an owner repeats a key if OR and sum of its bits differ.
+        bits = np.left_shift(np.uint64(1), codes.astype(np.uint64))
+        if np.array_equal(np.bitwise_or.reduceat(bits, starts), np.add.reduceat(bits, starts)):
+            return table, codes
+    pairs = owners * (int(codes.max()) + 1) + codes
     order = np.lexsort((np.arange(len(pairs)), pairs))
     ordered = pairs[order]
     last = np.r_[ordered[1:] != ordered[:-1], True]
+    if last.all():
+        return table, codes
     keep = np.zeros(len(pairs), bool)
     keep[order[last]] = True
-    return table.filter(pa.array(keep))
+    return table.filter(pa.array(keep)), codes[keep]
 
 
 def _objects(table: pa.Table, count: int, con, problems) -> pa.Array:

@@ -162,37 +162,61 @@ def _read_chunk(text: bytes, stop: int, state: _State) -> tuple[_Part | None, in
     if stop <= 0:
         return None, 0
     buf = np.frombuffer(text, np.uint8, count=stop)
-    is_lt = buf == 60
-    lt = np.flatnonzero(is_lt)
+    delims = np.flatnonzero((buf == 60) | (buf == 34))  # every < and "
+    is_lt = buf[delims] == 60
+    lt = delims[is_lt]
     whole = np.frombuffer(text, np.uint8)
     regions = _specials(text, lt, whole[np.minimum(lt + 1, len(whole) - 1)])
     if regions and (regions[-1][1] < 0 or regions[-1][1] > stop):
         stop = regions.pop()[0]  # that one continues after the cut: read it with the next block
         if stop == 0:
             return None, 0
-        buf = buf[:stop]
-        is_lt = is_lt[:stop]
+        keep = np.searchsorted(delims, stop)
+        delims, is_lt = delims[:keep], is_lt[:keep]
     if first:
-        declared = _ENCODING.match(text[: 4096 if stop > 4096 else stop].removeprefix(_BOM))
+        declared = _ENCODING.match(text[: min(stop, 4096)].removeprefix(_BOM))
         if declared and declared.group(1).decode().lower() not in _UTF8:
             raise NotFast("an encoding other than UTF-8")
-    if regions:  # comments and the like become spaces, so no tag is found in them
-        text = bytearray(text[:stop])
-        buf = np.frombuffer(text, np.uint8)
+    _check_utf8(text, stop)
+    if regions:  # no tags inside comments, PIs and the like
+        inside = np.zeros(len(delims), bool)
         for begin, end in regions:
-            text[begin:end] = b" " * (end - begin)
-            is_lt[begin:end] = False
-    delims = np.flatnonzero(is_lt | (buf == 34))  # every < and "
-    starts = np.flatnonzero(is_lt[delims])
-    lead = bytes(text[: delims[starts[0]] if len(starts) else stop])
+            inside[np.searchsorted(delims, begin) : np.searchsorted(delims, end)] = True
+        delims, is_lt = delims[~inside], is_lt[~inside]
+    starts = np.flatnonzero(is_lt)
+    lead = _outside(text, 0, delims[starts[0]] if len(starts) else stop, regions)
     if lead.removeprefix(_BOM if first else b"").strip():
         raise NotFast("text outside the root element")
     if len(starts) == 0:
         return None, stop
-    return _read_tags(text, stop, buf, delims, starts, state), stop
+    return _read_tags(text, stop, delims, starts, state), stop
 
 
-def _read_tags(text, stop, buf, delims, starts, state: _State) -> _Part:
+def _outside(text: bytes, begin: int, end: int, regions: list[tuple[int, int]]) -> bytes:
+    """``text[begin:end]`` without the comments, PIs and the like in it."""
+    pieces, at = [], begin
+    for start, stop in regions:
+        if stop <= at or start >= end:
+            continue
+        pieces.append(text[at:start])
+        at = stop
+    pieces.append(text[at:end])
+    return b"".join(pieces)
+
+
+def _check_utf8(text, stop: int) -> None:
+    """Raise NotFast unless ``text[:stop]`` is UTF-8 (checked by Arrow at memory speed)."""
+    offsets = pa.py_buffer(np.array([0, stop], np.int64))
+    whole = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 1, [None, offsets, pa.py_buffer(text)]
+    )
+    try:
+        whole.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        raise NotFast("bytes that are not UTF-8") from None
+
+
+def _read_tags(text, stop, delims, starts, state: _State) -> _Part:
     pos = delims[starts]
     segments = np.diff(np.append(starts, len(delims)))  # 1 + the quotes in each tag
     kind, name, canonical = _classify(text, stop, delims, starts, pos, segments)
@@ -403,40 +427,41 @@ def _check_nesting(kind, name, before, after, state: _State) -> None:
     state.depth, state.stack = depth, names[last].tolist()
 
 
+# Masks keeping the low n bytes of a word, for n = 0 to 8.
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(9)], np.uint64)
+
+
 def _views(text, begin: np.ndarray, end: np.ndarray) -> pa.Array:
     """The byte ranges ``[begin, end)`` of ``text`` as an Arrow string-view array (no copy).
 
-    A view is 16 bytes: the length, then up to 12 bytes inline, or the first 4
-    bytes, a buffer index and an offset.
+    A view is 16 bytes: the length (4), then up to 12 bytes of the string
+    inline, zero-padded; a longer string has its first 4 bytes, a buffer index
+    (0) and its offset instead.
     """
     count = len(begin)
-    length = (end - begin).astype(np.uint64)
+    length = end - begin
     words = np.ndarray((len(text) - 7,), "<u8", buffer=text, strides=(1,))
-    head = words[np.minimum(begin, len(text) - 8)]
-    tail = words[np.minimum(begin + 4, len(text) - 8)]
+    last = len(text) - 8
+    head = words[np.minimum(begin, last)]  # bytes 0-7 of the string
+    tail = words[np.minimum(begin + 4, last)]  # bytes 4-11
     inline = length <= 12
-    shift = np.uint64(8)
-    head_bytes = np.minimum(length, 4)
-    head_mask = np.where(inline, (np.uint64(1) << (head_bytes * shift)) - np.uint64(1), 0xFFFFFFFF)
-    tail_bytes = np.clip(length.astype(np.int64) - 4, 0, 8).astype(np.uint64)
-    tail_mask = np.where(
-        tail_bytes == 8, np.uint64(0xFFFFFFFFFFFFFFFF), (np.uint64(1) << (tail_bytes * shift)) - 1
-    )
     views = np.empty((count, 2), "<u8")
-    views[:, 0] = length | ((head & head_mask.astype(np.uint64)) << np.uint64(32))
-    views[:, 1] = np.where(inline, tail & tail_mask, begin.astype(np.uint64) << np.uint64(32))
-    array = pa.StringViewArray.from_buffers(
+    # Word 0: the length, then bytes 0-3 (all four of them when not inline: the prefix).
+    kept = _LOW_BYTES[np.where(inline, np.minimum(length, 4), 4)]
+    views[:, 0] = length.astype(np.uint64) | ((head & kept) << np.uint64(32))
+    # Word 1: bytes 4-11 inline, else buffer 0 and the offset.
+    inline_tail = tail & _LOW_BYTES[np.clip(length - 4, 0, 8)]
+    views[:, 1] = np.where(inline, inline_tail, begin.astype(np.uint64) << np.uint64(32))
+    return pa.StringViewArray.from_buffers(
         pa.string_view(), count, [None, pa.py_buffer(views), pa.py_buffer(text)]
     )
-    return array
 
 
 def _text(views: pa.Array) -> pa.Array:
-    """Views as plain UTF-8 strings, XML's whitespace rules and references applied."""
-    try:
-        views.validate(full=True)  # UTF-8
-    except pa.ArrowInvalid:
-        raise NotFast("bytes that are not UTF-8") from None
+    """Views as plain strings, XML's whitespace rules and references applied.
+
+    The chunk is valid UTF-8 and views start and end at quotes, so they are too.
+    """
     strings = views.cast(pa.string())
     if len(strings) == 0:
         return strings
