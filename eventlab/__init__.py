@@ -15,6 +15,7 @@ from .errors import (
     CommandError,
     ConcurrencyError,
     ConsistencyTimeout,
+    CsvError,
     DuplicateEventError,
     EventlabError,
     InvalidEventError,
@@ -31,6 +32,7 @@ from .errors import (
     UnknownEventError,
     UpcastError,
     VersionNotFoundError,
+    XesError,
 )
 from .events import Event, RecordedEvent
 from .executor import CommandContext, CommandExecutor, CommandOutcome, CommandRejected
@@ -62,6 +64,7 @@ __all__ = [
     "CommandStore",
     "ConcurrencyError",
     "ConsistencyTimeout",
+    "CsvError",
     "DuplicateEventError",
     "Event",
     "EventBus",
@@ -96,6 +99,7 @@ __all__ = [
     "UpcastError",
     "Upcasters",
     "VersionNotFoundError",
+    "XesError",
     "diff",
     "history",
     "replay",
