@@ -3,6 +3,7 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
+from . import analytics
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
