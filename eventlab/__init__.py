@@ -101,6 +101,7 @@ __all__ = [
     "Upcasters",
     "VersionNotFoundError",
     "XesError",
+    "analytics",
     "diff",
     "history",
     "replay",

@@ -114,10 +114,14 @@ class _Log:
             if isinstance(streams, str) and streams.endswith("*"):
                 clauses.append(f"starts_with(stream_id, {self.param(streams[:-1])})")
             else:
-                clauses.append(f"list_contains({self.param(_names(streams, 'streams'))}, stream_id)")
+                clauses.append(
+                    f"list_contains({self.param(_names(streams, 'streams'))}, stream_id)"
+                )
         for bound, op in ((start, ">="), (end, "<")):
             if bound is not None:
-                clauses.append(f"{time} {op} make_timestamptz({self.param(to_micros(bound))}::BIGINT)")
+                clauses.append(
+                    f"{time} {op} make_timestamptz({self.param(to_micros(bound))}::BIGINT)"
+                )
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         self.log = f"log AS (SELECT *, {time} AS t FROM {relation}{where})"
 
@@ -220,7 +224,7 @@ def event_rate(
     column = _column(by)
     return _counts(
         log.df(
-            f"SELECT time_bucket(CAST({interval} AS INTERVAL), t) AS time, {column} AS \"{by}\", "
+            f'SELECT time_bucket(CAST({interval} AS INTERVAL), t) AS time, {column} AS "{by}", '
             f"count(*) AS events FROM log GROUP BY 1, 2 ORDER BY 1, 2"
         ),
         "events",
@@ -277,7 +281,7 @@ def stream_durations(
     log = _Log(source, **filters)
     if start_type is None and end_type is None:
         frame = log.df(
-            "SELECT stream_id, min(t) AS start, max(t) AS \"end\", "
+            'SELECT stream_id, min(t) AS start, max(t) AS "end", '
             "epoch_us(max(t)) - epoch_us(min(t)) AS duration, count(*) AS events "
             "FROM log GROUP BY stream_id ORDER BY stream_id"
         )
@@ -398,7 +402,9 @@ def funnel(source: Source, steps: Sequence[str], **filters: Any) -> pd.DataFrame
                 "step": list(steps),
                 "streams": streams,
                 "share_of_first": np.where(first > 0, streams / max(first, 1), np.nan),
-                "share_of_previous": np.where(previous > 0, streams / np.maximum(previous, 1), np.nan),
+                "share_of_previous": np.where(
+                    previous > 0, streams / np.maximum(previous, 1), np.nan
+                ),
             }
         )
 
@@ -452,11 +458,25 @@ def trace(source: Source, correlation_id: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------- commands and sagas
 
 _STATUS_COLUMNS = (
-    "queued", "running", "succeeded", "rejected", "failed", "timed_out", "expired", "dead",
+    "queued",
+    "running",
+    "succeeded",
+    "rejected",
+    "failed",
+    "timed_out",
+    "expired",
+    "dead",
 )
 _COMMAND_COLUMNS = (
-    "type", "commands", *_STATUS_COLUMNS, "attempts_mean", "retried",
-    "p50_duration", "p95_duration", "p50_latency", "p95_latency",
+    "type",
+    "commands",
+    *_STATUS_COLUMNS,
+    "attempts_mean",
+    "retried",
+    "p50_duration",
+    "p95_duration",
+    "p50_latency",
+    "p95_latency",
 )
 
 
@@ -490,8 +510,18 @@ def command_stats(store: EventStore) -> pd.DataFrame:
 
 
 _SAGA_COLUMNS = (
-    "saga", "sagas", "completed", "aborted", "running", "steps_mean", "retries", "timeouts",
-    "compensated", "compensation_rate", "p50_duration", "p95_duration",
+    "saga",
+    "sagas",
+    "completed",
+    "aborted",
+    "running",
+    "steps_mean",
+    "retries",
+    "timeouts",
+    "compensated",
+    "compensation_rate",
+    "p50_duration",
+    "p95_duration",
 )
 
 
@@ -514,8 +544,8 @@ def saga_stats(store: Source, *, time: str = "occurred_at") -> pd.DataFrame:
         """
         , per_saga AS (
             SELECT stream_id,
-                   any_value(json_extract_string(data, '$.saga')) FILTER (WHERE type = 'SagaStarted')
-                       AS saga,
+                   any_value(json_extract_string(data, '$.saga'))
+                       FILTER (WHERE type = 'SagaStarted') AS saga,
                    count(*) FILTER (WHERE type = 'SagaStarted') AS started,
                    min(t) FILTER (WHERE type = 'SagaStarted') AS start,
                    max(t) FILTER (WHERE type IN ('SagaCompleted', 'SagaAborted')) AS finish,
@@ -541,8 +571,9 @@ def saga_stats(store: Source, *, time: str = "occurred_at") -> pd.DataFrame:
     )
     if frame.empty:
         return pd.DataFrame(columns=list(_SAGA_COLUMNS))
-    frame = _counts(frame, "sagas", "completed", "aborted", "running", "retries", "timeouts",
-                    "compensated")
+    frame = _counts(
+        frame, "sagas", "completed", "aborted", "running", "retries", "timeouts", "compensated"
+    )
     return _durations(frame, "p50_duration", "p95_duration")
 
 

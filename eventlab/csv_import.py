@@ -45,7 +45,12 @@ def import_csv(
     """Append the rows of an event CSV; see :meth:`EventStore.import_csv`."""
     store._check_writable()
     table = read_csv(
-        path, stream=stream, type=type, occurred_at=occurred_at, data=data, metadata=metadata,
+        path,
+        stream=stream,
+        type=type,
+        occurred_at=occurred_at,
+        data=data,
+        metadata=metadata,
         progress=progress,
     )
     return ingest(store, table, what="CSV row")
@@ -142,13 +147,31 @@ def _quoted(name: str) -> str:
 def _json_value(column: str, kind: str) -> str:
     """SQL for a cell as JSON text, NULL for an empty cell."""
     c = _quoted(column)
-    if kind in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"):
+    if kind in (
+        "TIMESTAMP WITH TIME ZONE",
+        "TIMESTAMP",
+        "TIMESTAMP_NS",
+        "TIMESTAMP_MS",
+        "TIMESTAMP_S",
+    ):
         return f"to_json(strftime(CAST({c} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%fZ'))"
     if kind == "DATE":
         return f"to_json(strftime({c}, '%Y-%m-%d'))"
     if kind in ("DOUBLE", "FLOAT") or kind.startswith("DECIMAL"):
-        return f"CASE WHEN isfinite({c}::DOUBLE) THEN to_json({c}::DOUBLE) WHEN {c} IS NOT NULL THEN 'null' END"
-    if kind in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "BOOLEAN", "VARCHAR"):
+        return (
+            f"CASE WHEN isfinite({c}::DOUBLE) THEN to_json({c}::DOUBLE) "
+            f"WHEN {c} IS NOT NULL THEN 'null' END"
+        )
+    if kind in (
+        "BIGINT",
+        "INTEGER",
+        "SMALLINT",
+        "TINYINT",
+        "HUGEINT",
+        "UBIGINT",
+        "BOOLEAN",
+        "VARCHAR",
+    ):
         return f"to_json({c})"
     return f"to_json(CAST({c} AS VARCHAR))"
 

@@ -878,7 +878,9 @@ class EventStore:
         --------
         >>> import eventlab as el, tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
-        >>> _ = path.write_text("case,activity,time,cost\\nc1,Order,2024-05-01T10:00:00+02:00,12.5\\n")
+        >>> _ = path.write_text(
+        ...     "case,activity,time,cost\\nc1,Order,2024-05-01T10:00:00+02:00,12.5\\n"
+        ... )
         >>> store = el.EventStore()
         >>> store.import_csv(path, stream="case", type="activity", occurred_at="time")
         1

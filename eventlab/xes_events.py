@@ -158,7 +158,9 @@ def _objects(table: pa.Table, count: int, con, problems) -> pa.Array:
     rows = np.concatenate([text, ready, other])
     inverse = np.empty_like(rows)
     inverse[rows] = np.arange(len(rows))
-    typed = pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in parts])
+    typed = pa.concat_arrays(
+        [p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in parts]
+    )
     typed = typed.take(pa.array(inverse))
     pairs = pc.binary_join_element_wise(_json_strings(table["key"]), typed, ":")
     owners = table["owner"].to_numpy()
@@ -180,7 +182,10 @@ def _read_values(table: pa.Table, con, problems) -> pa.Array:
         key, value = table["key"][row].as_py(), table["value"][row].as_py()
         what = _TYPE_NAMES[table["type"][row].as_py()]
         problems.append(
-            (table["line"][row].as_py(), f"cannot read {value!r} as {what} (attribute {key!r}); fix it in the file")
+            (
+                table["line"][row].as_py(),
+                f"cannot read {value!r} as {what} (attribute {key!r}); fix it in the file",
+            )
         )
     return typed.combine_chunks()
 
@@ -191,10 +196,14 @@ def _times(con, events: _Owners, problems) -> pa.Array:
     values = events.special[TIMESTAMP]
     con.register("_times", pa.table({"value": values}))
     try:
-        times = con.sql("SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t FROM _times").to_arrow_table()["t"]
+        times = con.sql("SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t FROM _times").to_arrow_table()[
+            "t"
+        ]
     finally:
         con.unregister("_times")
-    bad = np.flatnonzero(pc.and_(pc.is_valid(values), pc.is_null(times)).to_numpy(zero_copy_only=False))
+    bad = np.flatnonzero(
+        pc.and_(pc.is_valid(values), pc.is_null(times)).to_numpy(zero_copy_only=False)
+    )
     if len(bad):
         row = int(bad[0])
         problems.append(
@@ -214,7 +223,11 @@ def _missing(names, lines, what, role, problems) -> None:
     if len(bad):
         line = int(lines[int(bad[0])])
         problems.append(
-            (line, f"{what} without a concept:name (or with an empty one): eventlab needs it as {role}")
+            (
+                line,
+                f"{what} without a concept:name (or with an empty one): eventlab needs it "
+                f"as {role}",
+            )
         )
 
 
@@ -226,7 +239,9 @@ def _json_strings(strings: pa.Array | pa.ChunkedArray) -> pa.Array:
     if len(strings) == 0:
         return strings
     quoted = pc.binary_join_element_wise('"', strings, '"', "")
-    offsets = np.frombuffer(strings.buffers()[1], np.int32)[strings.offset : strings.offset + len(strings) + 1]
+    offsets = np.frombuffer(strings.buffers()[1], np.int32)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
     data = np.frombuffer(strings.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
     # JSON escapes quotes, backslashes and control characters; nothing else needs it.
     special = np.flatnonzero((data == 34) | (data == 92) | (data < 32)) + offsets[0]

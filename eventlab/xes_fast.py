@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .xes_log import (
     ATTRIBUTE_SCHEMA,
@@ -59,7 +58,9 @@ _SIMPLE = [
     (b"trace>", OPEN, TRACE),
     (b"/trace>", CLOSE, TRACE),
 ]
-_ATTRIBUTES = [(f'{name} key="'.encode(), ATTR0 + code) for code, name in enumerate(ATTRIBUTE_TYPES)]
+_ATTRIBUTES = [
+    (f'{name} key="'.encode(), ATTR0 + code) for code, name in enumerate(ATTRIBUTE_TYPES)
+]
 
 _TAG = re.compile(
     r"<(/?)([^\s/>=\"']+)((?:\s+[^\s/>=\"']+\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'))*)\s*(/?)>", re.S
@@ -78,7 +79,9 @@ class _State:
     stack: list[int] = field(default_factory=list)  # name ids of the open elements
     root_seen: bool = False
     tokens: int = 0  # tokens read so far: the next chunk's first token number
-    names: dict[str, int] = field(default_factory=lambda: {n: i for i, n in enumerate(_FIXED_NAMES)})
+    names: dict[str, int] = field(
+        default_factory=lambda: {n: i for i, n in enumerate(_FIXED_NAMES)}
+    )
     # The open element at level 2 (a child of <log>) and at level 3 (a child of that).
     owner2: int = -1
     owner2_name: int = -1
@@ -249,7 +252,9 @@ def _read_tags(text, stop, delims, starts, state: _State) -> _Part:
         slow = np.flatnonzero(rank[rows] < 0)
         if len(slow):
             owners = roles[role + "_owners"][slow]
-            table = pa.concat_tables([table, _generic_rows(rows[slow], owners, tokens, name, extra)])
+            table = pa.concat_tables(
+                [table, _generic_rows(rows[slow], owners, tokens, name, extra)]
+            )
         attributes[role] = table
     return _Part(
         traces=roles["traces"] + tokens,

@@ -30,7 +30,9 @@ from .xes_log import (
 )
 
 _CODES = {name: code for code, name in enumerate(ATTRIBUTE_TYPES)}
-_IGNORED = "ignored"  # an element eventlab does not import (global, extension, ...), and its subtree
+_IGNORED = (
+    "ignored"  # an element eventlab does not import (global, extension, ...), and its subtree
+)
 
 
 class _Attribute:
@@ -42,12 +44,12 @@ class _Attribute:
         self.type = type_
         key = attrs.get("key")
         if key is None:
-            raise XesError(f"line {line}: a <{type_}> attribute has no key; give it key=\"...\"")
+            raise XesError(f'line {line}: a <{type_}> attribute has no key; give it key="..."')
         self.key = key
         self.value = attrs.get("value")
         if self.value is None and type_ not in NESTED_TYPES:
             raise XesError(
-                f"line {line}: the <{type_}> attribute {key!r} has no value; give it value=\"...\""
+                f'line {line}: the <{type_}> attribute {key!r} has no value; give it value="..."'
             )
         self.line = line
         self.owner = owner  # "event", "trace" or the enclosing _Attribute
@@ -96,8 +98,7 @@ class _Reader:
         if parent is None:
             if local != "log":
                 raise XesError(
-                    f"line {line}: this is not an XES log: its root element is <{local}>, "
-                    f"not <log>"
+                    f"line {line}: this is not an XES log: its root element is <{local}>, not <log>"
                 )
             stack.append("log")
         elif parent == "log":
@@ -173,7 +174,10 @@ class _Reader:
         )
         traces = pa.table({"line": pa.array(self.trace_lines, pa.int64())})
         return ParsedLog(
-            events, traces, _attribute_table(self.rows["event"]), _attribute_table(self.rows["trace"])
+            events,
+            traces,
+            _attribute_table(self.rows["event"]),
+            _attribute_table(self.rows["trace"]),
         )
 
 
@@ -185,7 +189,9 @@ def _attribute_table(rows: dict[str, list[Any]]) -> pa.Table:
     count = len(rows["owner"])
     columns = dict(rows)
     columns["no"] = range(count)
-    return pa.table({field.name: pa.array(columns[field.name], field.type) for field in ATTRIBUTE_SCHEMA})
+    return pa.table(
+        {field.name: pa.array(columns[field.name], field.type) for field in ATTRIBUTE_SCHEMA}
+    )
 
 
 def read(source: Source) -> ParsedLog:
