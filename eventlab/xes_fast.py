@@ -444,6 +444,8 @@ def _views(text, begin: np.ndarray, end: np.ndarray) -> pa.Array:
     (0) and its offset instead.
     """
     count = len(begin)
+    if count == 0:
+        return pa.array([], pa.string_view())
     length = end - begin
     words = np.ndarray((len(text) - 7,), "<u8", buffer=text, strides=(1,))
     last = len(text) - 8

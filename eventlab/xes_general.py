@@ -30,9 +30,10 @@ from .xes_log import (
 )
 
 _CODES = {name: code for code, name in enumerate(ATTRIBUTE_TYPES)}
-_IGNORED = (
-    "ignored"  # an element eventlab does not import (global, extension, ...), and its subtree
-)
+# An element eventlab does not import (global, extension, ...), and everything in it.
+_IGNORED = "ignored"
+# Keys whose own value matters (the type, the stream id, the time), nested attributes or not.
+_OWN_VALUE = ("concept:name", "time:timestamp")
 
 
 class _Attribute:
@@ -144,7 +145,7 @@ class _Reader:
             done.owner.children.append((done.key, done.python_value()))
             return
         owner = len(self.event_lines) - 1 if done.owner == "event" else len(self.trace_lines) - 1
-        if done.nested():
+        if done.nested() and (done.key not in _OWN_VALUE or done.type in NESTED_TYPES):
             type_code, value = JSON, json.dumps(done.python_value(), ensure_ascii=False)
         else:
             type_code, value = _CODES[done.type], done.value
