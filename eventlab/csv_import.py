@@ -1,7 +1,8 @@
 """Importing event CSV files: columns mapped to stream, type, time, data and metadata.
 
-DuckDB reads the file (plain or compressed) and guesses each column's type;
-the values keep those types in the JSON payloads (numbers, booleans, text;
+Arrow reads the file (plain or gzipped, strictly: every row must have a value
+for every column of the header) and infers each column's type; the values keep
+those types in the JSON payloads (numbers, booleans, text;
 times as UTC ISO text like ``2011-10-11T11:45:40.276000Z``). By default, as in
 a CSV written from an XES log, columns named ``case:...`` describe the case and
 go into ``metadata`` (as ``...``, like the trace attributes of an XES import);
@@ -13,6 +14,7 @@ file writes nothing.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 from tqdm.auto import tqdm
 
 from .errors import CsvError, MissingColumnsError
@@ -40,6 +43,7 @@ def import_csv(
     occurred_at: str | None = None,
     data: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
+    delimiter: str | None = None,
     progress: bool = False,
 ) -> int:
     """Append the rows of an event CSV; see :meth:`EventStore.import_csv`."""
@@ -51,6 +55,7 @@ def import_csv(
         occurred_at=occurred_at,
         data=data,
         metadata=metadata,
+        delimiter=delimiter,
         progress=progress,
     )
     return ingest(store, table, what="CSV row")
@@ -64,6 +69,7 @@ def read_csv(
     occurred_at: str | None = None,
     data: Sequence[str] | None = None,
     metadata: Sequence[str] | None = None,
+    delimiter: str | None = None,
     progress: bool = False,
 ) -> pa.Table:
     """The events of a CSV file as an Arrow table ready for ``append_frame``."""
@@ -74,8 +80,8 @@ def read_csv(
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        with tqdm(total=3, desc=f"importing {path.name}", disable=not progress) as bar:
-            rows = _read(con, path)
+        with tqdm(total=2, desc=f"importing {path.name}", disable=not progress) as bar:
+            rows = _read(path, delimiter)
             bar.update()
             columns = dict(zip(rows.column_names, map(str, _duckdb_types(con, rows)), strict=True))
             mapping = _mapping(path, list(columns), stream, type, occurred_at, data, metadata)
@@ -99,14 +105,59 @@ def read_csv(
     )
 
 
-def _read(con: duckdb.DuckDBPyConnection, path: Path) -> pa.Table:
+def _read(path: Path, delimiter: str | None) -> pa.Table:
+    """The whole file as Arrow, types inferred; a malformed row is a CsvError naming it."""
+    if delimiter is None:
+        delimiter = _guess_delimiter(path)
+    parse = pa_csv.ParseOptions(delimiter=delimiter)
+    convert = pa_csv.ConvertOptions(strings_can_be_null=True)
     try:
-        return con.sql("SELECT * FROM read_csv($1)", params=[str(path)]).to_arrow_table()
-    except duckdb.Error as exc:
-        raise CsvError(
-            f"cannot read {path} as CSV: {exc}. Check the file (a header row, one delimiter, "
-            f"quotes closed); nothing was imported."
-        ) from None
+        with _open(path) as stream:
+            return pa_csv.read_csv(stream, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        problem = str(exc).removeprefix("CSV parse error: ")
+    row = _first_bad_row(path, delimiter)
+    where = f"row {row}: " if row is not None else ""
+    raise CsvError(
+        f"cannot read {path.name} as CSV: {where}{problem}. Every row needs one value per "
+        f"column of the header (quote values that hold the delimiter {delimiter!r}); "
+        f"nothing was imported."
+    )
+
+
+def _open(path: Path):
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    return pa.input_stream(str(path), compression="gzip" if gzipped else None)
+
+
+def _guess_delimiter(path: Path) -> str:
+    """The most frequent of , ; tab and | in the header line (a comma if none)."""
+    with _open(path) as stream:
+        header = stream.read(64 * 1024).split(b"\n", 1)[0]
+    counts = {d: header.count(d.encode()) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _first_bad_row(path: Path, delimiter: str) -> int | None:
+    """The number of the first malformed data row (1 = the row after the header)."""
+    bad: list[int] = []
+
+    def note(row) -> str:
+        if row.number is not None:
+            bad.append(row.number - 1)  # Arrow counts the header as row 1
+        return "skip"
+
+    parse = pa_csv.ParseOptions(delimiter=delimiter, invalid_row_handler=note)
+    try:
+        with _open(path) as stream:
+            pa_csv.read_csv(
+                stream, read_options=pa_csv.ReadOptions(use_threads=False), parse_options=parse
+            )
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error):
+        pass
+    return min(bad) if bad else None
 
 
 def _duckdb_types(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> list[str]:
@@ -147,13 +198,7 @@ def _quoted(name: str) -> str:
 def _json_value(column: str, kind: str) -> str:
     """SQL for a cell as JSON text, NULL for an empty cell."""
     c = _quoted(column)
-    if kind in (
-        "TIMESTAMP WITH TIME ZONE",
-        "TIMESTAMP",
-        "TIMESTAMP_NS",
-        "TIMESTAMP_MS",
-        "TIMESTAMP_S",
-    ):
+    if kind.startswith("TIMESTAMP"):  # with or without a zone, any precision
         return f"to_json(strftime(CAST({c} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%fZ'))"
     if kind == "DATE":
         return f"to_json(strftime({c}, '%Y-%m-%d'))"

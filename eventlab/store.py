@@ -860,18 +860,21 @@ class EventStore:
         occurred_at: str | None = None,
         data: Sequence[str] | None = None,
         metadata: Sequence[str] | None = None,
+        delimiter: str | None = None,
         progress: bool = False,
     ) -> int:
-        """Append the rows of an event CSV file (plain or compressed), one event per row.
+        """Append the rows of an event CSV file (plain or gzipped), one event per row.
 
         ``stream``, ``type`` and ``occurred_at`` name the columns of the stream
         id, the event type and the business time (ISO 8601; no offset means
         UTC). ``data`` lists the columns for the payload, by default all the
         others except ``case:...`` columns, which go into ``metadata`` (without
         the prefix), as in a CSV written from an XES log. Values keep the types
-        DuckDB reads them as; empty cells are left out. A missing column raises
-        :class:`~eventlab.MissingColumnsError`, an empty stream or type or an
-        unreadable time :class:`~eventlab.CsvError` naming the row; nothing is
+        Arrow infers (numbers, booleans, text; times as UTC ISO text); empty
+        cells are left out. ``delimiter`` defaults to the most frequent of
+        ``, ; tab |`` in the header. A malformed row, an empty stream or type or
+        an unreadable time raises :class:`~eventlab.CsvError` naming the row, a
+        missing column :class:`~eventlab.MissingColumnsError`; nothing is
         written then. Returns the number of events.
 
         Examples
@@ -898,6 +901,7 @@ class EventStore:
             occurred_at=occurred_at,
             data=data,
             metadata=metadata,
+            delimiter=delimiter,
             progress=progress,
         )
 

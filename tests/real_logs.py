@@ -23,6 +23,10 @@ def path(name: str) -> Path:
 HELPDESK = "helpdesk.xes.gz"
 BPIC2012 = "bpic2012.xes.gz"
 RECEIPT = "receipt.csv"
-RECEIPT_COLUMNS = {"stream": "case:concept:name", "type": "concept:name", "occurred_at": "time:timestamp"}
+RECEIPT_COLUMNS = {
+    "stream": "case:concept:name",
+    "type": "concept:name",
+    "occurred_at": "time:timestamp",
+}
 # (events, streams) of each log, from its README.
 SIZES = {HELPDESK: (21_348, 4_580), BPIC2012: (262_200, 13_087), RECEIPT: (8_577, 1_434)}

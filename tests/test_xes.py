@@ -146,7 +146,11 @@ def test_the_fast_reader_reads_the_usual_layout_itself(tmp_path):
         docs.Trace(
             "c1",
             [docs.Attribute("int", "size", 3)],
-            [docs.Event("A", datetime(2024, 1, 1, tzinfo=UTC), [docs.Attribute("string", "x", "&")])],
+            [
+                docs.Event(
+                    "A", datetime(2024, 1, 1, tzinfo=UTC), [docs.Attribute("string", "x", "&")]
+                )
+            ],
         )
     ]
     for space in (False, True):
@@ -165,7 +169,8 @@ def test_the_fast_reader_reads_the_usual_layout_itself(tmp_path):
         '<int key="i" value="1"/></values></list></event></trace></log>',
         # an attribute with attributes of its own
         '<log><trace><string key="concept:name" value="c"/><event>'
-        '<string key="concept:name" value="A"><int key="i" value="1"/></string></event></trace></log>',
+        '<string key="concept:name" value="A"><int key="i" value="1"/></string>'
+        "</event></trace></log>",
         # a DTD that defines an entity
         '<!DOCTYPE log [<!ENTITY who "Alice">]><log><trace><string key="concept:name" value="c"/>'
         '<event><string key="concept:name" value="&who;"/></event></trace></log>',
@@ -196,7 +201,8 @@ def test_nested_attributes_become_json(tmp_path):
         '<container key="address"><string key="city" value="Lyon"/><int key="zip" value="69001"/>'
         "</container><event>"
         '<string key="concept:name" value="A"/>'
-        '<list key="items"><values><int key="n" value="1"/><boolean key="b" value="0"/></values></list>'
+        '<list key="items"><values><int key="n" value="1"/><boolean key="b" value="0"/>'
+        "</values></list>"
         '<float key="price" value="9.5"><string key="currency" value="EUR"/></float>'
         "</event></trace></log>"
     )
@@ -244,7 +250,16 @@ def test_values_of_every_type_and_edge(tmp_path):
             "dup": "last",
         }, reader
         assert list(event["data"]) == [
-            "big", "plus", "nan", "inf", "e", "t", "f", "naive", "spaces", "dup"
+            "big",
+            "plus",
+            "nan",
+            "inf",
+            "e",
+            "t",
+            "f",
+            "naive",
+            "spaces",
+            "dup",
         ]
 
 
@@ -335,17 +350,28 @@ GOOD_TRACE = (
         ),
         (
             _lines(
-                "<log>", GOOD_TRACE, '<trace><string key="concept:name" value="d"/>',
-                '<event><string key="lifecycle:transition" value="start"/></event>', "</trace></log>",
+                "<log>",
+                GOOD_TRACE,
+                '<trace><string key="concept:name" value="d"/>',
+                '<event><string key="lifecycle:transition" value="start"/></event>',
+                "</trace></log>",
             ),
             "line 4: an event without a concept:name",
         ),
         (
-            _lines("<log>", GOOD_TRACE, "<trace>", '<event><string key="concept:name" value="A"/>',
-                   "</event></trace></log>"),
+            _lines(
+                "<log>",
+                GOOD_TRACE,
+                "<trace>",
+                '<event><string key="concept:name" value="A"/>',
+                "</event></trace></log>",
+            ),
             "line 3: a trace without a concept:name",
         ),
-        (_lines("<events>", "</events>"), "line 1: this is not an XES log: its root element is <events>"),
+        (
+            _lines("<events>", "</events>"),
+            "line 1: this is not an XES log: its root element is <events>",
+        ),
         (
             _lines("<log>", '<event><string key="concept:name" value="A"/></event>', "</log>"),
             "line 2: an <event> outside any <trace>",
@@ -426,7 +452,10 @@ def test_bpic2012_first_events_exactly(tmp_path):
         assert first[0].occurred_at == datetime(2011, 9, 30, 22, 38, 44, 546000, tzinfo=UTC)
         assert first[0].data == {"org:resource": "112", "lifecycle:transition": "COMPLETE"}
         assert first[4].data == {"lifecycle:transition": "START"}  # no org:resource
-        assert first[0].metadata == {"REG_DATE": "2011-09-30T22:38:44.546000Z", "AMOUNT_REQ": "20000"}
+        assert first[0].metadata == {
+            "REG_DATE": "2011-09-30T22:38:44.546000Z",
+            "AMOUNT_REQ": "20000",
+        }
 
 
 # ---------------------------------------------------------------------- the command line
@@ -434,7 +463,9 @@ def test_bpic2012_first_events_exactly(tmp_path):
 
 def test_cli_imports_xes(tmp_path, capsys):
     target = tmp_path / "log.duckdb"
-    assert main(["import", str(write(tmp_path, SMALL, "log.xes.gz", compress=True)), str(target)]) == 0
+    assert (
+        main(["import", str(write(tmp_path, SMALL, "log.xes.gz", compress=True)), str(target)]) == 0
+    )
     assert capsys.readouterr().out.startswith("Imported 2 events from")
     with el.EventStore(target, read_only=True) as store:
         assert store.streams() == ["case-1"]

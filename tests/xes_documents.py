@@ -124,7 +124,9 @@ def logs(draw, nested: bool = False) -> list[Trace]:
             attrs = _unique(draw(st.lists(attributes(nested), max_size=3)), set())
             events.append(Event(name, time, attrs))
         trace_attrs = _unique(draw(st.lists(attributes(nested), max_size=2)), set())
-        traces.append(Trace(f"case {number}{draw(st.sampled_from(['', '&', 'é']))}", trace_attrs, events))
+        traces.append(
+            Trace(f"case {number}{draw(st.sampled_from(['', '&', 'é']))}", trace_attrs, events)
+        )
     return traces
 
 
@@ -234,7 +236,9 @@ def write(traces: list[Trace], style: dict[str, Any]) -> str:
         w.emit(2, '<string key="concept:name" value="UNKNOWN"/>')
         w.emit(1, f"</{w.tag('global')}>")
         w.emit(1, '<classifier name="Activity" keys="concept:name"/>')
-        w.emit(1, '<string key="log attribute" value="ignored"><int key="nested" value="1"/></string>')
+        w.emit(
+            1, '<string key="log attribute" value="ignored"><int key="nested" value="1"/></string>'
+        )
     for trace in traces:
         w.emit(1, f"<{w.tag('trace')}>")
         name = Attribute("string", "concept:name", trace.case)
@@ -245,7 +249,9 @@ def write(traces: list[Trace], style: dict[str, Any]) -> str:
             w.emit(2, f"<{w.tag('event')}>")
             own = [Attribute("string", "concept:name", event.name), *event.attributes]
             if event.time is not None:
-                own.insert(w.count % (len(own) + 1), Attribute("date", "time:timestamp", event.time))
+                own.insert(
+                    w.count % (len(own) + 1), Attribute("date", "time:timestamp", event.time)
+                )
             for attribute in own:
                 w.attribute(attribute, 3)
             w.emit(2, f"</{w.tag('event')}>")
@@ -263,7 +269,13 @@ def decoded(table) -> list[dict[str, Any]]:
             "type": r["type"],
             "occurred_at": r["occurred_at"],
             "data": json.loads(r["data"]) if isinstance(r["data"], str) else r["data"],
-            "metadata": json.loads(r["metadata"]) if isinstance(r["metadata"], str) else r["metadata"],
+            "metadata": json.loads(r["metadata"])
+            if isinstance(r["metadata"], str)
+            else r["metadata"],
         }
         for r in rows
     ]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
