@@ -155,9 +155,10 @@ def _names(values: Iterable[str] | str, what: str) -> list[str]:
 
 
 def _durations(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
-    """Columns of microseconds (int or float) as Timedeltas."""
+    """Columns of microseconds (int or float: a median may fall between two) as Timedeltas."""
     for column in columns:
-        frame[column] = pd.to_timedelta(frame[column].astype("float64"), unit="us")
+        nanos = np.round(frame[column].to_numpy(dtype="float64") * 1000)
+        frame[column] = pd.to_timedelta(nanos, unit="ns").astype("timedelta64[ns]")
     return frame
 
 
