@@ -23,9 +23,9 @@ Timestamps and durations pandas Timedeltas.
 Examples
 --------
 >>> import eventlab as el
->>> store = el.EventStore()
+>>> store = el.EventStore(clock=el.SimulatedClock("2024-05-01", step=timedelta(hours=1)))
 >>> for case, steps in [("c1", "ABC"), ("c2", "ABC"), ("c3", "AC")]:
-...     _ = store.append_frame(_example(case, steps))
+...     _ = store.append(case, [el.Event(step, {}) for step in steps])
 >>> el.analytics.variants(store)[["variant", "count", "share"]]
      variant  count     share
 0  (A, B, C)      2  0.666667
@@ -185,10 +185,11 @@ def summary(source: Source, **filters: Any) -> pd.DataFrame:
     Examples
     --------
     >>> import eventlab as el
-    >>> store = el.EventStore()
-    >>> _ = store.append_frame(_example("c1", "AB"))
-    >>> el.analytics.summary(store).iloc[0].to_dict()["span"]
-    Timedelta('0 days 01:00:00')
+    >>> store = el.EventStore(clock=el.SimulatedClock("2024-05-01", step=timedelta(hours=1)))
+    >>> _ = store.append("c1", [el.Event("Opened", {}), el.Event("Closed", {})])
+    >>> row = el.analytics.summary(store).iloc[0]
+    >>> row["events"], row["streams"], row["span"]
+    (np.int64(2), np.int64(1), Timedelta('0 days 01:00:00'))
     """
     log = _Log(source, **filters)
     frame = log.df(
@@ -286,6 +287,15 @@ def stream_durations(
     that type after the start. Streams without those events are left out.
     ``events`` counts the events from start to end, both included. Sorted by
     stream id.
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> store = el.EventStore(clock=el.SimulatedClock("2024-05-01", step=timedelta(hours=1)))
+    >>> _ = store.append("c1", [el.Event(t, {}) for t in ["Open", "Pay", "Ship", "Close"]])
+    >>> el.analytics.stream_durations(store, "Pay", "Close")[["stream_id", "duration", "events"]]
+      stream_id        duration  events
+    0        c1 0 days 02:00:00       3
     """
     log = _Log(source, **filters)
     if start_type is None and end_type is None:
@@ -426,6 +436,18 @@ def funnel(source: Source, steps: Sequence[str], **filters: Any) -> pd.DataFrame
 
     A stream reaches step k when it has an event of type ``steps[k]`` after the
     one that made it reach step k - 1 (any events may come in between).
+
+    Examples
+    --------
+    >>> import eventlab as el
+    >>> store = el.EventStore()
+    >>> for case, steps in [("c1", "ABC"), ("c2", "AC"), ("c3", "B")]:
+    ...     _ = store.append(case, [el.Event(step, {}) for step in steps])
+    >>> el.analytics.funnel(store, ["A", "B", "C"])
+      step  streams  share_of_first  share_of_previous
+    0    A        2             1.0                1.0
+    1    B        1             0.5                0.5
+    2    C        1             0.5                1.0
     """
     if isinstance(steps, str) or not steps or not all(isinstance(s, str) for s in steps):
         raise EventlabError(f"steps must be a non-empty list of event types, got {steps!r}")
@@ -639,16 +661,3 @@ def saga_stats(store: Source, *, time: str = "occurred_at") -> pd.DataFrame:
         frame, "sagas", "completed", "aborted", "running", "retries", "timeouts", "compensated"
     )
     return _durations(frame, "p50_duration", "p95_duration")
-
-
-def _example(case: str, steps: str) -> pd.DataFrame:
-    """A stream ``case`` with one event per letter of ``steps``, an hour apart (for examples)."""
-    start = pd.Timestamp("2024-05-01", tz="UTC")
-    return pd.DataFrame(
-        {
-            "stream_id": case,
-            "type": list(steps),
-            "data": [{}] * len(steps),
-            "occurred_at": [start + pd.Timedelta(hours=i) for i in range(len(steps))],
-        }
-    )
