@@ -99,6 +99,7 @@ def pm4py_logs() -> Callable[[str], pd.DataFrame]:
                     )
                 else:
                     cache[name] = pm4py.read_xes(path, show_progress_bar=False)
-        return cache[name]
+        # A copy: some pm4py functions add columns to the frame they are given.
+        return cache[name].copy()
 
     return read

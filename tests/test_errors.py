@@ -17,6 +17,7 @@ ERRORS = [
     "CircuitOpenError",
     "CommandError",
     "ConcurrencyError",
+    "CsvError",
     "DuplicateEventError",
     "InvalidEventError",
     "JournalError",
@@ -32,6 +33,7 @@ ERRORS = [
     "UnknownEventError",
     "UpcastError",
     "VersionNotFoundError",
+    "XesError",
 ]
 
 
