@@ -280,16 +280,17 @@ def _classify(text, stop, delims, starts, pos, segments):
     room = pos + 17 <= n
     at = np.minimum(pos + 1, n - 16)
     first, second = words[at], words[at + 8]
+    # Tags without quotes may be <event>, </trace>...; with four, attributes.
+    plain = np.flatnonzero(room & (segments == 1))
     for pattern, tag_kind, tag_name in _SIMPLE:
-        hit = _matches(first, second, pattern) & room & (segments == 1)
+        hit = plain[_matches(first[plain], second[plain], pattern)]
         kind[hit] = tag_kind
         name[hit] = tag_name
-    attribute = np.zeros(count, bool)
+    quoted = np.flatnonzero(room & (segments == 5))
+    head, tail16 = first[quoted], second[quoted]
     for pattern, tag_name in _ATTRIBUTES:
-        hit = _matches(first, second, pattern) & room & (segments == 5)
-        name[hit] = tag_name
-        attribute |= hit
-    candidates = np.flatnonzero(attribute)
+        name[quoted[_matches(head, tail16, pattern)]] = tag_name
+    candidates = quoted[name[quoted] >= 0]
     i = starts[candidates]
     q1, q2, q3 = delims[i + 2], delims[i + 3], delims[i + 4]
     fits = q3 + 8 <= n
