@@ -40,6 +40,7 @@ from benchmarks import (  # noqa: E402
     commands,
     ours,
     peer,
+    process_log,
     read_side,
     sagas,
     simulation,
@@ -71,6 +72,9 @@ class Config:
     command_orders: int  # PlaceOrder commands through the scheduler (and the peer)
     simulate_orders: int  # orders in el.shop.simulate, timed once per store kind
     saga_checkouts: int  # checkout sagas started and run to their end
+    xes_log: str  # the real log imported by the analytics group (tests/data/real-logs)
+    follows_events: int  # synthetic store size for directly_follows_eps
+    peer_follows_events: int  # the peer's directly-follows input (the first events of that store)
 
 
 FULL = Config(
@@ -89,6 +93,9 @@ FULL = Config(
     command_orders=10_000,
     simulate_orders=100_000,
     saga_checkouts=10_000,
+    xes_log="bpic2012.xes.gz",
+    follows_events=10_000_000,
+    peer_follows_events=10_000_000,
 )
 QUICK = Config(
     "quick",
@@ -106,6 +113,9 @@ QUICK = Config(
     command_orders=1_000,
     simulate_orders=1_000,
     saga_checkouts=1_000,
+    xes_log="helpdesk.xes.gz",
+    follows_events=200_000,
+    peer_follows_events=200_000,
 )
 
 # Groups of measurements, in the order they run; ``--only`` picks some of them.
@@ -120,6 +130,7 @@ GROUPS = (
     "commands",
     "simulate",
     "sagas",
+    "analytics",
 )
 
 
@@ -463,6 +474,84 @@ class Bench:
                 f"{'sagas':<19} run {rep + 1}/{self.config.repeat}: {rate:>8,.0f} sagas/s ({ends})"
             )
 
+    def analytics(self) -> None:
+        """XES import against pm4py's read_xes, analyses of the imported log, and
+        directly-follows counts on a big synthetic store against pm4py's discover_dfg."""
+        c = self.config
+        source = process_log.REAL_LOGS / c.xes_log
+        events = process_log.REAL_LOG_EVENTS[c.xes_log]
+        process_log.pm4py()  # imported before any timing (it takes seconds)
+        path: Path | None = None
+        for rep in range(c.repeat):
+            sides = ("eventlab", "peer") if rep % 2 == 0 else ("peer", "eventlab")
+            line = []
+            for side in sides:
+                if side == "eventlab":
+                    if path is not None:  # keep the last store: the analyses read it
+                        shutil.rmtree(path.parent)
+                    path = self.fresh_dir(f"xes-{rep}") / "store.duckdb"
+                    seconds, count = process_log.time_import_xes(path, source)
+                    checks.check_count("import_xes", count, events)
+                    self.record("import_xes_eps", events / seconds)
+                else:
+                    seconds, count = process_log.time_peer_read_xes(source)
+                    checks.check_count("pm4py read_xes", count, events)
+                    self.record("peer_import_xes_eps", events / seconds)
+                line.append(f"{side} {events / seconds:>9,.0f} ev/s")
+            _progress(f"{'import_xes':<19} run {rep + 1}/{c.repeat}: " + ",  ".join(line))
+        assert path is not None
+        for rep in range(c.repeat):
+            seconds = process_log.time_analyses(path, c.xes_log)
+            slowest = max(seconds, key=seconds.get)
+            self.record(f"analytics_{c.xes_log.split('.')[0]}_max_s", seconds[slowest])
+            _progress(
+                f"{'analytics':<19} run {rep + 1}/{c.repeat}: slowest {slowest} "
+                f"{seconds[slowest]:.3f} s ("
+                + ", ".join(f"{name} {s:.3f}" for name, s in seconds.items() if name != slowest)
+                + ")"
+            )
+        shutil.rmtree(path.parent)
+        self._directly_follows()
+
+    def _directly_follows(self) -> None:
+        c = self.config
+        path = self.fresh_dir("follows") / "store.duckdb"
+        build, count, pairs = process_log.build_store(path, c.follows_events)
+        checks.check_count("directly_follows store", count, c.follows_events)
+        frame = process_log.peer_frame(path, c.peer_follows_events)
+        peer_pairs = process_log.pair_count(frame)
+        _progress(
+            f"{'directly_follows':<19} store of {count:,} events ({count - pairs:,} cases) "
+            f"built in {build:.0f} s; pm4py's DataFrame of {len(frame):,} (untimed)"
+        )
+        for rep in range(c.repeat):
+            sides = ("eventlab", "peer") if rep % 2 == 0 else ("peer", "eventlab")
+            line = []
+            for side in sides:
+                if side == "eventlab":
+                    seconds, result = process_log.time_directly_follows(path)
+                    found = int(result["count"].sum())
+                    if found != pairs:
+                        raise BenchmarkError(
+                            f"directly_follows found {found:,} pairs, not {pairs:,}"
+                        )
+                    eps = count / seconds
+                    self.record("directly_follows_eps", eps)
+                else:
+                    seconds, dfg = process_log.time_peer_dfg(frame)
+                    if sum(dfg.values()) != peer_pairs:
+                        raise BenchmarkError(
+                            f"pm4py found {sum(dfg.values()):,} pairs, not {peer_pairs:,}"
+                        )
+                    eps = len(frame) / seconds
+                    self.record("peer_directly_follows_eps", eps)
+                line.append(f"{side} {eps:>11,.0f} ev/s")
+            _progress(f"{'directly_follows':<19} run {rep + 1}/{c.repeat}: " + ",  ".join(line))
+        self.record("directly_follows_events", count)
+        self.record("peer_directly_follows_events", len(frame))
+        del frame
+        shutil.rmtree(path.parent)
+
     def results(self) -> dict[str, float]:
         """Medians of every metric, plus the ours/peer ratios."""
         medians = self.medians()
@@ -472,6 +561,8 @@ class Bench:
             "replay_ratio": ("replay_eps", "peer_replay_eps"),
             "replay_one_by_one_ratio": ("replay_one_by_one_eps", "peer_replay_eps"),
             "scheduler_commands_ratio": ("scheduler_commands_per_s", "peer_commands_per_s"),
+            "import_xes_ratio": ("import_xes_eps", "peer_import_xes_eps"),
+            "directly_follows_ratio": ("directly_follows_eps", "peer_directly_follows_eps"),
         }
         for name, (ours_metric, peer_metric) in ratios.items():
             if ours_metric in medians and peer_metric in medians:

@@ -4,7 +4,7 @@ Everything public is importable from the top level: ``import eventlab as el``.
 """
 
 # el.plots, el.shop, el.widgets (matplotlib and ipywidgets load lazily)
-from . import plots, shop, widgets
+from . import analytics, plots, shop, widgets
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
@@ -17,6 +17,7 @@ from .errors import (
     CommandError,
     ConcurrencyError,
     ConsistencyTimeout,
+    CsvError,
     DuplicateEventError,
     EventlabError,
     InvalidEventError,
@@ -35,6 +36,7 @@ from .errors import (
     UnknownEventError,
     UpcastError,
     VersionNotFoundError,
+    XesError,
 )
 from .events import Event, RecordedEvent
 from .executor import CommandContext, CommandExecutor, CommandOutcome, CommandRejected
@@ -68,6 +70,7 @@ __all__ = [
     "CommandStore",
     "ConcurrencyError",
     "ConsistencyTimeout",
+    "CsvError",
     "DuplicateEventError",
     "Event",
     "EventBus",
@@ -107,6 +110,8 @@ __all__ = [
     "UpcastError",
     "Upcasters",
     "VersionNotFoundError",
+    "XesError",
+    "analytics",
     "diff",
     "history",
     "plots",

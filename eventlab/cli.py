@@ -27,8 +27,8 @@ PROG = "eventlab"
 _DESCRIPTION = """\
 eventlab: an event store on DuckDB for learning and analysing event-driven systems.
 
-Inspect a store file, move its events to and from Parquet, generate a shop
-history, or run the demo.
+Inspect a store file, move its events to and from Parquet, import event logs
+(XES, CSV), generate a shop history, or run the demo.
 Run 'eventlab COMMAND --help' for a command's options and examples."""
 
 _EPILOG = """\
@@ -38,6 +38,7 @@ examples:
   eventlab info shop.duckdb              counts, types and time range of a store
   eventlab export shop.duckdb lake/ --partition-by day
   eventlab import 'lake/**/*.parquet' copy.duckdb
+  eventlab import bpic2012.xes.gz loans.duckdb   an XES event log
 """
 
 
@@ -167,23 +168,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     import_ = command(
         "import",
-        "append the events in Parquet files to a store (created if needed)",
+        "append the events of Parquet, XES or CSV files to a store (created if needed)",
         "Append the events in SOURCE to the store file STORE, creating the store if it\n"
-        "does not exist. SOURCE is a Parquet file, a directory (searched recursively\n"
-        "for *.parquet) or a glob; quote a glob so that the shell does not expand it.\n"
-        "The files need the columns stream_id, type and data; an export from eventlab\n"
-        "has all columns and, imported into a new store, is reproduced exactly. The\n"
-        "import is one transaction: on any error nothing is written.",
+        "does not exist. The kind of SOURCE follows its name:\n"
+        "  .xes, .xes.gz   an XES event log: each trace becomes a stream, each event an\n"
+        "                  event (concept:name its type, time:timestamp its occurred_at,\n"
+        "                  other attributes its data, the trace's its metadata)\n"
+        "  .csv, .csv.gz   an event CSV, one event per row; --stream, --type and\n"
+        "                  --occurred-at name its columns (by default the XES names),\n"
+        "                  case:... columns go into metadata, the others into data\n"
+        "  anything else   Parquet: a file, a directory (searched recursively for\n"
+        "                  *.parquet) or a glob (quote it so the shell does not expand\n"
+        "                  it) with the columns stream_id, type and data; an export from\n"
+        "                  eventlab, imported into a new store, is reproduced exactly\n"
+        "The import is one transaction: on any error nothing is written.",
         "  eventlab import lake/ copy.duckdb\n"
         "  eventlab import data/shop_sample.parquet shop.duckdb\n"
-        "  eventlab import 'lake/day=2024-03-*/*.parquet' march.duckdb\n",
+        "  eventlab import 'lake/day=2024-03-*/*.parquet' march.duckdb\n"
+        "  eventlab import bpic2012.xes.gz loans.duckdb\n"
+        "  eventlab import receipt.csv permits.duckdb\n"
+        "  eventlab import orders.csv shop.duckdb --stream order_id --type event "
+        "--occurred-at time\n",
         _import,
     )
     import_.add_argument(
-        "source", metavar="SOURCE", help="a Parquet file, a directory of them, or a glob"
+        "source",
+        metavar="SOURCE",
+        help="an .xes/.xes.gz or .csv/.csv.gz file, or Parquet: a file, a directory or a glob",
     )
     import_.add_argument(
         "store", metavar="STORE", help="path of the store's DuckDB file (created if needed)"
+    )
+    import_.add_argument(
+        "--stream",
+        default="case:concept:name",
+        metavar="COL",
+        help="CSV only: the column of stream ids (default: case:concept:name)",
+    )
+    import_.add_argument(
+        "--type",
+        default="concept:name",
+        metavar="COL",
+        help="CSV only: the column of event types (default: concept:name)",
+    )
+    import_.add_argument(
+        "--occurred-at",
+        default="time:timestamp",
+        metavar="COL",
+        help="CSV only: the column of business times (default: time:timestamp)",
     )
 
     demo = command(
@@ -381,9 +413,17 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     target = Path(args.store)
     existed = target.exists()
+    kind = _source_kind(args.source)
     store = el.EventStore(target)
     try:
-        count = store.import_parquet(args.source)
+        if kind == "xes":
+            count = store.import_xes(args.source)
+        elif kind == "csv":
+            count = store.import_csv(
+                args.source, stream=args.stream, type=args.type, occurred_at=args.occurred_at
+            )
+        else:
+            count = store.import_parquet(args.source)
         head = store.head
     except BaseException:
         store.close()
@@ -398,6 +438,16 @@ def _import(args: argparse.Namespace) -> int:
         f"head is now {head:,}."
     )
     return 0
+
+
+def _source_kind(source: str) -> str:
+    """"xes", "csv" or "parquet", from the file name."""
+    name = source.lower().removesuffix(".gz")
+    if name.endswith(".xes"):
+        return "xes"
+    if name.endswith(".csv"):
+        return "csv"
+    return "parquet"
 
 
 # Files DuckDB and the store's journal keep next to a store file.

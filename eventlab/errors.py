@@ -65,6 +65,20 @@ class MissingColumnsError(EventlabError, ValueError):
     """A frame or file lacks columns that an import requires."""
 
 
+class XesError(EventlabError, ValueError):
+    """An XES file is missing, not XML, not an XES log, or holds a value that cannot be read.
+
+    The message names the line; nothing was imported.
+    """
+
+
+class CsvError(EventlabError, ValueError):
+    """A CSV file is missing or malformed, or holds a value that cannot be read.
+
+    The message names the row; nothing was imported.
+    """
+
+
 class JournalError(EventlabError, OSError):
     """The store's append journal could not be written (disk full, I/O error)."""
 

@@ -971,6 +971,76 @@ class EventStore:
 
         return import_parquet(self, path_or_glob)
 
+    def import_xes(self, path: str | Path, *, progress: bool = False) -> int:
+        """Append the events of an XES event log (``.xes`` or gzipped ``.xes.gz``).
+
+        Each trace becomes a stream (its ``concept:name`` the stream id) and
+        each event an event: ``concept:name`` the type, ``time:timestamp`` the
+        business time ``occurred_at`` (UTC), every other attribute in ``data``
+        with its type (``lifecycle:transition`` included; dates as UTC ISO text)
+        and the trace's other attributes in ``metadata``. One transaction: a
+        malformed file or a value that cannot be read raises
+        :class:`~eventlab.XesError` naming the line, and nothing is written.
+        ``progress=True`` shows a progress bar. Returns the number of events.
+        """
+        from .xes import import_xes
+
+        return import_xes(self, path, progress=progress)
+
+    def import_csv(
+        self,
+        path: str | Path,
+        *,
+        stream: str,
+        type: str,  # noqa: A002 (the name every event has)
+        occurred_at: str | None = None,
+        data: Sequence[str] | None = None,
+        metadata: Sequence[str] | None = None,
+        delimiter: str | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Append the rows of an event CSV file (plain or gzipped), one event per row.
+
+        ``stream``, ``type`` and ``occurred_at`` name the columns of the stream
+        id, the event type and the business time (ISO 8601; no offset means
+        UTC). ``data`` lists the columns for the payload, by default all the
+        others except ``case:...`` columns, which go into ``metadata`` (without
+        the prefix), as in a CSV written from an XES log. Values keep the types
+        Arrow infers (numbers, booleans, text; times as UTC ISO text); empty
+        cells are left out. ``delimiter`` defaults to the most frequent of
+        ``, ; tab |`` in the header. A malformed row, an empty stream or type or
+        an unreadable time raises :class:`~eventlab.CsvError` naming the row, a
+        missing column :class:`~eventlab.MissingColumnsError`; nothing is
+        written then. Returns the number of events.
+
+        Examples
+        --------
+        >>> import eventlab as el, tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
+        >>> _ = path.write_text(
+        ...     "case,activity,time,cost\\nc1,Order,2024-05-01T10:00:00+02:00,12.5\\n"
+        ... )
+        >>> store = el.EventStore()
+        >>> store.import_csv(path, stream="case", type="activity", occurred_at="time")
+        1
+        >>> event = next(store.read_all())
+        >>> event.stream_id, event.type, event.data, event.occurred_at.isoformat()
+        ('c1', 'Order', {'cost': 12.5}, '2024-05-01T08:00:00+00:00')
+        """
+        from .csv_import import import_csv
+
+        return import_csv(
+            self,
+            path,
+            stream=stream,
+            type=type,
+            occurred_at=occurred_at,
+            data=data,
+            metadata=metadata,
+            delimiter=delimiter,
+            progress=progress,
+        )
+
     def export_parquet(
         self,
         directory: str | Path,

@@ -66,3 +66,40 @@ class Snapshot:
 def snapshot() -> Callable[[el.EventStore], Snapshot]:
     """``before = snapshot(store)`` ... ``before.assert_same(store)``: nothing was written."""
     return Snapshot
+
+
+@pytest.fixture(scope="session")
+def pm4py_logs() -> Callable[[str], pd.DataFrame]:
+    """``pm4py_logs(name)``: a real log (see tests/real_logs.py) as pm4py reads it, read once.
+
+    pm4py is the independent implementation the XES import and el.analytics are
+    checked against; it is a dev dependency only.
+    """
+    import warnings
+
+    import real_logs
+
+    cache: dict[str, pd.DataFrame] = {}
+
+    def read(name: str) -> pd.DataFrame:
+        if name not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pm4py suggests its optional Rust reader
+                import pm4py
+
+                path = str(real_logs.path(name))
+                if name == real_logs.RECEIPT:
+                    frame = pd.read_csv(path)
+                    frame["time:timestamp"] = pd.to_datetime(frame["time:timestamp"], utc=True)
+                    cache[name] = pm4py.format_dataframe(
+                        frame,
+                        case_id="case:concept:name",
+                        activity_key="concept:name",
+                        timestamp_key="time:timestamp",
+                    )
+                else:
+                    cache[name] = pm4py.read_xes(path, show_progress_bar=False)
+        # A copy: some pm4py functions add columns to the frame they are given.
+        return cache[name].copy()
+
+    return read

@@ -17,6 +17,7 @@ ERRORS = [
     "CircuitOpenError",
     "CommandError",
     "ConcurrencyError",
+    "CsvError",
     "DuplicateEventError",
     "InvalidEventError",
     "JournalError",
@@ -34,6 +35,7 @@ ERRORS = [
     "UnknownEventError",
     "UpcastError",
     "VersionNotFoundError",
+    "XesError",
 ]
 
 
