@@ -49,12 +49,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .clock import to_micros
 from .errors import EventlabError
 from .parquet import _parquet_files, _sql_string
+from .reading import event_filter
 from .store import EventStore
 
-TIMES = ("occurred_at", "recorded_at")
 SAGA_PREFIX = "saga-"
 
 __all__ = [
@@ -105,26 +104,11 @@ class _Log:
                 f"source must be an el.EventStore or the path of Parquet files (a file, a "
                 f"directory or a glob), got {type(source).__name__}"
             )
-        if time not in TIMES:
-            raise EventlabError(f"time must be 'occurred_at' or 'recorded_at', got {time!r}")
         self.params: list[Any] = []
-        clauses = []
-        if types is not None:
-            clauses.append(f"list_contains({self.param(_names(types, 'types'))}, type)")
-        if streams is not None:
-            if isinstance(streams, str) and streams.endswith("*"):
-                clauses.append(f"starts_with(stream_id, {self.param(streams[:-1])})")
-            else:
-                clauses.append(
-                    f"list_contains({self.param(_names(streams, 'streams'))}, stream_id)"
-                )
-        for bound, op in ((start, ">="), (end, "<")):
-            if bound is not None:
-                clauses.append(
-                    f"{time} {op} make_timestamptz({self.param(to_micros(bound))}::BIGINT)"
-                )
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        self.log = f"log AS (SELECT *, {time} AS t FROM {relation}{where})"
+        where = event_filter(
+            self.params, types=types, streams=streams, start=start, end=end, time=time
+        )
+        self.log = f"log AS (SELECT *, {time} AS t FROM {relation} WHERE {where})"
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -151,15 +135,6 @@ class _Log:
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = $1", [name]
         ).fetchall()
         return rows[0][0] > 0
-
-
-def _names(values: Iterable[str] | str, what: str) -> list[str]:
-    if isinstance(values, str):
-        return [values]
-    values = list(values)
-    if not all(isinstance(v, str) for v in values):
-        raise EventlabError(f"{what} must be strings, got {values!r:.80}")
-    return values
 
 
 def _durations(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -72,6 +72,55 @@ def log_filter(
         params.append(category)
         where += f" AND starts_with(stream_id, ${len(params)})"
     return where + upper_bounds(params, occurred_at=at, recorded_at=known_at), params
+
+
+TIMES = ("occurred_at", "recorded_at")
+
+
+def event_filter(
+    params: list[Any],
+    *,
+    types: Iterable[str] | str | None = None,
+    streams: Iterable[str] | str | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    time: str = "occurred_at",
+    error: type[EventlabError] = EventlabError,
+) -> str:
+    """SQL conditions (joined with AND, or ``"TRUE"``) for the filters that the analyses,
+    plots and widgets all take, adding their values to ``params`` as ``$n`` parameters.
+
+    ``types`` is a type or several; ``streams`` a stream id, a prefix ending in
+    ``*`` or several ids; ``start`` is inclusive and ``end`` exclusive, on the
+    ``time`` clock. Bad arguments raise ``error`` (the caller's kind of error).
+    """
+    if time not in TIMES:
+        raise error(f"time must be 'occurred_at' or 'recorded_at', got {time!r}")
+    clauses = []
+    if types is not None:
+        params.append(_names(types, "types", error))
+        clauses.append(f"list_contains(${len(params)}, type)")
+    if isinstance(streams, str) and streams.endswith("*"):
+        params.append(streams[:-1])
+        clauses.append(f"starts_with(stream_id, ${len(params)})")
+    elif streams is not None:
+        params.append(_names(streams, "streams", error))
+        clauses.append(f"list_contains(${len(params)}, stream_id)")
+    for bound, operator in ((start, ">="), (end, "<")):
+        if bound is not None:
+            params.append(to_micros(bound))
+            # The bare column (not epoch_us of it) lets DuckDB skip row groups by min/max.
+            clauses.append(f"{time} {operator} make_timestamptz(${len(params)}::BIGINT)")
+    return " AND ".join(clauses) or "TRUE"
+
+
+def _names(values: Iterable[str] | str, what: str, error: type[EventlabError]) -> list[str]:
+    if isinstance(values, str):
+        return [values]
+    values = list(values)
+    if not all(isinstance(v, str) for v in values):
+        raise error(f"{what} must be strings, got {values!r:.80}")
+    return values
 
 
 def iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:

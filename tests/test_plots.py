@@ -258,7 +258,9 @@ def test_event_timeline_draws_into_a_given_axes_and_handles_no_events():
         ({"lanes": "two words"}, "lanes must be 'service', 'stream' or a column name"),
         ({"lanes": "missing_column"}, "cannot select lanes 'missing_column'"),
         ({"max_lanes": 0}, "max_lanes must be a positive int, got 0"),
-        ({"time": "happened_at"}, "time must be one of ['occurred_at', 'recorded_at']"),
+        ({"time": "happened_at"}, "time must be 'occurred_at' or 'recorded_at', got 'happened_at'"),
+        ({"types": ["OrderPlaced", 7]}, "types must be strings, got ['OrderPlaced', 7]"),
+        ({"streams": [None]}, "streams must be strings, got [None]"),
         ({"start": "yesterday"}, "cannot read 'yesterday' as a timestamp"),
     ],
 )

@@ -14,13 +14,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..clock import to_micros
 from ..errors import MissingColumnsError, PlotError
+from ..reading import TIMES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-TIME_COLUMNS = ("occurred_at", "recorded_at")
 OTHER_COLOUR = "#9e9e9e"
 
 
@@ -76,7 +75,7 @@ def open_events(source: Any, columns: Sequence[str]) -> tuple[duckdb.DuckDBPyCon
         check_frame(source, columns, "an events DataFrame for this plot")
         frame = source[list(dict.fromkeys(columns))].copy()
         for column in frame.columns:
-            if column in TIME_COLUMNS or pd.api.types.is_datetime64_any_dtype(frame[column]):
+            if column in TIMES or pd.api.types.is_datetime64_any_dtype(frame[column]):
                 frame[column] = pd.to_datetime(frame[column], utc=True)
         cursor = _scratch_connection()
         cursor.register("frame_events", frame)
@@ -96,38 +95,6 @@ def _scratch_connection() -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect()
     connection.execute("SET TimeZone = 'UTC'")
     return connection
-
-
-def event_filter(
-    params: list[Any],
-    *,
-    types: Iterable[str] | str | None = None,
-    streams: Iterable[str] | str | None = None,
-    start: Any = None,
-    end: Any = None,
-    time: str = "occurred_at",
-) -> str:
-    """SQL conditions (joined with AND, or ``"TRUE"``) for the filters every analysis takes.
-
-    ``streams`` is a stream id, a prefix ending in ``*``, or several ids;
-    ``start`` is inclusive and ``end`` exclusive, on the ``time`` clock.
-    """
-    check_choice("time", time, TIME_COLUMNS)
-    clauses = []
-    if types is not None:
-        params.append([types] if isinstance(types, str) else list(types))
-        clauses.append(f"list_contains(${len(params)}, type)")
-    if isinstance(streams, str) and streams.endswith("*"):
-        params.append(streams[:-1])
-        clauses.append(f"starts_with(stream_id, ${len(params)})")
-    elif streams is not None:
-        params.append([streams] if isinstance(streams, str) else list(streams))
-        clauses.append(f"list_contains(${len(params)}, stream_id)")
-    for bound, operator in ((start, ">="), (end, "<")):
-        if bound is not None:
-            params.append(to_micros(bound))
-            clauses.append(f"{time} {operator} make_timestamptz(${len(params)}::BIGINT)")
-    return " AND ".join(clauses) or "TRUE"
 
 
 def type_colours(types: Sequence[str], limit: int = 20) -> dict[str, Any]:

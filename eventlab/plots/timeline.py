@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlotError
+from ..reading import event_filter
 from ._base import (
     OTHER_COLOUR,
     check_choice,
     date_axis,
-    event_filter,
     new_axes,
     nice_width,
     open_events,
@@ -118,7 +118,9 @@ def event_timeline(
         )
     cursor, relation = open_events(source, needed)
     params: list[Any] = []
-    where = event_filter(params, types=types, streams=streams, start=start, end=end, time=time)
+    where = event_filter(
+        params, types=types, streams=streams, start=start, end=end, time=time, error=PlotError
+    )
     try:
         stats = cursor.execute(
             f"SELECT {lane_sql} AS lane, count(*) AS n, min(epoch_us({time})) AS first, "

@@ -7,7 +7,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EventlabError, PlotError
-from ..plots._base import event_filter
+from ..reading import event_filter
 from ._html import CHANGED, event_html, message_html, table, value_text
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ def browse_events(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise PlotError(f"{name} must be an int of at least {low}, got {value!r}")
     params: list[Any] = []
-    where = event_filter(params, types=types, streams=streams, start=start, end=end, time=time)
+    where = event_filter(
+        params, types=types, streams=streams, start=start, end=end, time=time, error=PlotError
+    )
     total = int(store.sql(f"SELECT count(*) AS n FROM events WHERE {where}", params)["n"][0])
     pages = max(1, -(-total // page_size))
     if page >= pages:
