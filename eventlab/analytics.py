@@ -477,7 +477,8 @@ def trace(source: Source, correlation_id: str) -> pd.DataFrame:
     this ``correlation_id``, one row each: ``id, kind, type, stream_id,
     causation_id, depth, time``. A row's parent is the row whose id is its
     causation id (an event caused by a command, a command caused by an event:
-    the ``causation_id`` in the command's context); roots have depth 0. Rows
+    the ``causation_id`` in the command's context, or ``caused_by`` as the
+    shop's reactions and choreographies write it); roots have depth 0. Rows
     come in tree order: each one after its parent, siblings by time.
     """
     if not isinstance(correlation_id, str):
@@ -488,7 +489,8 @@ def trace(source: Source, correlation_id: str) -> pd.DataFrame:
     if log.has_table("commands"):
         commands = (
             f"UNION ALL SELECT command_id AS id, 'command' AS kind, type, NULL AS stream_id, "
-            f"json_extract_string(context, '$.causation_id') AS causation_id, "
+            f"coalesce(json_extract_string(context, '$.causation_id'), "
+            f"json_extract_string(context, '$.caused_by')) AS causation_id, "
             f"submitted_at AS time, seq AS position FROM commands WHERE correlation_id = {cid}"
         )
     frame = log.df(

@@ -250,6 +250,45 @@ def test_trace_is_the_causal_tree_of_commands_and_events(clock):
         assert analytics.trace(store, "nothing").empty
 
 
+# The chain a shipped order's submission causes through the shop's reactions.
+SHIPPED_CHAIN = [
+    ("command", "SubmitOrder", 0),
+    ("event", "OrderSubmitted", 1),
+    ("command", "ChargePayment", 2),
+    ("event", "InvoiceIssued", 3),
+    ("event", "PaymentCharged", 3),
+    ("command", "MarkOrderPaid", 4),
+    ("event", "OrderPaid", 5),
+    ("command", "CreateShipment", 6),
+    ("event", "ShipmentCreated", 7),
+    ("command", "MarkOrderShipped", 8),
+    ("event", "OrderShipped", 9),
+]
+
+
+def test_trace_follows_the_shops_reactions_through_caused_by():
+    # The shop's reactions put the causing event's id in the command's context
+    # as "caused_by"; the trace links them like a "causation_id".
+    with el.EventStore(clock=el.SimulatedClock("2024-03-04", step=timedelta(0))) as store:
+        el.shop.simulate(store, orders=5, seed=1, failure_rate=0)
+        orders = store.sql("SELECT DISTINCT correlation_id FROM commands ORDER BY 1")
+        orders = [o for o in orders["correlation_id"] if o.startswith("order-")]
+        assert len(orders) == 5
+        for order in orders:
+            frame = analytics.trace(store, order)
+            rows = list(frame[["kind", "type", "depth"]].itertuples(index=False, name=None))
+            submitted = rows.index(("command", "SubmitOrder", 0))
+            assert rows[submitted : submitted + len(SHIPPED_CHAIN)] == SHIPPED_CHAIN
+            by_id = frame.set_index("id")
+            chain = frame.iloc[submitted + 1 : submitted + len(SHIPPED_CHAIN)]
+            for _, row in chain.iterrows():
+                assert by_id.loc[row["causation_id"], "depth"] == row["depth"] - 1
+            # Only what the customer did starts a tree: placing, adding, submitting.
+            roots = frame[frame["depth"] == 0]
+            assert set(roots["type"]) <= {"PlaceOrder", "AddItem", "SubmitOrder"}
+            assert set(roots["kind"]) == {"command"}
+
+
 # ---------------------------------------------------------------------- commands and sagas
 
 
