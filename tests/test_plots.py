@@ -574,6 +574,131 @@ def test_process_map_of_a_store_computes_through_analytics(fake_analytics):
     assert len(arrows(ax)) == 6
 
 
+# ---------------------------------------------------------------------- plots of a real store
+
+
+def orders_log() -> el.EventStore:
+    """Three orders and a mail, at known business times (minutes after T0)."""
+    store = el.EventStore(clock=el.SimulatedClock(T0 + timedelta(days=1)))
+    histories = {
+        "order-1": [("Placed", 10), ("Paid", 40), ("Shipped", 130)],
+        "order-2": [("Placed", 20), ("Cancelled", 80)],
+        "mail-1": [("Sent", 30)],
+        "order-3": [("Placed", 90), ("Paid", 110), ("Shipped", 230)],
+    }
+    for stream, steps in histories.items():
+        store.append(
+            stream,
+            [el.Event(kind, {}, occurred_at=T0 + timedelta(minutes=m)) for kind, m in steps],
+        )
+    return store
+
+
+@pytest.fixture(params=["store", "parquet"])
+def orders_source(request, tmp_path):
+    """The orders log as a store, or as the Parquet files it exports."""
+    store = orders_log()
+    if request.param == "store":
+        return store
+    return store.export_parquet(tmp_path / "parquet")
+
+
+def test_event_rate_of_a_real_store_draws_what_analytics_counts(orders_source):
+    ax = el.plots.event_rate(orders_source, by="type", streams="order-*")
+    hours = [T0 + timedelta(hours=h) for h in range(5)]  # four buckets and the last one's end
+    levels = {
+        line.get_label(): list(line.get_ydata()[:-1]) for line in ax.get_lines()
+    }  # the last point repeats the last level
+    assert levels == {
+        "Cancelled": [0, 1, 0, 0],
+        "Paid": [1, 1, 0, 0],
+        "Placed": [2, 1, 0, 0],
+        "Shipped": [0, 0, 1, 1],
+    }
+    for line in ax.get_lines():
+        assert times_of(mdates.date2num(line.get_xdata())) == hours
+    # The same numbers as the analysis: every (hour, type) it counts, and zeros elsewhere.
+    counted = el.analytics.event_rate(orders_source, "1h", by="type", streams="order-*")
+    for time, kind, events in counted.itertuples(index=False):
+        assert levels[kind][hours.index(time.to_pydatetime())] == events
+    assert sum(map(sum, levels.values())) == counted["events"].sum() == 8
+    assert ax.get_ylabel() == "events per 1 h"
+    assert ax.get_legend().get_title().get_text() == "type"
+    drawn(ax)
+
+
+def test_event_rate_of_a_real_store_in_total_and_per_half_hour(orders_source):
+    ax = el.plots.event_rate(orders_source)
+    (line,) = ax.get_lines()
+    assert line.get_label() == "events"
+    assert list(line.get_ydata()) == [4, 3, 1, 1, 1]  # the mail counts too
+    ax = el.plots.event_rate(orders_source, "30min", types=["Placed"])
+    (line,) = ax.get_lines()
+    assert list(line.get_ydata()) == [2, 0, 0, 1, 1]  # 00:00, 00:30 (none), 01:00, 01:30
+    assert times_of(mdates.date2num(line.get_xdata()))[0] == T0
+    assert ax.get_ylabel() == "events per 30 min"
+
+
+def test_durations_of_a_real_store_from_one_type_to_another(orders_source):
+    ax = el.plots.durations(
+        orders_source, bins=2, percentiles=[50], start_type="Placed", end_type="Shipped"
+    )
+    # order-1 took 120 min, order-3 140 min; order-2 never shipped.
+    frame = el.analytics.stream_durations(orders_source, "Placed", "Shipped")
+    assert frame["stream_id"].tolist() == ["order-1", "order-3"]
+    assert ax.get_xlabel() == "duration (h)"
+    assert [p.get_height() for p in ax.patches] == [1, 1]
+    assert ax.patches[0].get_x() == pytest.approx(2.0)
+    assert ax.get_lines()[0].get_xdata()[0] == pytest.approx(130 / 60)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["count", "p50 = 2.17 h"]
+    assert ax.get_title() == "2 durations"
+
+
+def test_durations_of_a_real_store_first_to_last_event(orders_source):
+    ax = el.plots.durations(orders_source, percentiles=[50, 100], unit="min", streams="order-*")
+    frame = el.analytics.stream_durations(orders_source, streams="order-*")
+    minutes = frame["duration"].dt.total_seconds() / 60
+    assert minutes.tolist() == [120, 60, 140]
+    assert [line.get_xdata()[0] for line in ax.get_lines()] == [120, 140]
+    assert sum(p.get_height() for p in ax.patches) == 3
+    assert ax.get_title() == "3 durations"
+
+
+def test_process_map_of_a_real_store_draws_the_directly_follows_graph(orders_source):
+    ax = el.plots.process_map(orders_source, streams="order-*")
+    follows = el.analytics.directly_follows(orders_source, streams="order-*")
+    assert list(follows[["source", "target", "count"]].itertuples(index=False, name=None)) == [
+        ("Paid", "Shipped", 2),
+        ("Placed", "Paid", 2),
+        ("Placed", "Cancelled", 1),
+    ]
+    assert sorted(arrows(ax)) == sorted(
+        f"{s} -> {t}" for s, t in zip(follows.source, follows.target, strict=True)
+    )
+    assert sorted(boxes(ax)) == ["Cancelled", "Paid", "Placed", "Shipped"]
+    labels = sorted(t.get_text() for t in ax.texts if t.get_text().isdigit())
+    assert labels == ["1", "2", "2"]
+    # Placed starts the map; Paid and Cancelled follow it; Shipped comes last.
+    layout = el.plots.process_layout(follows)
+    assert dict(zip(layout.activity, layout.layer, strict=True)) == {
+        "Placed": 0,
+        "Paid": 1,
+        "Cancelled": 1,
+        "Shipped": 2,
+    }
+    placed, paid, shipped = (boxes(ax)[name][1] for name in ("Placed", "Paid", "Shipped"))
+    assert placed > paid > shipped  # top to bottom
+    assert ax.get_title() == "4 activities, 3 of 3 transitions"
+    drawn(ax)
+
+
+def test_process_map_of_a_real_store_keeps_filters_for_the_analysis(orders_source):
+    ax = el.plots.process_map(orders_source, types=["Placed", "Shipped", "Sent"])
+    # With Paid filtered out, Shipped directly follows Placed; the mail has no pair.
+    assert sorted(arrows(ax)) == ["Placed -> Shipped"]
+    assert [t.get_text() for t in ax.texts if t.get_text().isdigit()] == ["2"]
+
+
 # ---------------------------------------------------------------------- state_evolution
 
 
