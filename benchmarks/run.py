@@ -35,9 +35,19 @@ from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 
-from benchmarks import checks, ours, peer, process_log, read_side, workload  # noqa: E402
+from benchmarks import (  # noqa: E402
+    checks,
+    commands,
+    ours,
+    peer,
+    process_log,
+    read_side,
+    sagas,
+    simulation,
+    workload,
+)
 from benchmarks.checks import BenchmarkError  # noqa: E402
-from benchmarks.table import format_table  # noqa: E402
+from benchmarks.table import format_table, simulation_metric  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = PROJECT_ROOT / "benchmarks" / "results.json"
@@ -59,6 +69,9 @@ class Config:
     all_streams_events: int  # store size for state_at_all_streams_s
     state_at_events: int  # store size for state_at_ms_p50 / p95
     state_at_queries: int  # timed state_at calls per run
+    command_orders: int  # PlaceOrder commands through the scheduler (and the peer)
+    simulate_orders: int  # orders in el.shop.simulate, timed once per store kind
+    saga_checkouts: int  # checkout sagas started and run to their end
     xes_log: str  # the real log imported by the analytics group (tests/data/real-logs)
     follows_events: int  # synthetic store size for directly_follows_eps
     peer_follows_events: int  # the peer's directly-follows input (the first events of that store)
@@ -77,6 +90,9 @@ FULL = Config(
     all_streams_events=1_000_000,
     state_at_events=10_000_000,
     state_at_queries=200,
+    command_orders=10_000,
+    simulate_orders=100_000,
+    saga_checkouts=10_000,
     xes_log="bpic2012.xes.gz",
     follows_events=10_000_000,
     peer_follows_events=10_000_000,
@@ -94,6 +110,9 @@ QUICK = Config(
     all_streams_events=100_000,
     state_at_events=200_000,
     state_at_queries=60,
+    command_orders=1_000,
+    simulate_orders=1_000,
+    saga_checkouts=1_000,
     xes_log="helpdesk.xes.gz",
     follows_events=200_000,
     peer_follows_events=200_000,
@@ -108,6 +127,9 @@ GROUPS = (
     "all_streams",
     "state_at",
     "read_side",
+    "commands",
+    "simulate",
+    "sagas",
     "analytics",
 )
 
@@ -320,9 +342,7 @@ class Bench:
         build, count = ours.build_store(path, frames)
         checks.check_count("state_at store", count, n_events)
         snapshot_seconds, snapshots = ours.take_snapshots(path)
-        checks.check_count(
-            "state_at snapshots", snapshots, n_events // ours.SNAPSHOT_EVERY
-        )
+        checks.check_count("state_at snapshots", snapshots, n_events // ours.SNAPSHOT_EVERY)
         _progress(
             f"{'state_at':<19} store of {n_events:,} events built in {build:.1f} s, "
             f"{snapshots:,} snapshots (every {ours.SNAPSHOT_EVERY} events) taken in "
@@ -386,6 +406,73 @@ class Bench:
                 f"{latency['query_uncached_ms_p50']:.2f} ms"
             )
         shutil.rmtree(path.parent)
+
+    def commands(self) -> None:
+        """PlaceOrder commands through scheduler and executor, and the peer's app method."""
+        orders = workload.orders(self.config.command_orders)
+        n = len(orders)
+        for rep in range(self.config.repeat):
+            sides = ("eventlab", "peer") if rep % 2 == 0 else ("peer", "eventlab")
+            line = []
+            for side in sides:
+                directory = self.fresh_dir(f"commands-{side}-{rep}")
+                if side == "eventlab":
+                    path = directory / "store.duckdb"
+                    timing = commands.time_scheduler(path, orders)
+                    expected = n * workload.EVENTS_PER_ORDER
+                    checks.check_count("scheduler (eventlab)", ours.event_count(path), expected)
+                    rate = n / timing.seconds
+                    self.record("scheduler_commands_per_s", rate)
+                else:
+                    path = directory / "peer.sqlite"
+                    rate = n / commands.time_peer(path, orders)
+                    expected = n * workload.EVENTS_PER_ORDER
+                    checks.check_count("commands (peer)", peer.stored_event_count(path), expected)
+                    self.record("peer_commands_per_s", rate)
+                shutil.rmtree(directory)
+                line.append(f"{side} {rate:>8,.0f} cmd/s")
+            _progress(f"{'commands':<19} run {rep + 1}/{self.config.repeat}: " + ",  ".join(line))
+
+    def simulate(self) -> None:
+        """``el.shop.simulate`` end to end, once on a file store and once in memory.
+
+        One run each, whatever ``--repeat``: at full size a run takes minutes.
+        """
+        orders = self.config.simulate_orders
+        metric = simulation_metric(orders)
+        for kind in ("file", "memory"):
+            path = None
+            if kind == "file":
+                path = self.fresh_dir("simulate") / "store.duckdb"
+            seconds, summary = simulation.time_simulate(path, orders)
+            commands = sum(summary["commands"].values())
+            events = sum(summary["events"].values())
+            suffix = "" if kind == "file" else "_memory"
+            self.record(f"{metric}{suffix}", seconds)
+            self.record(f"simulate_commands_per_s{suffix}", commands / seconds)
+            self.record("simulate_commands", commands)
+            self.record("simulate_events", events)
+            if path is not None:
+                shutil.rmtree(path.parent)
+            _progress(
+                f"{'simulate':<19} {kind:<6}: {orders:,} orders, {commands:,} commands, "
+                f"{events:,} events in {seconds:,.1f} s ({commands / seconds:,.0f} commands/s)"
+            )
+
+    def sagas(self) -> None:
+        """Checkout sagas (reserve, charge, ship; 5% of participant calls fail) end to end."""
+        orders = sagas.checkouts(self.config.saga_checkouts)
+        n = len(orders)
+        for rep in range(self.config.repeat):
+            path = self.fresh_dir(f"sagas-{rep}") / "store.duckdb"
+            timing, outcomes = sagas.time_checkouts(path, orders)
+            rate = n / timing.seconds
+            self.record("sagas_per_s", rate)
+            shutil.rmtree(path.parent)
+            ends = ", ".join(f"{count:,} {end}" for end, count in sorted(outcomes.items()))
+            _progress(
+                f"{'sagas':<19} run {rep + 1}/{self.config.repeat}: {rate:>8,.0f} sagas/s ({ends})"
+            )
 
     def analytics(self) -> None:
         """XES import against pm4py's read_xes, analyses of the imported log, and
@@ -473,6 +560,7 @@ class Bench:
             "append_batched_ratio": ("append_batched_eps", "peer_append_batched_eps"),
             "replay_ratio": ("replay_eps", "peer_replay_eps"),
             "replay_one_by_one_ratio": ("replay_one_by_one_eps", "peer_replay_eps"),
+            "scheduler_commands_ratio": ("scheduler_commands_per_s", "peer_commands_per_s"),
             "import_xes_ratio": ("import_xes_eps", "peer_import_xes_eps"),
             "directly_follows_ratio": ("directly_follows_eps", "peer_directly_follows_eps"),
         }

@@ -91,7 +91,29 @@ ROWS = [
         fmt=",.1f",
     ),
     Row("query, uncached (p50)", "ms", "query_uncached_ms_p50", fmt=",.2f"),
+    Row(
+        "commands through scheduler + executor",
+        "commands/s",
+        "scheduler_commands_per_s",
+        target=">= 10x peer",
+        passes=lambda r: r["scheduler_commands_ratio"] >= 10.0,
+        peer="peer_commands_per_s",
+        ratio="scheduler_commands_ratio",
+    ),
 ]
+
+
+def saga_rows(config: Config) -> list[Row]:
+    """The checkout sagas' row, labelled with this run's size."""
+    return [
+        Row(
+            f"checkout sagas, {_short(config.saga_checkouts)}, 5% failures",
+            "sagas/s",
+            "sagas_per_s",
+            target=">= 1,000",
+            passes=lambda r: r["sagas_per_s"] >= 1_000,
+        )
+    ]
 
 
 def _short(n: int) -> str:
@@ -148,6 +170,38 @@ def replay_rows(config: Config) -> list[Row]:
             "state_at_ms_p95",
             fmt=",.1f",
         ),
+    ]
+
+
+def simulation_metric(orders: int) -> str:
+    """The metric of a simulation of ``orders`` orders: ``simulate_100k_orders_s`` at full size."""
+    return f"simulate_{_short(orders)}_orders_s"
+
+
+def simulate_rows(config: Config) -> list[Row]:
+    """The shop simulation's rows: end to end on a file store (the target) and in memory."""
+    orders = config.simulate_orders
+    metric = simulation_metric(orders)
+    # The target is for 100k orders; fewer get it scaled down in proportion.
+    limit_s = 60.0 * orders / 100_000
+    scaled = " scaled" if orders != 100_000 else ""
+    return [
+        Row(
+            f"shop.simulate, {_short(orders)} orders, file store",
+            "s",
+            metric,
+            target=f"< {limit_s:g} s{scaled}",
+            passes=lambda r: r[metric] < limit_s,
+            fmt=",.1f",
+        ),
+        Row(
+            f"shop.simulate, {_short(orders)} orders, in memory",
+            "s",
+            f"{metric}_memory",
+            fmt=",.1f",
+        ),
+        Row("shop.simulate commands, file store", "commands/s", "simulate_commands_per_s"),
+        Row("shop.simulate commands, in memory", "commands/s", "simulate_commands_per_s_memory"),
     ]
 
 
@@ -209,7 +263,13 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
         f"{'spread':>7}  {'target':<15} result"
     )
     lines += [header, "-" * len(header)]
-    for row in ROWS + replay_rows(config) + analytics_rows(config):
+    for row in (
+        ROWS
+        + replay_rows(config)
+        + simulate_rows(config)
+        + saga_rows(config)
+        + analytics_rows(config)
+    ):
         if row.metric not in results:
             continue
         value = results[row.metric]
@@ -275,6 +335,18 @@ def _workload_lines(c: Config, results: dict[str, float]) -> list[str]:
             f"replay:   {c.replay_orders:,} orders "
             f"({c.replay_orders * workload.EVENTS_PER_ORDER:,} events) rebuilt as an "
             "el.Aggregate (status, items, total); peer: the eventsourcing aggregate"
+        )
+    if "simulate_commands" in results:
+        lines.append(
+            f"simulate: el.shop.simulate(orders={c.simulate_orders:,}, seed=7), store opened "
+            f"to closed, one run each: {results['simulate_commands']:,.0f} commands, "
+            f"{results['simulate_events']:,.0f} events"
+        )
+    if "sagas_per_s" in results:
+        lines.append(
+            f"sagas:    {c.saga_checkouts:,} el.shop.Checkout sagas (reserve, charge, ship), "
+            "every participant failing 5% of its calls, scheduler batches of 500; started and "
+            "run to their end"
         )
     if "state_at_all_streams_s" in results or "state_at_ms_p50" in results:
         lines.append(

@@ -3,7 +3,8 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
-from . import analytics
+# el.analytics, el.plots, el.shop, el.widgets (matplotlib and ipywidgets load lazily)
+from . import analytics, plots, shop, widgets
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf
 from .breaker import CircuitBreaker
@@ -23,11 +24,13 @@ from .errors import (
     JournalError,
     MissingColumnsError,
     ParquetError,
+    PlotError,
     ProjectionError,
     QueryError,
     ReadOnlyError,
     ReplayError,
     ResilienceError,
+    SagaError,
     StoreClosedError,
     StoreLockedError,
     UnknownEventError,
@@ -44,6 +47,7 @@ from .ratelimit import RateLimiter
 from .replay import replay
 from .resilience import RetryPolicy
 from .runner import ProjectionFailedWarning, ProjectionRunner
+from .saga import Choreography, Saga, SagaCoordinator, Step, saga_status, saga_timeline
 from .scheduler import CommandScheduler
 from .snapshots import Snapshots
 from .store import EventStore
@@ -53,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "Choreography",
     "CircuitBreaker",
     "CircuitOpenError",
     "Command",
@@ -75,6 +80,7 @@ __all__ = [
     "JournalError",
     "MissingColumnsError",
     "ParquetError",
+    "PlotError",
     "Projection",
     "ProjectionError",
     "ProjectionFailedWarning",
@@ -89,9 +95,13 @@ __all__ = [
     "ReplayError",
     "ResilienceError",
     "RetryPolicy",
+    "Saga",
+    "SagaCoordinator",
+    "SagaError",
     "SimulatedClock",
     "Snapshots",
     "SqlProjection",
+    "Step",
     "StoreClosedError",
     "StoreLockedError",
     "Subscription",
@@ -104,8 +114,13 @@ __all__ = [
     "analytics",
     "diff",
     "history",
+    "plots",
     "replay",
     "replay_all",
+    "saga_status",
+    "saga_timeline",
+    "shop",
     "upcaster",
     "upcasters",
+    "widgets",
 ]

@@ -243,8 +243,13 @@ class EventBus:
 
     def _deliver(self, subscription: Subscription, event: RecordedEvent) -> bool:
         if subscription.matches(event):
+            store = self._store
             try:
-                subscription.handler(event)
+                if store is not None and store._tx is not None:
+                    with store.transaction():  # a failing handler's appends are undone
+                        subscription.handler(event)
+                else:
+                    subscription.handler(event)
             except Exception as exc:  # noqa: BLE001 - isolating a failing handler is the point
                 self._fail(subscription, event, exc)
                 return False

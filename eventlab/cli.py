@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,21 @@ import pandas as pd
 
 import eventlab as el
 
+from .clock import to_utc
+
 PROG = "eventlab"
 
 _DESCRIPTION = """\
 eventlab: an event store on DuckDB for learning and analysing event-driven systems.
 
 Inspect a store file, move its events to and from Parquet, import event logs
-(XES, CSV), or run the demo.
+(XES, CSV), generate a shop history, or run the demo.
 Run 'eventlab COMMAND --help' for a command's options and examples."""
 
 _EPILOG = """\
 examples:
   eventlab demo                          build, export and re-read a sample shop store
+  eventlab generate --orders 2000 --seed 7 --out shop.duckdb
   eventlab info shop.duckdb              counts, types and time range of a store
   eventlab export shop.duckdb lake/ --partition-by day
   eventlab import 'lake/**/*.parquet' copy.duckdb
@@ -245,6 +249,72 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seed", type=int, default=7, help="seed of the generated history (default: 7)"
     )
+    demo.add_argument(
+        "--simulated-orders",
+        type=_non_negative_int,
+        default=300,
+        metavar="N",
+        help="orders in the shop simulation that ends the demo (default: 300; 0 skips it)",
+    )
+
+    generate = command(
+        "generate",
+        "simulate days of shop orders and write the history to a store or Parquet",
+        "Run the shop simulation (eventlab.shop.simulate): customers place, change,\n"
+        "submit and cancel orders over several days, and every order goes through the\n"
+        "command scheduler, the services' handlers and their reactions (payments,\n"
+        "shipments), with failures injected at the payment gateway and the warehouse.\n"
+        "The same --seed gives the same history, event ids included.\n"
+        "OUT is a DuckDB store file (events, commands and command_history tables) or,\n"
+        "when it ends with '/' or is a directory, a Parquet directory of the events\n"
+        "(OUT/events.parquet, or day partitions with --partition-by day). An existing\n"
+        "store file or a non-empty directory is never overwritten. A store file is\n"
+        "durable at every commit (slower); Parquet output is simulated in memory.",
+        "  eventlab generate --orders 2000 --seed 7 --out shop.duckdb\n"
+        "  eventlab generate --orders 2000 --seed 7 --out data/shop_simulation/\n"
+        "  eventlab generate --orders 100000 --failure-rate 0.1 --out big/ --partition-by day\n",
+        _generate,
+    )
+    generate.add_argument(
+        "--orders",
+        type=_positive_int,
+        default=2000,
+        metavar="N",
+        help="how many orders the customers place (default: 2000)",
+    )
+    generate.add_argument(
+        "--seed", type=int, default=0, help="seed of everything random (default: 0)"
+    )
+    generate.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="a store file to create, or a directory (ending with '/') for Parquet",
+    )
+    generate.add_argument(
+        "--failure-rate",
+        type=_rate,
+        default=0.05,
+        metavar="R",
+        help="how often the payment gateway fails, 0 to 1 (default: 0.05)",
+    )
+    generate.add_argument(
+        "--start",
+        default="2024-03-04T00:00:00",
+        metavar="TIME",
+        help="when the history begins, ISO 8601 UTC (default: 2024-03-04T00:00:00)",
+    )
+    generate.add_argument(
+        "--days",
+        type=_positive_int,
+        metavar="N",
+        help="days over which the orders arrive (default: one per 500 orders, at least 3)",
+    )
+    generate.add_argument(
+        "--partition-by",
+        choices=["day"],
+        help="with a Parquet directory: one partition per UTC day of recorded_at",
+    )
     return parser
 
 
@@ -384,10 +454,90 @@ def _source_kind(source: str) -> str:
 _SIDE_FILES = (".wal", ".journal")
 
 
+def _generate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    to_parquet = args.out.endswith(("/", os.sep)) or out.is_dir()
+    if to_parquet:
+        if out.is_file():
+            raise el.EventlabError(f"{out} is a file; give a directory for Parquet output")
+        if out.is_dir() and any(out.iterdir()):
+            raise el.EventlabError(
+                f"{out} is not empty; generate into a new or empty directory (nothing is "
+                f"overwritten)"
+            )
+    else:
+        if args.partition_by:
+            raise el.EventlabError(
+                "--partition-by applies to Parquet output; end OUT with '/' to write a "
+                "Parquet directory"
+            )
+        taken = [p for p in (out, *_side_files(out)) if p.exists()]
+        if taken:
+            raise el.EventlabError(
+                f"{taken[0]} already exists; generate into a new store file (nothing is "
+                f"overwritten)"
+            )
+    start = to_utc(args.start)
+    progress = sys.stderr.isatty()
+    if to_parquet:
+        # In memory: a Parquet export needs no durable store, and a file store
+        # syncs its journal at every commit (twice per command here).
+        with _simulated_store(None, start) as store:
+            summary = _simulate(store, args, progress)
+            directory = store.export_parquet(out, partition_by=args.partition_by)
+        files = sorted(Path(directory).rglob("*.parquet"))
+        written = (
+            f"Wrote {sum(summary['events'].values()):,} events to {directory}: {len(files)} "
+            f"Parquet file{'s' if len(files) != 1 else ''}."
+        )
+    else:
+        try:
+            with _simulated_store(out, start) as store:
+                summary = _simulate(store, args, progress)
+        except BaseException:
+            for path in (out, *_side_files(out)):
+                path.unlink(missing_ok=True)  # no half-written store left behind
+            raise
+        written = (
+            f"Wrote {out} (events, commands and command_history tables). "
+            f"Try: eventlab info {out}"
+        )
+    for line in el.shop.summary_lines(summary):
+        print(line)
+    print(written)
+    return 0
+
+
+def _simulated_store(path: Path | None, start: Any) -> el.EventStore:
+    clock = el.SimulatedClock(start, step=timedelta(0))
+    # A generated history can be generated again: no flush to disk per commit.
+    return el.EventStore(path, clock=clock, sync=False)
+
+
+def _simulate(store: el.EventStore, args: argparse.Namespace, progress: bool) -> dict[str, Any]:
+    return el.shop.simulate(
+        store,
+        orders=args.orders,
+        seed=args.seed,
+        failure_rate=args.failure_rate,
+        days=args.days,
+        progress=progress,
+    )
+
+
+def _side_files(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in _SIDE_FILES]
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    summary = run_demo(args.directory, orders=args.orders, seed=args.seed)
+    summary = run_demo(
+        args.directory,
+        orders=args.orders,
+        seed=args.seed,
+        simulated_orders=args.simulated_orders,
+    )
     for line in summary["lines"]:
         print(line)
     print(f"Try: eventlab info {summary['store_path']}")
@@ -432,6 +582,16 @@ def _positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
     return value
 
 

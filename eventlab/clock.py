@@ -63,6 +63,9 @@ def peek_micros(clock: object) -> int:
     For observers (lag, checkpoints): looking at the read side must not move
     the timestamps of the events written after.
     """
+    fast = getattr(clock, "peek_micros", None)
+    if fast is not None:
+        return fast()
     current = getattr(clock, "current", None)
     return to_micros(current) if current is not None else now_micros(clock)
 
@@ -119,30 +122,52 @@ class SimulatedClock:
         start: datetime | str = "2024-01-01T00:00:00",
         step: timedelta = timedelta(seconds=1),
     ):
-        if not isinstance(step, timedelta) or step < timedelta(0):
-            raise EventlabError(f"step must be a non-negative timedelta, got {step!r}")
-        self._time = to_utc(start)
+        # Kept in epoch microseconds: the store reads the clock for every append
+        # and the scheduler for every command, and integers are cheap to move.
+        self._micros = to_micros(start)
         self.step = step
         self._lock = threading.Lock()
 
     @property
+    def step(self) -> timedelta:
+        """How far each :meth:`now` call moves the clock."""
+        return timedelta(microseconds=self._step_micros)
+
+    @step.setter
+    def step(self, step: timedelta) -> None:
+        if not isinstance(step, timedelta) or step < timedelta(0):
+            raise EventlabError(f"step must be a non-negative timedelta, got {step!r}")
+        self._step_micros = step // timedelta(microseconds=1)
+
+    @property
     def current(self) -> datetime:
         """The time the next :meth:`now` call will return, without advancing."""
-        return self._time
+        return from_micros(self._micros)
+
+    def peek_micros(self) -> int:
+        """:attr:`current` in epoch microseconds."""
+        return self._micros
 
     def now(self) -> datetime:
         """Return the simulated time, then advance it by ``step``."""
         with self._lock:
-            value = self._time
-            self._time = value + self.step
-            return value
+            value = self._micros
+            self._micros = value + self._step_micros
+        return from_micros(value)
+
+    def now_micros(self) -> int:
+        """Like :meth:`now`, in epoch microseconds."""
+        with self._lock:
+            value = self._micros
+            self._micros = value + self._step_micros
+        return value
 
     def reserve_micros(self, count: int) -> tuple[int, int]:
         """Take ``count`` readings at once: (first, step) in microseconds."""
         with self._lock:
-            first = self._time
-            self._time = first + self.step * count
-        return to_micros(first), self.step // timedelta(microseconds=1)
+            first = self._micros
+            self._micros = first + self._step_micros * count
+        return first, self._step_micros
 
     def advance(self, delta: timedelta) -> datetime:
         """Jump forward by ``delta`` and return the new current time."""
@@ -152,8 +177,8 @@ class SimulatedClock:
                 f"got {delta!r}"
             )
         with self._lock:
-            self._time += delta
-            return self._time
+            self._micros += delta // timedelta(microseconds=1)
+            return from_micros(self._micros)
 
     def __repr__(self) -> str:
-        return f"SimulatedClock(current={self._time.isoformat()!r}, step={self.step!r})"
+        return f"SimulatedClock(current={self.current.isoformat()!r}, step={self.step!r})"

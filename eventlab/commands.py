@@ -19,48 +19,42 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .checkpoints import dicts, transaction
-from .clock import peek_micros, to_micros, to_utc
+from .checkpoints import dicts
+from .clock import to_micros, to_utc
+from .command_log import (
+    DEAD,
+    EXPIRED,
+    FAILED,
+    QUEUED,
+    REJECTED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    TERMINAL,
+    TIMED_OUT,
+    command_log,
+)
 from .errors import CommandError
 from .events import check_name, to_json
 
 if TYPE_CHECKING:
     from .store import EventStore
 
-QUEUED, RUNNING, SUCCEEDED, REJECTED = "queued", "running", "succeeded", "rejected"
-FAILED, TIMED_OUT, EXPIRED, DEAD = "failed", "timed_out", "expired", "dead"
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, TIMED_OUT, EXPIRED, DEAD)
-# A command in one of these is done: no scheduler will run it again (unless a
-# dead one is requeued by hand).
-TERMINAL = frozenset({SUCCEEDED, REJECTED, EXPIRED, DEAD})
-
-COMMANDS_DDL = """
-CREATE TABLE IF NOT EXISTS commands (
-    command_id     VARCHAR PRIMARY KEY,
-    seq            BIGINT NOT NULL,
-    type           VARCHAR NOT NULL,
-    payload        JSON NOT NULL,
-    status         VARCHAR NOT NULL,
-    attempts       INTEGER NOT NULL,
-    submitted_at   TIMESTAMPTZ NOT NULL,
-    available_at   TIMESTAMPTZ NOT NULL,
-    started_at     TIMESTAMPTZ,
-    finished_at    TIMESTAMPTZ,
-    deadline       TIMESTAMPTZ,
-    error          VARCHAR,
-    result         JSON,
-    correlation_id VARCHAR,
-    context        JSON NOT NULL
-);
-CREATE TABLE IF NOT EXISTS command_history (
-    command_id VARCHAR NOT NULL,
-    seq        BIGINT NOT NULL,
-    status     VARCHAR NOT NULL,
-    attempt    INTEGER NOT NULL,
-    changed_at TIMESTAMPTZ NOT NULL,
-    error      VARCHAR
-);
-"""
+# The statuses live with the log; importing them from here reads naturally.
+__all__ = [
+    "Command",
+    "CommandStore",
+    "STATUSES",
+    "TERMINAL",
+    "QUEUED",
+    "RUNNING",
+    "SUCCEEDED",
+    "REJECTED",
+    "FAILED",
+    "TIMED_OUT",
+    "EXPIRED",
+    "DEAD",
+]
 
 _COLUMNS = (
     "command_id, seq, type, CAST(payload AS VARCHAR) AS payload, status, attempts, "
@@ -143,18 +137,8 @@ class CommandStore:
     """
 
     def __init__(self, store: EventStore):
-        store._check_writable()
         self.store = store
-        cursor = store._cursor()
-        cursor.execute(COMMANDS_DDL)
-        # Sequence numbers: FIFO order of commands, and order of status changes.
-        self._next_seq, self._history_seq = cursor.execute(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM commands), "
-            "(SELECT coalesce(max(seq), 0) FROM command_history)"
-        ).fetchall()[0]
-
-    def _now(self) -> int:
-        return peek_micros(self.store.clock)
+        self.log = command_log(store)  # shared by every command store on this store
 
     # ------------------------------------------------------------------ writing
 
@@ -165,32 +149,7 @@ class CommandStore:
                 f"expected an el.Command, got {type(command).__name__}; wrap it, e.g. "
                 f"el.Command('PlaceOrder', {{'order_id': 'o-1'}})"
             )
-        cursor = self.store._cursor()
-        with transaction(cursor):
-            known = cursor.execute(
-                "SELECT count(*) FROM commands WHERE command_id = $1", [command.command_id]
-            ).fetchall()[0][0]
-            if known:
-                return False
-            now = self._now()
-            self._next_seq += 1
-            cursor.execute(
-                "INSERT INTO commands VALUES ($1, $2, $3, $4, $5, 0, make_timestamptz($6), "
-                "make_timestamptz($6), NULL, NULL, make_timestamptz($7), NULL, NULL, $8, $9)",
-                [
-                    command.command_id,
-                    self._next_seq,
-                    command.type,
-                    to_json(command.payload, "command payload"),
-                    QUEUED,
-                    now,
-                    None if command.deadline is None else to_micros(command.deadline),
-                    command.correlation_id,
-                    to_json(command.context or {}, "command context"),
-                ],
-            )
-            self._record(cursor, command.command_id, QUEUED, 0, now, None)
-        return True
+        return self.log.add(command)
 
     def set_status(
         self,
@@ -205,55 +164,15 @@ class CommandStore:
         """Move a command to ``status`` and add the change to its history.
 
         ``running`` stamps ``started_at``; a terminal status stamps ``finished_at``.
+        Inside ``store.transaction()`` the change commits (or rolls back) with it.
         """
-        if status not in STATUSES:
-            raise CommandError(f"unknown command status {status!r}; one of {list(STATUSES)}")
-        cursor = self.store._cursor()
-        with transaction(cursor):
-            self._set(cursor, command_id, status, error, result, attempts, available_at)
-
-    def _set(
-        self,
-        cursor: Any,
-        command_id: str,
-        status: str,
-        error: str | None,
-        result: Mapping[str, Any] | None,
-        attempts: int | None,
-        available_at: datetime | str | None,
-    ) -> None:
-        now = self._now()
-        updated = cursor.execute(
-            "UPDATE commands SET status = $2, attempts = coalesce($3, attempts), error = $4, "
-            "result = coalesce($5, result), "
-            "started_at = CASE WHEN $2 = 'running' THEN make_timestamptz($6) ELSE started_at END, "
-            "finished_at = CASE WHEN list_contains($7, $2) THEN make_timestamptz($6) "
-            "ELSE finished_at END, "
-            "available_at = coalesce(make_timestamptz($8), available_at) "
-            "WHERE command_id = $1 RETURNING attempts",
-            [
-                command_id,
-                status,
-                attempts,
-                error,
-                None if result is None else to_json(result, "command result"),
-                now,
-                sorted(TERMINAL),
-                None if available_at is None else to_micros(available_at),
-            ],
-        ).fetchall()
-        if not updated:
-            raise CommandError(f"no command with id {command_id!r} in the command store")
-        attempts = updated[0][0]
-        self._record(cursor, command_id, status, attempts, now, error)
-
-    def _record(
-        self, cursor: Any, command_id: str, status: str, attempt: int, at: int, error: str | None
-    ) -> None:
-        self._history_seq += 1
-        cursor.execute(
-            "INSERT INTO command_history VALUES ($1, $2, $3, $4, make_timestamptz($5), $6)",
-            [command_id, self._history_seq, status, attempt, at, error],
+        self.log.set_status(
+            command_id,
+            status,
+            error=error,
+            result=result,
+            attempts=attempts,
+            available_at=available_at,
         )
 
     # ------------------------------------------------------------------ reading

@@ -291,7 +291,9 @@ def _show_concurrency_error(
     )
 
 
-def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict[str, Any]:
+def run_demo(
+    directory: str | Path, *, orders: int = 200, seed: int = 7, simulated_orders: int = 300
+) -> dict[str, Any]:
     """Build a store from a generated shop history, export it to Parquet and read it back.
 
     The steps: generate ``orders`` orders with :func:`shop_history_frame` and
@@ -305,7 +307,9 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
     twice, the second time from the cache. Finally the log is exported to
     Parquet partitioned by day, read back into an in-memory store with
     :meth:`EventStore.from_parquet`, and both stores' ``events()`` frames are
-    compared.
+    compared. Last, :func:`eventlab.shop.simulate` runs ``simulated_orders``
+    orders through the shop's command side into ``shop-simulation.duckdb``, and
+    its commands by status and events by type are listed.
 
     Writes ``shop.duckdb`` and ``parquet/`` inside ``directory`` (created if
     needed), replacing those two from an earlier run; it touches nothing else.
@@ -318,6 +322,8 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
         How many orders to generate (at least 1).
     seed : int
         Seed of the generated history; the same seed gives the same store.
+    simulated_orders : int
+        Orders in the closing shop simulation (0 skips it).
 
     Returns
     -------
@@ -328,8 +334,9 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
         message), ``store_path``, ``parquet_dir``, ``parquet_files``,
         ``partitions``, ``restored_events``, ``round_trip_identical`` (bool),
         ``read_models``, ``order_statuses``, ``query_hits`` (the read-side
-        step, see :func:`eventlab.demo_read_side.show_read_side`), and
-        ``lines``: what was done, in words.
+        step, see :func:`eventlab.demo_read_side.show_read_side`),
+        ``simulation`` (the summary of :func:`eventlab.shop.simulate`, or None)
+        and ``lines``: what was done, in words.
 
     Examples
     --------
@@ -340,18 +347,28 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
     """
     if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
         raise EventlabError(f"the demo needs at least one order, got orders={orders!r}")
+    if (
+        isinstance(simulated_orders, bool)
+        or not isinstance(simulated_orders, int)
+        or simulated_orders < 0
+    ):
+        raise EventlabError(
+            f"simulated_orders must be 0 (no simulation) or more, got {simulated_orders!r}"
+        )
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise EventlabError(f"{directory} is a file; give the demo a directory to write into")
     directory.mkdir(parents=True, exist_ok=True)
     store_path = directory / "shop.duckdb"
     parquet_dir = directory / "parquet"
-    for leftover in (
-        store_path,
-        store_path.with_name(store_path.name + ".wal"),
-        store_path.with_name(store_path.name + ".journal"),
-    ):
-        leftover.unlink(missing_ok=True)
+    simulation_path = directory / "shop-simulation.duckdb"
+    for path in (store_path, simulation_path):
+        for leftover in (
+            path,
+            path.with_name(path.name + ".wal"),
+            path.with_name(path.name + ".journal"),
+        ):
+            leftover.unlink(missing_ok=True)
 
     lines: list[str] = []
     frame = shop_history_frame(orders, seed)
@@ -423,6 +440,19 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
     else:
         lines.append("Round trip NOT identical: the store read back from Parquet differs.")
 
+    simulation = None
+    if simulated_orders:
+        from .shop import simulate, summary_lines
+
+        clock = SimulatedClock(SHOP_START, step=timedelta(0))
+        with EventStore(simulation_path, clock=clock) as shop_store:
+            simulation = simulate(shop_store, orders=simulated_orders, seed=seed)
+        lines.append(
+            f"Ran the shop on its command side: every order through the scheduler, the "
+            f"services' handlers and their reactions, into {simulation_path}."
+        )
+        lines.extend(summary_lines(simulation))
+
     return {
         "orders": orders,
         "events": len(original),
@@ -439,5 +469,6 @@ def run_demo(directory: str | Path, *, orders: int = 200, seed: int = 7) -> dict
         "restored_events": len(copy),
         "round_trip_identical": identical,
         **read_side,
+        "simulation": simulation,
         "lines": lines,
     }

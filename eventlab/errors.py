@@ -150,6 +150,16 @@ class ResilienceError(EventlabError, ValueError):
     """A retry policy, circuit breaker or rate limiter was given a bad argument."""
 
 
+class SagaError(EventlabError):
+    """A saga or step is malformed, unknown to the coordinator, or asked to do what its
+    state does not allow (e.g. retrying a saga that is not stuck)."""
+
+
+class PlotError(EventlabError, ValueError):
+    """A plot or widget was given something it cannot show (an unknown option, an
+    empty or unknown stream, a field the state does not have)."""
+
+
 class CircuitOpenError(EventlabError):
     """A circuit breaker is open (or its half-open trial slots are taken): the call was not made.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -176,10 +177,18 @@ class EventIds:
     part) and within one (the counter, which never goes back, even when a
     transaction rolls back). Making one costs a string format instead of a call
     to ``uuid.uuid4()``, which matters when every appended event needs one.
+
+    ``EventIds(seed)`` derives the first 80 bits from ``seed`` instead: the same
+    seed gives the same ids, for histories that must be reproducible.
     """
 
-    def __init__(self) -> None:
-        h = os.urandom(10).hex()
+    def __init__(self, seed: int | str | None = None) -> None:
+        # A seed makes the random part a function of the seed (see
+        # EventStore.seed_event_ids): reproducible histories, same ids every run.
+        if seed is None:
+            h = os.urandom(10).hex()
+        else:
+            h = hashlib.sha256(f"eventlab event ids {seed}".encode()).hexdigest()[:20]
         variant = "89ab"[int(h[16], 16) & 3]
         self.prefix = f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{variant}{h[17:20]}-"
         self._next = 0

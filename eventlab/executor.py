@@ -10,13 +10,23 @@ tells its subscribers.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
 
 from .aggregate import Aggregate
-from .commands import FAILED, REJECTED, RUNNING, SUCCEEDED, Command, CommandStore
+from .clock import peek_micros
+from .commands import (
+    FAILED,
+    REJECTED,
+    RUNNING,
+    SUCCEEDED,
+    TIMED_OUT,
+    Command,
+    CommandStore,
+)
 from .errors import CommandError, EventlabError
 from .events import Event
 
@@ -25,11 +35,15 @@ if TYPE_CHECKING:
     from .store import EventStore
 
 
+class _Overran(Exception):
+    """Raised inside the command's transaction to undo a run that took too long."""
+
+
 class CommandRejected(EventlabError):
     """Raised by a handler when a command is invalid: it is rejected and never retried."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandContext:
     """What a handler gets besides the command: the clock, who asked, and system settings.
 
@@ -47,7 +61,7 @@ class CommandContext:
     system: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommandOutcome:
     """How one execution ended: ``succeeded``, ``rejected`` or ``failed``, and why."""
 
@@ -141,19 +155,26 @@ class CommandExecutor:
 
         A :class:`CommandRejected` from the handler gives ``rejected``; any
         other exception gives ``failed`` (a scheduler may retry it). Nothing the
-        handler produced is stored unless it succeeds.
+        handler produced is stored unless it succeeds. The command, its statuses
+        and its events commit together.
         """
-        self.commands.add(command)  # receive: a no-op for a command already stored
-        self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
-        outcome = self.run(command, attempt)
-        self.record(outcome)
+        with self.store.transaction():
+            self.commands.add(command)  # receive: a no-op for a command already stored
+            self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
+            outcome = self.run(command, attempt)
+            self.stage(outcome)
+        self.notify(outcome)
         return outcome
 
-    def run(self, command: Command, attempt: int) -> CommandOutcome:
+    def run(
+        self, command: Command, attempt: int, *, timeout: timedelta | None = None
+    ) -> CommandOutcome:
         """Validate and execute without recording the status (for group commit).
 
         The events are appended in a transaction (a savepoint inside the
-        caller's, if any): all of them, or none if the handler fails.
+        caller's, if any): all of them, or none if the handler fails. With a
+        ``timeout``, a run that takes longer by the store's clock is undone and
+        comes back ``timed_out``.
         """
         fn = self._handlers.get(command.type)
         if fn is None:
@@ -164,32 +185,58 @@ class CommandExecutor:
                 error=f"no handler for command type {command.type!r}; register one with "
                 f"@executor.handler({command.type!r}) (known: {self.command_types})",
             )
+        store = self.store
+        transaction_id = command.correlation_id or command.command_id
+        context = command.context or {}
         ctx = CommandContext(
-            store=self.store,
-            clock=self.store.clock,
+            store=store,
+            clock=store.clock,
             command_id=command.command_id,
-            transaction_id=command.correlation_id or command.command_id,
+            transaction_id=transaction_id,
             attempt=attempt,
-            user=(command.context or {}).get("user"),
-            context=dict(command.context or {}),
+            user=context.get("user"),
+            context=dict(context),
             system=self.system,
         )
+        # Every event stored while the handler runs, returned or appended by the
+        # handler itself, is stamped as caused by the command.
+        outer_stamp = store._stamp
+        store._stamp = _stamp(command.command_id, transaction_id)
+        started = peek_micros(store.clock) if timeout is not None else 0
         try:
-            with self.store.transaction():
+            with store.transaction():
                 produced = fn(command, ctx)
-                count = self._store_produced(command, ctx, produced)
+                count = self._store_produced(command, produced)
+                if timeout is not None:
+                    elapsed = timedelta(microseconds=peek_micros(store.clock) - started)
+                    if elapsed > timeout:
+                        raise _Overran(elapsed)
         except CommandRejected as exc:
             return CommandOutcome(command.command_id, REJECTED, attempt, error=str(exc))
+        except _Overran as overran:
+            return CommandOutcome(
+                command.command_id,
+                TIMED_OUT,
+                attempt,
+                error=f"ran {overran.args[0]}, longer than the timeout {timeout}; undone",
+            )
         except Exception as exc:  # noqa: BLE001 - a failed attempt is an outcome, not a crash
             return CommandOutcome(
                 command.command_id, FAILED, attempt, error=f"{type(exc).__name__}: {exc}"
             )
+        finally:
+            store._stamp = outer_stamp
         return CommandOutcome(
             command.command_id, SUCCEEDED, attempt, count, result={"events": count}
         )
 
     def record(self, outcome: CommandOutcome) -> None:
         """The notify stage: store the outcome's status and tell the subscribers."""
+        self.stage(outcome)
+        self.notify(outcome)
+
+    def stage(self, outcome: CommandOutcome) -> None:
+        """Record the outcome's status (in the open transaction, if any: group commit)."""
         self.commands.set_status(
             outcome.command_id,
             outcome.status,
@@ -197,11 +244,13 @@ class CommandExecutor:
             result=outcome.result,
             attempts=outcome.attempt,
         )
+
+    def notify(self, outcome: CommandOutcome) -> None:
+        """Tell the subscribers; call it once the outcome's status has committed."""
         for fn in self._subscribers:
             fn(outcome)
 
-    def _store_produced(self, command: Command, ctx: CommandContext, produced: Any) -> int:
-        metadata = {"causation_id": command.command_id, "correlation_id": ctx.transaction_id}
+    def _store_produced(self, command: Command, produced: Any) -> int:
         if produced is None:
             return 0
         if isinstance(produced, Aggregate):
@@ -209,15 +258,10 @@ class CommandExecutor:
         if isinstance(produced, Mapping):
             count = 0
             for stream_id, events in produced.items():
-                events = [_stamped(Event.coerce(e), metadata) for e in _as_list(events)]
-                count += len(self.store.append(stream_id, events))
+                count += len(self.store.append(stream_id, _as_list(events)))
             return count
         if isinstance(produced, list) and all(isinstance(a, Aggregate) for a in produced):
-            count = 0
-            for aggregate in produced:
-                aggregate._pending = [_stamped(e, metadata) for e in aggregate._pending]
-                count += len(aggregate.save(self.store))
-            return count
+            return sum(len(aggregate.save(self.store)) for aggregate in produced)
         raise CommandError(
             f"the handler of {command.type!r} returned {type(produced).__name__}; return an "
             f"aggregate to save, a list of aggregates, {{stream_id: [events]}}, or None"
@@ -228,6 +272,9 @@ def _as_list(events: Any) -> list:
     return [events] if isinstance(events, (Event, Mapping)) else list(events)
 
 
-def _stamped(event: Event, metadata: Mapping[str, Any]) -> Event:
-    """The event with the command's causation and correlation ids in its metadata."""
-    return dataclasses.replace(event, metadata={**(event.metadata or {}), **metadata})
+def _stamp(command_id: str, transaction_id: str) -> tuple:
+    """The store stamp (see ``EventStore._make_stamp``) for a command's events, built
+    directly: it is made for every command run."""
+    metadata = {"causation_id": command_id, "correlation_id": transaction_id}
+    encoded = f'{{"causation_id":{_quote(command_id)},"correlation_id":{_quote(transaction_id)}}}'
+    return metadata, encoded, transaction_id, command_id

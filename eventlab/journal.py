@@ -13,6 +13,11 @@ A record is a header ``<kind:1 byte><length:u32><crc32:u32>`` and a payload:
 ``A``, an Arrow IPC stream of one record batch (cheapest for big transactions,
 and the batch is reused as is for the absorb).
 
+A transaction may also change *side tables* (the command store's tables, see
+:mod:`eventlab.sidetables`): then its record is ``M``, holding an events
+record and an ``S`` record (a JSON array of ``[table, row]`` pairs) under one
+checksum, so the events and the side rows are durable together or not at all.
+
 Crash safety:
 
 - A torn or corrupt record (a write cut short by SIGKILL or power loss) fails
@@ -42,14 +47,21 @@ from .events import to_json
 from .schema import ARROW_SCHEMA, rows_to_batch
 
 _HEADER = struct.Struct("<cII")
-_JSON, _ARROW = b"J", b"A"
+_SUB_HEADER = struct.Struct("<cI")
+_JSON, _ARROW, _SIDE, _MULTI = b"J", b"A", b"S", b"M"
+
+# What a side record holds: (table name, row) pairs in commit order.
+SideRows = list[tuple[str, tuple]]
 
 
 class Journal:
     """An fsync'd, append-only file of committed-but-not-yet-absorbed events."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, sync: bool = True):
         self.path = path
+        # Without sync a record reaches the operating system, not the disk: a
+        # killed process loses nothing, a power cut may lose the last records.
+        self.sync = sync
         existed = path.exists()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size  # bytes of intact, synced records
@@ -58,17 +70,27 @@ class Journal:
             # Make the new file's directory entry durable too.
             _fsync_directory(path.parent)
 
-    def write_rows(self, rows: Sequence[tuple]) -> None:
-        """Durably append a JSON record of ``rows`` (RecordedEvent layout)."""
+    def write_rows(self, rows: Sequence[tuple], side: SideRows | None = None) -> None:
+        """Durably append a JSON record of ``rows`` (RecordedEvent layout), and ``side``."""
         payload = ("[" + ",".join(map(_row_json, rows)) + "]").encode()
-        self._write(_JSON, payload)
+        self._write_with_side(_JSON, payload, side)
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Durably append an Arrow record of ``batch`` (the events table's layout)."""
+    def write_batch(self, batch: pa.RecordBatch, side: SideRows | None = None) -> None:
+        """Durably append an Arrow record of ``batch`` (the events table's layout), and
+        ``side``."""
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
-        self._write(_ARROW, sink.getvalue())
+        self._write_with_side(_ARROW, sink.getvalue(), side)
+
+    def _write_with_side(self, kind: bytes, payload, side: SideRows | None) -> None:
+        if not side:
+            self._write(kind, payload)
+            return
+        side_payload = json.dumps(side, separators=(",", ":")).encode()
+        parts = [_SUB_HEADER.pack(kind, len(payload)), bytes(payload)]
+        parts += [_SUB_HEADER.pack(_SIDE, len(side_payload)), side_payload]
+        self._write(_MULTI, b"".join(parts))
 
     def _write(self, kind: bytes, payload) -> None:
         if self._broken:
@@ -78,7 +100,8 @@ class Journal:
             written = os.write(self._fd, record)
             if written != len(record):
                 raise OSError(f"short write ({written} of {len(record)} bytes)")
-            os.fdatasync(self._fd)
+            if self.sync:
+                os.fdatasync(self._fd)
         except OSError as exc:
             self._undo_failed_write(exc)
         self._size += len(record)
@@ -112,41 +135,66 @@ class Journal:
             self._fd = -1
 
     @staticmethod
-    def recover(path: Path, *, repair: bool) -> pa.Table:
-        """Every intact row in the journal at ``path``, in order, as one Arrow table.
+    def recover(path: Path, *, repair: bool) -> tuple[pa.Table, SideRows]:
+        """Every intact event row in the journal at ``path``, in order, as one Arrow
+        table, and every side row, in order.
 
         A torn or corrupt tail is dropped (and cut off the file when ``repair``).
         """
         batches: list[pa.RecordBatch] = []
+        side: SideRows = []
         raw = path.read_bytes() if path.exists() else b""
         offset = 0
         while offset + _HEADER.size <= len(raw):
             kind, length, checksum = _HEADER.unpack_from(raw, offset)
             payload = raw[offset + _HEADER.size : offset + _HEADER.size + length]
-            batch = _decode(kind, payload, length, checksum)
-            if batch is None:
+            decoded = _decode(kind, payload, length, checksum)
+            if decoded is None:
                 break
-            batches.append(batch)
+            batches.append(decoded[0])
+            side.extend(decoded[1])
             offset += _HEADER.size + length
         if repair and offset < len(raw):
             with open(path, "r+b") as handle:
                 handle.truncate(offset)
                 os.fsync(handle.fileno())
-        return pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
+        return pa.Table.from_batches(batches, schema=ARROW_SCHEMA), side
 
 
-def _decode(kind: bytes, payload: bytes, length: int, checksum: int) -> pa.RecordBatch | None:
-    """The rows of one record, or None when it is torn or corrupt."""
+def _decode(
+    kind: bytes, payload: bytes, length: int, checksum: int
+) -> tuple[pa.RecordBatch, SideRows] | None:
+    """The event rows and side rows of one record, or None when it is torn or corrupt."""
     if len(payload) != length or zlib.crc32(payload) != checksum:
         return None
     try:
-        if kind == _JSON:
-            return rows_to_batch([_row_from_json(row) for row in json.loads(payload)])
-        if kind == _ARROW:
-            return pa.ipc.open_stream(payload).read_all().to_batches()[0]
-    except (ValueError, pa.ArrowException, IndexError):
+        if kind == _MULTI:
+            return _decode_multi(payload)
+        batch = _decode_events(kind, payload)
+    except (ValueError, pa.ArrowException, IndexError, struct.error):
         return None
+    return None if batch is None else (batch, [])
+
+
+def _decode_events(kind: bytes, payload: bytes) -> pa.RecordBatch | None:
+    if kind == _JSON:
+        return rows_to_batch([_row_from_json(row) for row in json.loads(payload)])
+    if kind == _ARROW:
+        return pa.ipc.open_stream(payload).read_all().to_batches()[0]
     return None
+
+
+def _decode_multi(payload: bytes) -> tuple[pa.RecordBatch, SideRows] | None:
+    """An events record and a side record written together (already checksummed)."""
+    kind, length = _SUB_HEADER.unpack_from(payload, 0)
+    start = _SUB_HEADER.size
+    batch = _decode_events(kind, payload[start : start + length])
+    side_kind, side_length = _SUB_HEADER.unpack_from(payload, start + length)
+    side_start = start + length + _SUB_HEADER.size
+    if batch is None or side_kind != _SIDE:
+        return None
+    side = json.loads(payload[side_start : side_start + side_length])
+    return batch, [(table, tuple(row)) for table, row in side]
 
 
 def _row_json(row: tuple) -> str:

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from .events import RecordedEvent
-from .journal import Journal
+from .journal import Journal, SideRows
 from .schema import ARROW_SCHEMA, rows_to_batch
 
 # From this many rows on, building an Arrow batch costs less than JSON.
@@ -28,21 +28,31 @@ class PendingEvents:
         self._chunks: list[list[tuple] | pa.RecordBatch] = []
         self._supplied: dict[str, RecordedEvent] = {}  # caller-supplied event_id -> record
         self.count = 0
+        # Side rows journalled since the last absorb (their owners keep the rows).
+        self.side_count = 0
 
-    def commit(self, records: list[tuple], supplied: dict[str, RecordedEvent]) -> None:
-        """Make ``records`` (rows in the RecordedEvent layout) durable and keep them until
-        the next absorb."""
+    def commit(
+        self,
+        records: list[tuple],
+        supplied: dict[str, RecordedEvent],
+        side: SideRows | None = None,
+    ) -> None:
+        """Make ``records`` (rows in the RecordedEvent layout) and ``side`` rows durable
+        together, and keep the records until the next absorb."""
         if len(records) >= ARROW_COMMIT_ROWS:
             chunk = rows_to_batch(records)
             if self.journal is not None:
-                self.journal.write_batch(chunk)
+                self.journal.write_batch(chunk, side)
         else:
             chunk = records
             if self.journal is not None:
-                self.journal.write_rows(records)
-        self._chunks.append(chunk)
-        self._supplied.update(supplied)
-        self.count += len(records)
+                self.journal.write_rows(records, side)
+        if records:
+            self._chunks.append(chunk)
+            self._supplied.update(supplied)
+            self.count += len(records)
+        if side:
+            self.side_count += len(side)
 
     def restore(self, table: pa.Table) -> None:
         """Take back rows recovered from the journal after a crash (already durable)."""
@@ -70,8 +80,8 @@ class PendingEvents:
             batches.append(rows_to_batch(rows))
         return pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
 
-    def absorb_into(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Insert everything pending into ``events`` in one statement, then forget it."""
+    def insert_into(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Insert everything pending into ``events`` in one statement (see :meth:`forget`)."""
         if not self.count:
             return
         con.register("_pending_events", self.table())
@@ -79,8 +89,12 @@ class PendingEvents:
             con.execute("INSERT INTO events SELECT * FROM _pending_events")
         finally:
             con.unregister("_pending_events")
+
+    def forget(self) -> None:
+        """Empty the journal and the buffer, once DuckDB has committed their rows."""
         if self.journal is not None:
             self.journal.clear()
         self._chunks = []
         self._supplied = {}
         self.count = 0
+        self.side_count = 0

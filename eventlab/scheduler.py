@@ -9,33 +9,31 @@ retries runs in a second.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from .clock import from_micros, peek_micros, to_micros
+from .breaker import CircuitBreaker
+from .clock import from_micros, peek_micros
 from .commands import (
     DEAD,
     EXPIRED,
     FAILED,
     QUEUED,
-    RUNNING,
     SUCCEEDED,
     TIMED_OUT,
     Command,
     CommandStore,
 )
-from .errors import CommandError
+from .errors import CircuitOpenError, CommandError
+from .events import to_json
 from .executor import CommandExecutor, CommandOutcome
+from .ratelimit import RateLimiter
+from .replay import paused_gc
 from .resilience import RetryPolicy
 
 if TYPE_CHECKING:
     from .store import EventStore
-
-
-class _Overran(Exception):
-    """Raised inside the command's transaction to undo a run that took too long."""
 
 
 class CommandScheduler:
@@ -59,6 +57,20 @@ class CommandScheduler:
         Commands run inside one transaction (group commit; see :meth:`run_batch`).
     recover : bool
         Resolve commands a stopped process left ``running`` (see :meth:`recover`).
+    breakers : dict, optional
+        ``{command type: el.CircuitBreaker}`` for flaky participants. While a
+        type's breaker is open its commands wait in the queue until it
+        half-opens (no attempt is used up); each run's outcome is recorded on
+        the breaker (failed and timed-out runs count as failures).
+    limits : dict, optional
+        ``{command type: el.RateLimiter}``: a command of that type runs only
+        with a token; otherwise it waits in the queue until one is due.
+
+    A command may set its own ``max_attempts`` and ``timeout`` (seconds) in its
+    context, e.g. ``context={"max_attempts": 1, "timeout": 5.0}``; they are
+    stored with it, so they hold after a restart too. A saga submits each
+    attempt of a step as its own command with ``max_attempts=1``: the saga's
+    retry policy, not the scheduler's, decides whether to try again.
 
     Examples
     --------
@@ -86,6 +98,8 @@ class CommandScheduler:
         backoff: RetryPolicy | None = None,
         batch_size: int = 1,
         recover: bool = True,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
+        limits: Mapping[str, RateLimiter] | None = None,
     ):
         if not isinstance(executor, CommandExecutor):
             raise CommandError(f"executor must be an el.CommandExecutor, got {executor!r}")
@@ -99,9 +113,13 @@ class CommandScheduler:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CommandError(f"batch_size must be an int of 1 or more, got {batch_size!r}")
         self.batch_size = batch_size
+        self.breakers = _guards("breakers", breakers, CircuitBreaker, "el.CircuitBreaker()")
+        self.limits = _guards("limits", limits, RateLimiter, "el.RateLimiter(rate=5)")
+        self._slots: dict[str, Any] = {}  # command type -> last slot given to a held command
         self.store = store
         self.executor = executor
         self.commands: CommandStore = executor.commands
+        self.log = self.commands.log
         self.max_attempts = max_attempts
         self.backoff = backoff or RetryPolicy.exponential(
             1.0, max_delay=60.0, max_attempts=max_attempts
@@ -112,9 +130,19 @@ class CommandScheduler:
     # ------------------------------------------------------------------ the queue
 
     def submit(self, command: Command) -> str:
-        """Queue a command and return its id; submitting the same id again changes nothing."""
+        """Queue a command and return its id; submitting the same id again changes nothing.
+
+        Durable when it returns (or, inside ``store.transaction()``, when that commits).
+        """
+        if command.context:
+            _overrides(command, self.timeout, self.max_attempts)  # reject bad ones now
         self.commands.add(command)
         return command.command_id
+
+    def submit_many(self, commands: Iterable[Command]) -> list[str]:
+        """Queue many commands in one commit (one journal sync); returns their ids."""
+        with self.store.transaction():
+            return [self.submit(command) for command in commands]
 
     def requeue(self, command_id: str) -> None:
         """Bring a ``dead`` (dead-lettered) command back to the queue with fresh attempts."""
@@ -125,18 +153,18 @@ class CommandScheduler:
             )
         self.commands.set_status(command_id, QUEUED, attempts=0, available_at=self._now())
 
+    def next_due(self) -> datetime | None:
+        """When the next queued command is due (UTC); None when the queue is empty.
+
+        A simulation can run what is due, then advance its clock to the earlier of
+        this and its own next action.
+        """
+        due = self.log.next_due()
+        return None if due is None else from_micros(due)
+
     def pending(self) -> int:
         """Commands waiting in the queue, ready or not yet due."""
-        return self.commands.counts().get(QUEUED, 0)
-
-    def _due(self, limit: int) -> list[dict[str, Any]]:
-        """The oldest queued commands whose time has come, at most ``limit``."""
-        rows = self.commands.df(
-            "WHERE status = 'queued' AND available_at <= make_timestamptz($1)",
-            [to_micros(self._now())],
-            limit=limit,
-        )
-        return rows.to_dict("records")
+        return self.log.queued()
 
     def _now(self) -> Any:
         return from_micros(peek_micros(self.store.clock))
@@ -158,49 +186,100 @@ class CommandScheduler:
         return self._run_batch(self.batch_size)
 
     def _run_batch(self, limit: int) -> list[CommandOutcome]:
-        outcomes: list[CommandOutcome] = []
-        ready: list[tuple[Command, int]] = []
-        for row in self._due(limit):
-            command = _command(row)
-            if command.deadline is not None and self._now() > command.deadline:
-                self.commands.set_status(
-                    command.command_id,
-                    EXPIRED,
-                    error=f"deadline {command.deadline.isoformat()} passed before it ran",
-                )
-                outcomes.append(CommandOutcome(command.command_id, EXPIRED, row["attempts"]))
-                continue
-            attempt = int(row["attempts"]) + 1
-            self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
-            ready.append((command, attempt))
-        with self.store.transaction():  # one commit for the whole batch
-            ran = [self._run_within_timeout(command, attempt) for command, attempt in ready]
-        for outcome in ran:
-            self.executor.record(outcome)
-            if outcome.status in (FAILED, TIMED_OUT):
-                self._retry_or_bury(outcome.command_id, outcome.attempt, outcome.error)
-        return outcomes + ran
-
-    def _run_within_timeout(self, command: Command, attempt: int) -> CommandOutcome:
-        started = peek_micros(self.store.clock)
+        store, log = self.store, self.log
+        taken = log.take_due(peek_micros(store.clock), limit)
+        if not taken:
+            return []
+        expired: list[CommandOutcome] = []
+        ran: list[CommandOutcome] = []
         try:
-            with self.store.transaction():
-                outcome = self.executor.run(command, attempt)
-                elapsed = timedelta(microseconds=peek_micros(self.store.clock) - started)
-                if outcome.status == SUCCEEDED and elapsed > self.timeout:
-                    raise _Overran(elapsed)
-        except _Overran as overran:
-            return CommandOutcome(
-                command.command_id,
-                TIMED_OUT,
-                attempt,
-                error=f"ran {overran.args[0]}, longer than the timeout {self.timeout}; undone",
-            )
-        return outcome
+            # One commit for the whole batch: the events, every status change and
+            # every retry scheduled are durable together (one journal sync). Each
+            # command runs in its own savepoint, so a failing one takes nothing
+            # of the others down.
+            with paused_gc(), store.transaction():
+                for command, attempts, _ in taken:
+                    if command.deadline is not None and self._now() > command.deadline:
+                        error = f"deadline {command.deadline.isoformat()} passed before it ran"
+                        self.commands.set_status(command.command_id, EXPIRED, error=error)
+                        expired.append(CommandOutcome(command.command_id, EXPIRED, attempts))
+                        continue
+                    if self.breakers or self.limits:
+                        held = self._held(command, attempts)
+                        if held is not None:
+                            expired.append(held)
+                            continue
+                    attempt = attempts + 1
+                    timeout, max_attempts = (
+                        _overrides(command, self.timeout, self.max_attempts)
+                        if command.context
+                        else (self.timeout, self.max_attempts)
+                    )
+                    started = peek_micros(store.clock)
+                    outcome = self.executor.run(command, attempt, timeout=timeout)
+                    breaker = self.breakers.get(command.type)
+                    if breaker is not None:
+                        if outcome.status in (FAILED, TIMED_OUT):
+                            breaker.record_failure()
+                        else:
+                            breaker.record_success()
+                    log.record_run(
+                        command,
+                        attempt,
+                        started,
+                        outcome.status,
+                        outcome.error,
+                        None if outcome.result is None else to_json(outcome.result, "result"),
+                    )
+                    if outcome.status in (FAILED, TIMED_OUT):
+                        self._retry_or_bury(
+                            outcome.command_id, outcome.attempt, outcome.error, max_attempts
+                        )
+                    ran.append(outcome)
+        except BaseException:
+            log.give_back([ticket for _, _, ticket in taken])
+            raise
+        for outcome in ran:
+            self.executor.notify(outcome)
+        return expired + ran
 
-    def _retry_or_bury(self, command_id: str, attempt: int, error: str | None) -> None:
+    def _held(self, command: Command, attempts: int) -> CommandOutcome | None:
+        """Keep the command queued while its breaker is open or its rate limit is spent.
+
+        Returns the outcome (status ``queued``, the reason as error) when held.
+        """
+        breaker = self.breakers.get(command.type)
+        if breaker is not None and breaker.state == "open":
+            return self._hold(command, attempts, breaker.retry_at, f"circuit {breaker.name!r} open")
+        limiter = self.limits.get(command.type)
+        if limiter is not None and not limiter.try_acquire():
+            # Each held command gets its own future slot, one token-time after the
+            # last one handed out: waking them all at the first slot would hold all
+            # but one of them again, over and over (quadratic in the burst).
+            until = self._now() + limiter.wait_time()
+            last = self._slots.get(command.type)
+            if last is not None and last >= until:
+                until = last + timedelta(seconds=1 / limiter.rate)
+            self._slots[command.type] = until
+            return self._hold(command, attempts, until, f"rate limit {limiter.name!r} reached")
+        if breaker is not None:
+            try:
+                breaker.check()  # half-open: this run is one of its trial calls
+            except CircuitOpenError:
+                # Its trial calls are taken: try again once they are done.
+                return self._hold(command, attempts, self._now(), f"circuit {breaker.name!r} busy")
+        return None
+
+    def _hold(self, command: Command, attempts: int, until: Any, reason: str) -> CommandOutcome:
+        error = f"{reason}; waits until {until.isoformat()}"
+        self.commands.set_status(command.command_id, QUEUED, error=error, available_at=until)
+        return CommandOutcome(command.command_id, QUEUED, attempts, error=error)
+
+    def _retry_or_bury(
+        self, command_id: str, attempt: int, error: str | None, max_attempts: int | None = None
+    ) -> None:
         """Requeue after the backoff, or dead-letter when out of attempts (keeping the error)."""
-        if attempt >= self.max_attempts:
+        if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
             self.commands.set_status(command_id, DEAD, error=error)
             return
         due = self._now() + self.backoff.delay(attempt)
@@ -231,12 +310,10 @@ class CommandScheduler:
 
     def _wait_for_next(self) -> bool:
         """Advance a simulated clock to the next queued command's due time."""
-        next_due = self.store.sql(
-            "SELECT min(available_at) AS due FROM commands WHERE status = 'queued'"
-        )["due"].iloc[0]
-        if pd.isna(next_due):
+        next_due = self.log.next_due()
+        if next_due is None:
             return False
-        due = next_due.to_pydatetime()
+        due = from_micros(next_due)
         advance = getattr(self.store.clock, "advance", None)
         if advance is None:  # a system clock: the caller runs again later
             return False
@@ -252,10 +329,8 @@ class CommandScheduler:
         crash) is marked ``succeeded``, so it never runs twice; the others are
         requeued (or dead-lettered, when out of attempts). Returns how many.
         """
-        stuck = self.commands.df(
-            "WHERE status = 'running' AND started_at < make_timestamptz($1)",
-            [to_micros(self._now() - self.timeout)],
-        )
+        limit = peek_micros(self.store.clock) - self.timeout // timedelta(microseconds=1)
+        stuck = self.log.running(started_before=limit)
         self._resolve(stuck, "still running after the timeout (a crash?)")
         return len(stuck)
 
@@ -266,18 +341,24 @@ class CommandScheduler:
         has one writing process, so commands running when it opens are orphans.
         Called when the scheduler is created. Returns how many were resolved.
         """
-        orphans = self.commands.by_status(RUNNING)
+        orphans = self.log.running()
         self._resolve(orphans, "the process running it stopped")
         return len(orphans)
 
-    def _resolve(self, rows: pd.DataFrame, reason: str) -> None:
-        for row in rows.itertuples():
-            stored = self._events_caused_by(row.command_id)
-            if stored:
-                self.commands.set_status(row.command_id, SUCCEEDED, result={"events": stored})
-                continue
-            self.commands.set_status(row.command_id, TIMED_OUT, error=reason)
-            self._retry_or_bury(row.command_id, int(row.attempts), reason)
+    def _resolve(self, stuck: list[tuple[str, int]], reason: str) -> None:
+        if not stuck:
+            return
+        with self.store.transaction():
+            for command_id, attempts in stuck:
+                stored = self._events_caused_by(command_id)
+                if stored:
+                    self.commands.set_status(command_id, SUCCEEDED, result={"events": stored})
+                    continue
+                self.commands.set_status(command_id, TIMED_OUT, error=reason)
+                _, max_attempts = _overrides(
+                    self.log.command(command_id), self.timeout, self.max_attempts
+                )
+                self._retry_or_bury(command_id, attempts, reason, max_attempts)
 
     def _events_caused_by(self, command_id: str) -> int:
         found = self.store.sql(
@@ -286,13 +367,37 @@ class CommandScheduler:
         return int(found["n"].iloc[0])
 
 
-def _command(row: dict[str, Any]) -> Command:
-    deadline = row["deadline"]
-    return Command(
-        row["type"],
-        row["payload"],
-        command_id=row["command_id"],
-        correlation_id=row["correlation_id"] if isinstance(row["correlation_id"], str) else None,
-        deadline=None if pd.isna(deadline) else deadline.to_pydatetime(),
-        context=row["context"] or None,
-    )
+def _overrides(
+    command: Command, timeout: timedelta, max_attempts: int
+) -> tuple[timedelta, int]:
+    """The command's own ``timeout`` and ``max_attempts`` (from its context), else the
+    scheduler's."""
+    context = command.context or {}
+    own_attempts = context.get("max_attempts", max_attempts)
+    if isinstance(own_attempts, bool) or not isinstance(own_attempts, int) or own_attempts < 1:
+        raise CommandError(
+            f"command {command.command_id!r} sets max_attempts={own_attempts!r} in its context; "
+            f"give an int of 1 or more, e.g. context={{'max_attempts': 1}}"
+        )
+    own_timeout = context.get("timeout")
+    if own_timeout is None:
+        return timeout, own_attempts
+    if isinstance(own_timeout, bool) or not isinstance(own_timeout, int | float) or not (
+        own_timeout > 0
+    ):
+        raise CommandError(
+            f"command {command.command_id!r} sets timeout={own_timeout!r} in its context; "
+            f"give a positive number of seconds, e.g. context={{'timeout': 5.0}}"
+        )
+    return timedelta(seconds=own_timeout), own_attempts
+
+
+def _guards(name: str, given: Mapping[str, Any] | None, kind: type, example: str) -> dict:
+    guards = dict(given or {})
+    for command_type, guard in guards.items():
+        if not isinstance(command_type, str) or not isinstance(guard, kind):
+            raise CommandError(
+                f"{name} maps command types to {kind.__name__}s, e.g. "
+                f"{{'ChargePayment': {example}}}; got {command_type!r}: {guard!r}"
+            )
+    return guards

@@ -231,7 +231,14 @@ def encode_state(policy: Policy, state: Any, stream_id: str) -> str:
         ) from None
 
 
-def rebuild(store: EventStore, reducer: Any, *, initial: Any, category: str | None) -> int:
+def rebuild(
+    store: EventStore,
+    reducer: Any,
+    *,
+    initial: Any,
+    category: str | None,
+    progress: bool = False,
+) -> int:
     """See :meth:`EventStore.rebuild_snapshots`.
 
     One streamed pass over the log folds every stream at once (a query per
@@ -253,6 +260,11 @@ def rebuild(store: EventStore, reducer: Any, *, initial: Any, category: str | No
     where, params = log_filter(category=category)
     reader = store._cursor().sql(SELECT_RECORD.format(src="events") + where, params=params)
     batches = decoded_batches(reader.to_arrow_reader(65_536))
+    if progress:
+        from .history import _with_bar
+
+        total = store._cursor().execute(f"SELECT count(*) FROM events{where}", params)
+        batches = _with_bar(batches, total.fetchall()[0][0])
     cursor = store._cursor()
     _ensure_index(store, cursor)  # outside the transaction, which may roll back
     cursor.execute("BEGIN TRANSACTION")

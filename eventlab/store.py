@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .bus import EventBus
+from .checkpoints import transaction
 from .clock import SimulatedClock, SystemClock, reserve_micros, to_micros
 from .connection import claim_file, connect, release_file
 from .errors import (
@@ -54,6 +54,7 @@ from .journal import Journal
 from .pending import PendingEvents
 from .reading import filters, iterate_records, read_query, upper_bounds
 from .schema import SELECT_RECORD, create_schema
+from .sidetables import SideTable, apply_recovered
 from .stream_positions import MIN_EVENTS, StreamPositions, should_map
 from .upcasting import upcasters
 
@@ -80,20 +81,77 @@ class _Transaction:
         self.rows: list[tuple] = []
         self.versions: dict[str, int] = {}  # streams written in this transaction
         self.supplied: dict[str, RecordedEvent] = {}  # caller-supplied event ids
+        # Side-table rows (see eventlab.sidetables) staged with the events, and the
+        # latest staged row per (table, first column) for owners to read back.
+        self.side: list[tuple[str, tuple]] = []
+        self.side_latest: dict[tuple[str, Any], tuple] = {}
 
     @property
     def records(self) -> list[RecordedEvent]:
         """The staged rows as RecordedEvents (new objects on every call)."""
         return list(map(make_record, self.rows))
 
-    def rollback_to(self, size: int) -> None:
-        """Forget every row staged after the first ``size`` (a savepoint)."""
+    def rollback_to(self, size: int, side_size: int) -> None:
+        """Forget every row staged after the first ``size`` and every side row after the
+        first ``side_size`` (a savepoint)."""
+        if len(self.side) > side_size:
+            del self.side[side_size:]
+            self.side_latest = {(table, row[0]): row for table, row in self.side}
         removed = self.rows[size:]
         del self.rows[size:]
         # Walking backwards leaves each stream at the version before its first removed row.
         for row in reversed(removed):
             self.versions[row[2]] = row[3] - 1
             self.supplied.pop(row[1], None)
+
+
+class _TransactionScope:
+    """The context manager :meth:`EventStore.transaction` returns.
+
+    A class rather than a ``@contextmanager`` generator: every command opens
+    a few nested scopes, and a generator costs several times more per use.
+    """
+
+    __slots__ = ("store", "outer", "savepoint")
+
+    def __init__(self, store: EventStore):
+        self.store = store
+
+    def __enter__(self) -> EventStore:
+        store = self.store
+        store._lock.acquire()
+        tx = store._tx
+        if tx is None:
+            self.outer = True
+            store._tx = _Transaction(store._head)
+        else:
+            self.outer = False
+            self.savepoint = (len(tx.rows), len(tx.side))
+        return store
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        store = self.store
+        try:
+            tx = store._tx
+            if not self.outer:
+                if exc_type is not None:  # undo this block's appends only
+                    rows, side = self.savepoint
+                    tx.rollback_to(rows, side)
+                    store._head = tx.start_head + rows
+                return False
+            store._tx = None
+            if exc_type is not None:
+                store._head = tx.start_head
+                return False
+            try:
+                store._commit(tx)
+            except BaseException:
+                store._head = tx.start_head
+                raise
+            store._publish(tx)
+            return False
+        finally:
+            store._lock.release()
 
 
 class EventStore:
@@ -111,6 +169,11 @@ class EventStore:
         file, and while it does no other process may open it, not even read-only.
     bus : EventBus, optional
         Publish every committed event to this bus (see :attr:`bus`).
+    sync : bool
+        Flush each commit to disk (``fdatasync``) before acknowledging it, the
+        default. ``False`` leaves the flush to the operating system: a killed
+        process still loses nothing, but a power cut may lose the last commits.
+        For simulations and generated histories, where that costs nothing.
 
     Examples
     --------
@@ -128,10 +191,12 @@ class EventStore:
         clock: SystemClock | SimulatedClock | None = None,
         read_only: bool = False,
         bus: EventBus | None = None,
+        sync: bool = True,
     ):
         self.path = None if path is None else Path(path)
         self.clock = clock if clock is not None else SystemClock()
         self.read_only = bool(read_only)
+        self.sync = bool(sync)
         self._lock = threading.RLock()
         self._tx: _Transaction | None = None
         self._pending = PendingEvents(None)
@@ -141,6 +206,8 @@ class EventStore:
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
         self._bus: EventBus | None = None
         self._positions: StreamPositions | None = None  # see _stream_positions
+        self._side_owners: dict[str, SideTable] = {}  # see eventlab.sidetables
+        self._stamp: tuple | None = None  # see _make_stamp
         if self.read_only and self.path is None:
             raise EventlabError(
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
@@ -187,21 +254,22 @@ class EventStore:
         if self.path is None:
             return
         journal_path = self.path.with_name(self.path.name + ".journal")
-        recovered = Journal.recover(journal_path, repair=not self.read_only)
+        recovered, side = Journal.recover(journal_path, repair=not self.read_only)
         # Rows DuckDB already holds were absorbed just before a crash: skip them.
         recovered = recovered.filter(pc.greater(recovered["position"], self._head))
         if self.read_only:
             if recovered.num_rows:
                 self._overlay_journal(recovered)
             return
-        self._pending = PendingEvents(Journal(journal_path))
+        self._pending = PendingEvents(Journal(journal_path, sync=self.sync))
         if recovered.num_rows:
             # Acknowledged before a crash but not yet absorbed: absorb them now.
             self._pending.restore(recovered)
             self._head = recovered["position"][-1].as_py()
-            self._absorb()
-        else:
-            self._pending.journal.clear()
+        with transaction(con):
+            self._pending.insert_into(con)
+            apply_recovered(con, side)
+        self._pending.forget()
 
     def _overlay_journal(self, recovered: pa.Table) -> None:
         """Show journal rows a crashed writer left behind, without writing the file.
@@ -235,7 +303,7 @@ class EventStore:
             finally:
                 if journal is not None:
                     journal.close()
-                    if not self._pending.count:  # a clean close leaves no empty journal
+                    if not self._has_pending():  # a clean close leaves no empty journal
                         journal.path.unlink(missing_ok=True)
                 self._con.close()
                 self._con = None
@@ -259,8 +327,12 @@ class EventStore:
     def _publish(self, tx: _Transaction) -> None:
         # After the commit, never before: a rolled-back transaction publishes nothing.
         # Records are built only for subscribers: the transaction holds plain rows.
-        if self._bus is not None and self._bus.has_subscribers:
-            self._bus.publish(tx.records)
+        # Whatever the handlers append (or submit) while this delivery runs commits
+        # once, when it ends: one journal sync for a whole batch of reactions. Each
+        # handler runs in its own savepoint (see EventBus._deliver).
+        if tx.rows and self._bus is not None and self._bus.has_subscribers:
+            with self.transaction():
+                self._bus.publish(tx.records)
 
     @property
     def closed(self) -> bool:
@@ -281,8 +353,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ writing
 
-    @contextmanager
-    def transaction(self) -> Iterator[EventStore]:
+    def transaction(self) -> _TransactionScope:
         """Group appends into one atomic commit: all of them, or none if the block raises.
 
         Blocks nest: an inner block that raises undoes only its own appends (a
@@ -299,40 +370,56 @@ class EventStore:
         (1, 1)
         """
         self._check_writable()
-        with self._lock:
-            tx = self._tx
-            if tx is not None:
-                savepoint = len(tx.rows)
-                try:
-                    yield self
-                except BaseException:
-                    tx.rollback_to(savepoint)
-                    self._head = tx.start_head + savepoint
-                    raise
-                return
-            self._tx = _Transaction(self._head)
-            try:
-                yield self
-            except BaseException:
-                self._head = self._tx.start_head
-                self._tx = None
-                raise
-            tx, self._tx = self._tx, None
-            try:
-                self._commit(tx)
-            except BaseException:
-                self._head = tx.start_head
-                raise
-            self._publish(tx)
+        return _TransactionScope(self)
+
+    @staticmethod
+    def _make_stamp(metadata: Mapping[str, Any]) -> tuple:
+        """What ``_stamp`` holds: metadata added to every event appended while it is set
+        (e.g. a command's causation and correlation ids), encoded once."""
+        return (
+            dict(metadata),
+            json_encoder(metadata),
+            _optional_str(metadata.get("correlation_id")),
+            _optional_str(metadata.get("causation_id")),
+        )
 
     def _commit(self, tx: _Transaction) -> None:
-        if not tx.rows:
+        if not tx.rows and not tx.side:
             return
-        self._pending.commit(tx.rows, tx.supplied)
-        self._versions.update(tx.versions)
-        self._head = tx.rows[-1][0]
-        if self._pending.count >= ABSORB_THRESHOLD:
+        self._pending.commit(tx.rows, tx.supplied, tx.side)
+        if tx.rows:
+            self._versions.update(tx.versions)
+            self._head = tx.rows[-1][0]
+        if tx.side:
+            self._side_committed(tx.side)
+        if self._pending.count + self._pending.side_count >= ABSORB_THRESHOLD:
             self._absorb()
+
+    # ------------------------------------------------------------------ side tables
+
+    def _register_side(self, owner: SideTable) -> None:
+        """Let ``owner`` receive its tables' committed rows and write them on absorb."""
+        for table in owner.tables:
+            self._side_owners[table] = owner
+
+    def _stage_side(self, table: str, row: tuple) -> None:
+        """Stage a side-table row in the open transaction (see eventlab.sidetables)."""
+        tx = self._tx
+        tx.side.append((table, row))
+        tx.side_latest[table, row[0]] = row
+
+    def _staged_side(self, table: str, key: Any) -> tuple | None:
+        """The latest row staged in the open transaction for ``key`` of ``table``."""
+        tx = self._tx
+        return None if tx is None else tx.side_latest.get((table, key))
+
+    def _side_committed(self, rows: list[tuple[str, tuple]]) -> None:
+        by_owner: dict[int, tuple[SideTable, list[tuple[str, tuple]]]] = {}
+        for entry in rows:
+            owner = self._side_owners[entry[0]]
+            by_owner.setdefault(id(owner), (owner, []))[1].append(entry)
+        for owner, owned in by_owner.values():
+            owner.committed(owned)
 
     def append(
         self,
@@ -381,6 +468,40 @@ class EventStore:
             with self.transaction():
                 return self._append_in(self._tx, stream_id, batch, expected_version)
 
+    def seed_event_ids(self, seed: int | str) -> None:
+        """Make the ids of the events appended from now on a function of ``seed``.
+
+        By default every store draws a random prefix for the ids it generates, so
+        two runs of the same program write the same events with different ids.
+        After ``seed_event_ids(seed)`` the prefix derives from the seed and the
+        store's head, so a program that appends the same events to a store with
+        the same head gets the same ids (e.g. :func:`eventlab.shop.simulate`).
+        Ids stay unique within the store: a later call at another head gives
+        another prefix. Ids given by the caller (``Event(event_id=...)``) are
+        unaffected.
+
+        Examples
+        --------
+        >>> import eventlab as el
+        >>> ids = []
+        >>> for _ in range(2):
+        ...     store = el.EventStore(clock=el.SimulatedClock("2024-05-01"))
+        ...     store.seed_event_ids(7)
+        ...     ids.append(store.append("s-1", el.Event("Created", {}))[0].event_id)
+        >>> ids[0] == ids[1]
+        True
+        """
+        if isinstance(seed, bool) or not isinstance(seed, int | str):
+            raise EventlabError(f"seed must be an int or a str, got {type(seed).__name__}")
+        self._check_writable()
+        with self._lock:
+            if self._tx is not None:
+                raise EventlabError(
+                    "seed_event_ids() inside a transaction would change the ids of events "
+                    "already staged in it; call it before store.transaction()"
+                )
+            self._new_ids = EventIds(f"{seed}@{self._head}")
+
     def _append_in(
         self, tx: _Transaction, stream_id: str, batch: list[Event], expected_version: int | None
     ) -> list[RecordedEvent]:
@@ -403,6 +524,7 @@ class EventStore:
         position = self._head + 1
         version = current + 1
         encode = json_encoder
+        stamp = self._stamp
         # Without upcasters every type is at schema version 1: skip a call per event.
         schema_version = upcasters.current_version if upcasters else _version_one
         rows = []
@@ -410,9 +532,13 @@ class EventStore:
             for index, event in enumerate(batch):
                 metadata = event.metadata
                 if metadata:
+                    if stamp is not None:
+                        metadata = {**metadata, **stamp[0]}
                     metadata_json = encode(metadata)
                     correlation_id = _optional_str(metadata.get("correlation_id"))
                     causation_id = _optional_str(metadata.get("causation_id"))
+                elif stamp is not None:
+                    _, metadata_json, correlation_id, causation_id = stamp
                 else:
                     metadata_json, correlation_id, causation_id = "{}", None, None
                 recorded_us = first_us + index * step_us
@@ -515,24 +641,36 @@ class EventStore:
 
     def _load_versions(self) -> None:
         # One grouped scan, once: after it, version checks cost a dict lookup.
-        rows = (
-            self._cursor()
-            .execute("SELECT stream_id, max(version) FROM events GROUP BY stream_id")
-            .fetchall()
-        )
+        # Pending events are not in DuckDB yet; side rows need not be absorbed for this.
+        cursor = self._cursor() if self._pending.count else self._con.cursor()
+        rows = cursor.execute(
+            "SELECT stream_id, max(version) FROM events GROUP BY stream_id"
+        ).fetchall()
         self._versions = dict(rows)
 
     # ------------------------------------------------------------------ absorbing
 
     def _absorb(self) -> None:
-        """Move pending rows into DuckDB in one bulk insert, then empty the journal."""
-        self._pending.absorb_into(self._con)
+        """Move pending rows (events and side rows) into DuckDB in one transaction, then
+        empty the journal."""
+        owners = [o for o in set(self._side_owners.values()) if o.has_pending()]
+        if not self._pending.count and not owners:
+            return
+        con = self._con
+        with transaction(con):
+            self._pending.insert_into(con)
+            for owner in owners:
+                owner.absorb(con)
+        self._pending.forget()
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending.count or self._pending.side_count)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor that sees every acknowledged event."""
         self._check_open()
         with self._lock:
-            if self._pending.count:
+            if self._has_pending():
                 self._absorb()
             cursor = self._con.cursor()
             if self._overlay is not None:
@@ -784,17 +922,22 @@ class EventStore:
             return self._positions
 
     def rebuild_snapshots(
-        self, reducer: Any, *, initial: Any = None, category: str | None = None
+        self,
+        reducer: Any,
+        *,
+        initial: Any = None,
+        category: str | None = None,
+        progress: bool = False,
     ) -> int:
         """Take a reducer's snapshots for the existing history, replacing its old ones.
 
         For every stream (or those whose id starts with ``category``), a snapshot
         at each multiple of the reducer's snapshot interval. Returns how many
-        were stored.
+        were stored. ``progress=True`` shows a progress bar (tqdm) over the events.
         """
         from .snapshots import rebuild
 
-        return rebuild(self, reducer, initial=initial, category=category)
+        return rebuild(self, reducer, initial=initial, category=category, progress=progress)
 
     def _has_snapshots_table(self) -> bool:
         if not getattr(self, "_snapshots_table", False):

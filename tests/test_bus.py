@@ -286,3 +286,36 @@ def test_catch_up_at_any_point_sees_exactly_the_committed_log(plan, join_at, sta
             bus.subscribe(lambda e: seen.append(e.position), from_position=start, name="s")
         assert seen == list(range(start + 1, store.head + 1))
         assert [e.position for e in store.read_all()] == list(range(1, store.head + 1))
+
+
+def test_reactions_to_one_commit_commit_together_and_a_failing_one_is_undone(
+    bus_store, monkeypatch
+):
+    bus, store = bus_store
+    commits: list[int] = []
+    real_commit = store._commit
+    monkeypatch.setattr(
+        store, "_commit", lambda tx: (commits.append(len(tx.rows)), real_commit(tx))
+    )
+
+    def invoice(event):
+        store.append(f"invoice-{event.stream_id}", [ev("InvoiceCreated")])
+
+    def broken(event):
+        store.append(f"audit-{event.stream_id}", [ev("Audited")])
+        if event.stream_id == "order-2":
+            raise RuntimeError("audit service down")
+
+    bus.subscribe(invoice, name="billing", types="OrderSubmitted")
+    bus.subscribe(broken, name="audit", types="OrderSubmitted")
+    with store.transaction():
+        for n in (1, 2, 3):
+            store.append(f"order-{n}", [ev("OrderSubmitted")])
+    # The three orders, then one commit for every reaction to them (the reactions'
+    # own delivery opens a transaction too, which stays empty and writes nothing).
+    assert [rows for rows in commits if rows] == [3, 4]
+    assert [store.version(f"invoice-order-{n}") for n in (1, 2, 3)] == [1, 1, 1]
+    # The audit handler failed on order-2: its append there was undone, and the
+    # failed subscription received nothing more (until retried).
+    assert [store.version(f"audit-order-{n}") for n in (1, 2, 3)] == [1, 0, 0]
+    assert list(bus.failures()["position"]) == [2]

@@ -27,8 +27,9 @@ from eventlab.demo import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "shop_sample.parquet"
+SIMULATION = ROOT / "data" / "shop_simulation"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "eventlab"
-SUBCOMMANDS = ("info", "export", "import", "demo")
+SUBCOMMANDS = ("info", "export", "import", "demo", "generate")
 
 
 def build_store(path: Path) -> Path:
@@ -412,7 +413,7 @@ def test_info_while_another_process_writes(shop_file, capsys):
 
 def test_demo_command(tmp_path, capsys):
     directory = tmp_path / "demo"
-    assert main(["demo", "--dir", str(directory), "--orders", "30"]) == 0
+    assert main(["demo", "--dir", str(directory), "--orders", "30", "--simulated-orders", "8"]) == 0
     out = capsys.readouterr().out
     frame = shop_history_frame(30, 7)
     assert out.splitlines()[0] == (
@@ -423,6 +424,17 @@ def test_demo_command(tmp_path, capsys):
     assert f"Read it back with EventStore.from_parquet: {len(frame)} events in 30 streams." in out
     assert "Round trip identical" in out
     assert out.splitlines()[-1] == f"Try: eventlab info {directory / 'shop.duckdb'}"
+    # Then the shop simulation: commands by status and events by type, after the rest.
+    lines = out.splitlines()
+    simulated = lines.index("Commands by status:")
+    assert simulated > lines.index(next(line for line in lines if "Round trip" in line))
+    assert lines[simulated - 1].startswith(
+        "Simulated 8 orders over 3 days (seed 7): 2024-03-01 08:00"
+    )
+    assert lines[simulated + 1].split()[0] == "succeeded"
+    assert "Events by type:" in lines and any(line.split()[:1] == ["OrderPlaced"] for line in lines)
+    with el.EventStore(directory / "shop-simulation.duckdb", read_only=True) as store:
+        assert store.sql("SELECT count(*) AS n FROM events WHERE type = 'OrderPlaced'")["n"][0] == 8
 
     events = events_of(directory / "shop.duckdb")
     assert len(events) == len(frame)
@@ -432,7 +444,7 @@ def test_demo_command(tmp_path, capsys):
 
 
 def test_run_demo_summary(tmp_path):
-    summary = run_demo(tmp_path, orders=40, seed=3)
+    summary = run_demo(tmp_path, orders=40, seed=3, simulated_orders=10)
     frame = shop_history_frame(40, 3)
     assert summary["orders"] == 40
     assert summary["events"] == summary["restored_events"] == len(frame)
@@ -447,12 +459,19 @@ def test_run_demo_summary(tmp_path):
     assert summary["parquet_files"] == summary["partitions"] >= 2
     assert summary["store_path"] == str(tmp_path / "shop.duckdb")
     assert all(isinstance(line, str) and line for line in summary["lines"])
+    simulation = summary["simulation"]
+    assert (simulation["orders"], simulation["seed"]) == (10, 3)
+    assert (
+        el.shop.summary_lines(simulation)
+        == summary["lines"][-len(el.shop.summary_lines(simulation)) :]
+    )
+    assert run_demo(tmp_path, orders=5, simulated_orders=0)["simulation"] is None
 
 
 def test_run_demo_is_reproducible_and_rerunnable(tmp_path):
-    first = run_demo(tmp_path / "a", orders=25)
-    again = run_demo(tmp_path / "a", orders=25)  # replaces its own earlier outputs
-    other = run_demo(tmp_path / "b", orders=25)
+    first = run_demo(tmp_path / "a", orders=25, simulated_orders=5)
+    again = run_demo(tmp_path / "a", orders=25, simulated_orders=5)  # replaces its outputs
+    other = run_demo(tmp_path / "b", orders=25, simulated_orders=0)
     assert first["events"] == again["events"] == other["events"]
     a = events_of(tmp_path / "a" / "shop.duckdb").drop(columns="event_id")
     b = events_of(tmp_path / "b" / "shop.duckdb").drop(columns="event_id")
@@ -462,6 +481,8 @@ def test_run_demo_is_reproducible_and_rerunnable(tmp_path):
 def test_run_demo_rejects_bad_arguments(tmp_path):
     with pytest.raises(el.EventlabError, match="at least one order"):
         run_demo(tmp_path, orders=0)
+    with pytest.raises(el.EventlabError, match="simulated_orders must be 0"):
+        run_demo(tmp_path, simulated_orders=-1)
     afile = tmp_path / "file"
     afile.write_text("")
     with pytest.raises(el.EventlabError, match="is a file"):
@@ -524,6 +545,97 @@ def test_record_shop_history_replays_commands_in_time_order():
     assert by_stream["type"].tolist() == expected["type"].tolist()
 
 
+# ---------------------------------------------------------------------- generate
+
+
+def simulated_events(orders: int, seed: int, **kwargs) -> pd.DataFrame:
+    """The events el.shop.simulate writes, as `eventlab generate` runs it."""
+    clock = el.SimulatedClock("2024-03-04T00:00:00", step=timedelta(0))
+    with el.EventStore(clock=clock) as store:
+        el.shop.simulate(store, orders=orders, seed=seed, **kwargs)
+        return store.events()
+
+
+def test_generate_a_store_file(tmp_path, capsys):
+    target = tmp_path / "shop.duckdb"
+    assert main(["generate", "--orders", "12", "--seed", "3", "--out", str(target)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Simulated 12 orders over 3 days (seed 3): 2024-03-04 00:00 to ")
+    assert lines[1] == "Commands by status:" and lines[2].split()[0] == "succeeded"
+    assert lines[-1] == f"Wrote {target} (events, commands and command_history tables). " + (
+        f"Try: eventlab info {target}"
+    )
+    with el.EventStore(target, read_only=True) as store:
+        events = store.events()
+        commands = store.sql("SELECT status, count(*) AS n FROM commands GROUP BY status")
+    pd.testing.assert_frame_equal(events, simulated_events(12, 3))
+    succeeded = int(commands.set_index("status")["n"]["succeeded"])
+    assert any(line.split() == ["succeeded", f"{succeeded:,}"] for line in lines)
+    assert not target.with_name("shop.duckdb.journal").exists()
+
+
+def test_generate_parquet(tmp_path, capsys):
+    target = tmp_path / "lake"
+    args = ["generate", "--orders", "10", "--seed", "4", "--failure-rate", "0.2"]
+    assert main([*args, "--out", f"{target}/"]) == 0
+    out = capsys.readouterr().out
+    expected = simulated_events(10, 4, failure_rate=0.2)
+    assert out.splitlines()[-1] == f"Wrote {len(expected):,} events to {target}: 1 Parquet file."
+    with el.EventStore.from_parquet(target / "events.parquet") as store:
+        pd.testing.assert_frame_equal(store.events(), expected)
+    # An existing empty directory is fine too (no trailing slash needed); by day:
+    days = tmp_path / "days"
+    days.mkdir()
+    assert main([*args, "--out", str(days), "--partition-by", "day"]) == 0
+    capsys.readouterr()
+    partitions = sorted(path.name for path in days.glob("day=*"))
+    assert partitions[0] == "day=2024-03-04" and len(partitions) >= 3
+    with el.EventStore.from_parquet(days) as store:
+        pd.testing.assert_frame_equal(store.events(), expected)
+
+
+def test_generate_never_overwrites(tmp_path, capsys):
+    store_file = build_store(tmp_path / "shop.duckdb")
+    digest = file_digest(store_file)
+    assert main(["generate", "--orders", "3", "--out", str(store_file)]) == 1
+    assert capsys.readouterr().err == (
+        f"eventlab: error: {store_file} already exists; generate into a new store file "
+        "(nothing is overwritten)\n"
+    )
+    assert file_digest(store_file) == digest
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    assert main(["generate", "--orders", "3", "--out", f"{full}/"]) == 1
+    assert capsys.readouterr().err == (
+        f"eventlab: error: {full} is not empty; generate into a new or empty directory "
+        "(nothing is overwritten)\n"
+    )
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+    assert main(["generate", "--orders", "3", "--out", f"{store_file}/"]) == 1
+    assert "is a file; give a directory for Parquet output" in capsys.readouterr().err
+    new = tmp_path / "new.duckdb"
+    assert main(["generate", "--orders", "3", "--out", str(new), "--partition-by", "day"]) == 1
+    assert "--partition-by applies to Parquet output" in capsys.readouterr().err
+    assert main(["generate", "--orders", "3", "--out", str(new), "--start", "soon"]) == 1
+    assert "cannot read 'soon' as a timestamp" in capsys.readouterr().err
+    assert not new.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--orders", "0"], "--orders: must be 1 or more, got 0"),
+        (["--failure-rate", "1.5"], "--failure-rate: must be from 0 to 1, got 1.5"),
+        ([], "the following arguments are required: --out"),
+    ],
+)
+def test_generate_usage_errors(args, message, tmp_path, capsys):
+    out = [] if not args else ["--out", str(tmp_path / "s.duckdb")]
+    assert main(["generate", *args, *out]) == 2
+    assert message in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- data/
 
 
@@ -563,6 +675,38 @@ def test_shop_sample_via_the_cli(tmp_path, capsys):
     fields, types = parse_info(capsys.readouterr().out)
     assert (fields["events"], fields["streams"], fields["types"]) == ("1,419", "300", "5")
     assert types["OrderPlaced"] == 300
+
+
+def test_shop_simulation_is_what_the_documented_command_writes(tmp_path, capsys):
+    readme = (ROOT / "data" / "README.md").read_text()
+    assert "eventlab generate --orders 2000 --seed 7 --out data/shop_simulation/" in readme
+    target = tmp_path / "shop_simulation"
+    assert main(["generate", "--orders", "2000", "--seed", "7", "--out", f"{target}/"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in SIMULATION.iterdir()) == ["events.parquet"]
+    with (
+        el.EventStore.from_parquet(target) as fresh,
+        el.EventStore.from_parquet(SIMULATION) as kept,
+    ):
+        pd.testing.assert_frame_equal(fresh.events(), kept.events())
+
+
+def test_shop_simulation_readme_counts_match_the_file():
+    readme = (ROOT / "data" / "README.md").read_text()
+    section = readme[readme.index("## `shop_simulation/`") :]
+    documented = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[1].isdigit():
+            documented[cells[0].strip("`")] = int(cells[1])
+    with el.EventStore.from_parquet(SIMULATION) as store:
+        counts = store.sql("SELECT type, count(*) AS n FROM events GROUP BY type")
+        orders = el.shop.order_states(store)
+        assert store.head == 21_613
+    assert documented == dict(zip(counts["type"], counts["n"], strict=True))
+    assert "**2,000 orders, 21,613 events**" in section
+    assert orders == {"submitted": 6, "shipped": 1758, "cancelled": 236}
+    assert "1,758 were shipped, 236 cancelled, and 6 are still" in section
 
 
 # ---------------------------------------------------------------------- the console script

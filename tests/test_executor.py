@@ -136,3 +136,12 @@ def test_executing_an_existing_command_keeps_one_record(executor):
     executor.execute(cmd, attempt=2)
     assert len(commands.df()) == 1
     assert commands.get("c-8")["attempts"] == 2
+
+
+def test_the_command_stamp_matches_the_general_one():
+    from eventlab.executor import _stamp
+
+    for command_id, transaction_id in [("c-1", "t-1"), ('c-"é"\n', "tx-ü")]:
+        assert _stamp(command_id, transaction_id) == el.EventStore._make_stamp(
+            {"causation_id": command_id, "correlation_id": transaction_id}
+        )

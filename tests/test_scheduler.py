@@ -222,13 +222,16 @@ def test_group_commit_runs_a_batch_in_one_commit_and_isolates_failures(setup, mo
     real_commit = store._commit
     monkeypatch.setattr(store, "_commit", lambda tx: (commits.append(1), real_commit(tx)))
     flaky["failures"] = 1
-    for command in [
-        el.Command("Ping", {"n": 1}, command_id="g-1"),
-        el.Command("Flaky", {}, command_id="g-2"),
-        el.Command("Slow", {"seconds": 9}, command_id="g-3"),
-        el.Command("Ping", {"n": 4}, command_id="g-4"),
-    ]:
-        grouped.submit(command)
+    ids = grouped.submit_many(
+        [
+            el.Command("Ping", {"n": 1}, command_id="g-1"),
+            el.Command("Flaky", {}, command_id="g-2"),
+            el.Command("Slow", {"seconds": 9}, command_id="g-3"),
+            el.Command("Ping", {"n": 4}, command_id="g-4"),
+        ]
+    )
+    assert ids == ["g-1", "g-2", "g-3", "g-4"] and len(commits) == 1  # one for all four
+    commits.clear()
     outcomes = grouped.run_batch()
     assert [(o.command_id, o.status) for o in outcomes] == [
         ("g-1", "succeeded"),
@@ -243,3 +246,155 @@ def test_group_commit_runs_a_batch_in_one_commit_and_isolates_failures(setup, mo
     assert [status(grouped, c) for c in ("g-2", "g-3")] == ["queued", "queued"]
     with pytest.raises(el.CommandError, match="batch_size"):
         el.CommandScheduler(store, scheduler.executor, batch_size=0)
+
+
+def test_an_open_breaker_holds_its_commands_without_using_attempts(setup, clock):
+    store, scheduler, calls, flaky = setup
+    breaker = el.CircuitBreaker(failure_threshold=2, cool_down=60, clock=clock, name="pay")
+    guarded = el.CommandScheduler(
+        store,
+        scheduler.executor,
+        max_attempts=5,
+        backoff=el.RetryPolicy.fixed(10, max_attempts=5),
+        breakers={"Flaky": breaker},
+    )
+    flaky["failures"] = 2
+    guarded.submit(el.Command("Flaky", {}, command_id="f-1"))
+    guarded.submit(el.Command("Flaky", {}, command_id="f-2"))
+    guarded.submit(el.Command("Ping", {"n": 1}, command_id="p-1"))
+    # Two failures open the breaker; the next Flaky run is held, the Ping is not.
+    outcomes = [guarded.run_once() for _ in range(3)]
+    assert [(o.command_id, o.status) for o in outcomes] == [
+        ("f-1", "failed"),
+        ("f-2", "failed"),
+        ("p-1", "succeeded"),
+    ]
+    assert breaker.state == "open"
+    clock.advance(timedelta(seconds=10))  # f-1's retry is due, but the breaker is open
+    held = guarded.run_once()
+    assert (held.command_id, held.status, held.attempt) == ("f-1", "queued", 1)
+    assert held.error.startswith("circuit 'pay' open; waits until 2024-01-01T00:01:00")
+    assert guarded.commands.get("f-1")["attempts"] == 1
+    # run() waits out the cool-down on the simulated clock; the trial closes the breaker.
+    guarded.run()
+    assert [status(guarded, c) for c in ("f-1", "f-2")] == ["succeeded", "succeeded"]
+    assert [c for c in calls if c[0].startswith("f-")] == [
+        ("f-1", 1),
+        ("f-2", 1),
+        ("f-1", 2),
+        ("f-2", 2),
+    ]
+    assert list(breaker.events()["kind"]) == ["CircuitOpened", "CircuitHalfOpened", "CircuitClosed"]
+    assert list(guarded.commands.history("f-1")["status"]) == [
+        "queued",
+        "running",
+        "failed",
+        "queued",
+        "queued",
+        "running",
+        "succeeded",
+    ]
+
+
+def test_a_rate_limit_spreads_commands_over_the_simulated_clock(setup, clock):
+    store, scheduler, calls, _ = setup
+    limiter = el.RateLimiter(rate=1, capacity=2, clock=clock, name="api")
+    limited = el.CommandScheduler(
+        store, scheduler.executor, batch_size=10, limits={"Ping": limiter}
+    )
+    limited.submit_many([el.Command("Ping", {"n": n}, command_id=f"p-{n}") for n in range(5)])
+    limited.run()
+    started = limited.commands.df()[["command_id", "started_at"]]
+    seconds = [(t - started["started_at"][0]).total_seconds() for t in started["started_at"]]
+    # Two tokens at once, then one a second.
+    assert seconds == [0, 0, 1, 2, 3]
+    assert [c for c, _ in calls] == ["p-0", "p-1", "p-2", "p-3", "p-4"]
+    assert limited.commands.counts() == {"succeeded": 5}
+
+
+def test_guards_must_map_command_types_to_guards(setup):
+    store, scheduler, _, _ = setup
+    with pytest.raises(el.CommandError, match="breakers maps command types to CircuitBreakers"):
+        el.CommandScheduler(store, scheduler.executor, breakers={"Pay": "not a breaker"})
+    with pytest.raises(el.CommandError, match="limits maps command types to RateLimiters"):
+        el.CommandScheduler(store, scheduler.executor, limits={1: el.RateLimiter(1, 1)})
+
+
+def test_a_command_may_set_its_own_attempts_and_timeout(setup):
+    store, scheduler, calls, flaky = setup
+    flaky["failures"] = 5
+    once = el.Command("Flaky", {}, command_id="f-once", context={"max_attempts": 1})
+    scheduler.submit(once)
+    scheduler.run()
+    assert calls == [("f-once", 1)]  # the scheduler's max_attempts=3 does not apply
+    assert scheduler.commands.history("f-once")["status"].tolist() == [
+        "queued", "running", "failed", "dead",
+    ]  # fmt: skip
+    calls.clear()
+    # 6 s is within this command's own timeout of 8 s (the scheduler's is 5 s).
+    patient = el.Command("Slow", {"seconds": 6}, command_id="s-own", context={"timeout": 8})
+    scheduler.submit(patient)
+    scheduler.run()
+    assert status(scheduler, "s-own") == "succeeded" and calls == [("s-own", 1)]
+    hasty = el.Command(
+        "Slow", {"seconds": 2}, command_id="s-hasty", context={"timeout": 1.5, "max_attempts": 2}
+    )
+    scheduler.submit(hasty)
+    scheduler.run()
+    history = scheduler.commands.history("s-hasty")["status"].tolist()
+    assert history.count("timed_out") == 2 and history[-1] == "dead"
+
+
+def test_a_running_orphan_with_one_attempt_is_buried_on_recovery(setup):
+    store, scheduler, calls, _ = setup
+    scheduler.submit(el.Command("Ping", {"n": 8}, command_id="c-8", context={"max_attempts": 1}))
+    scheduler.commands.set_status("c-8", "running", attempts=1)
+    again = el.CommandScheduler(store, scheduler.executor)
+    assert status(again, "c-8") == "dead"
+    assert again.run() == 0 and calls == []
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"max_attempts": 0}, r"sets max_attempts=0 in its context; give an int of 1 or more"),
+        ({"max_attempts": True}, r"sets max_attempts=True"),
+        ({"timeout": -1}, r"sets timeout=-1 in its context; give a positive number of seconds"),
+        ({"timeout": "5"}, r"sets timeout='5'"),
+    ],
+)
+def test_bad_command_overrides_are_refused_at_submit(setup, context, message):
+    store, scheduler, _, _ = setup
+    with pytest.raises(el.CommandError, match=message):
+        scheduler.submit(el.Command("Ping", {"n": 1}, command_id="bad", context=context))
+    assert scheduler.pending() == 0
+
+
+def test_a_burst_behind_a_rate_limit_is_held_once_per_command(setup, clock):
+    store, scheduler, _, _ = setup
+    limiter = el.RateLimiter(rate=2, capacity=1, clock=clock, name="api")
+    limited = el.CommandScheduler(
+        store, scheduler.executor, batch_size=50, limits={"Ping": limiter}
+    )
+    limited.submit_many([el.Command("Ping", {"n": n}, command_id=f"p-{n}") for n in range(40)])
+    limited.run()
+    assert limited.commands.counts() == {"succeeded": 40}
+    history = store.sql("SELECT status, error FROM command_history WHERE status = 'queued'")
+    holds = history["error"].str.startswith("rate limit").sum()
+    # Each command but the first is held once, to its own slot (not woken with all
+    # the others at the first free token and held again: quadratic).
+    assert holds == 39
+    started = limited.commands.df()["started_at"]
+    gaps = {(b - a).total_seconds() for a, b in zip(started, started[1:], strict=False)}
+    assert gaps == {0.5}
+    assert limited.next_due() is None
+
+
+def test_next_due_is_the_earliest_queued_command(setup, clock):
+    store, scheduler, _, flaky = setup
+    assert scheduler.next_due() is None
+    flaky["failures"] = 1
+    scheduler.submit(el.Command("Flaky", {}, command_id="f-1"))
+    assert scheduler.next_due() == clock.current
+    scheduler.run(until_idle=False)
+    assert scheduler.next_due() == clock.current + timedelta(seconds=10)

@@ -208,3 +208,17 @@ def test_snapshots_never_change_a_state(history, every, probes):
         ):
             expected = store.state_at("s", add, initial=0, **target)
             assert store.state_at("s", snapshotted, initial=0, **target) == expected, target
+
+
+def test_rebuild_snapshots_with_a_progress_bar_counts_the_events(capsys):
+    store = new_store()
+    store.append("a", [el.Event("Added", {"n": n}) for n in range(1, 8)])
+    store.append("b", [el.Event("Added", {"n": 100})])
+    every_two = el.Snapshots(add, every=2, name="totals")
+    assert store.rebuild_snapshots(every_two, initial=0, progress=True) == 3
+    assert "8/8" in capsys.readouterr().err
+    rows = store.sql("SELECT stream_id, version, state FROM snapshots ORDER BY version")
+    assert rows.values.tolist() == [["a", 2, "3"], ["a", 4, "10"], ["a", 6, "21"]]
+    # With a category, the bar counts only that category's events.
+    assert store.rebuild_snapshots(every_two, initial=0, category="b", progress=True) == 0
+    assert "1/1" in capsys.readouterr().err
