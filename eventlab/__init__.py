@@ -3,7 +3,7 @@
 Everything public is importable from the top level: ``import eventlab as el``.
 """
 
-# el.plots, el.shop, el.widgets (matplotlib and ipywidgets load lazily)
+# el.analytics, el.plots, el.shop, el.widgets (matplotlib and ipywidgets load lazily)
 from . import analytics, plots, shop, widgets
 from .aggregate import Aggregate
 from .asof import ReadModelsAsOf

@@ -573,34 +573,29 @@ def command_stats(store: EventStore) -> pd.DataFrame:
 
 
 _SAGA_COLUMNS = (
-    "saga",
-    "sagas",
-    "completed",
-    "aborted",
-    "running",
-    "steps_mean",
-    "retries",
-    "timeouts",
-    "compensated",
-    "compensation_rate",
-    "p50_duration",
-    "p95_duration",
-)
+    "saga", "sagas", "running", "compensating", "completed", "aborted", "stuck",
+    "steps_mean", "retries", "timeouts", "compensated", "compensation_rate",
+    "p50_duration", "p95_duration",
+)  # fmt: skip
+_SAGA_COUNTS = ("sagas", "running", "compensating", "completed", "aborted", "stuck")
 
 
 def saga_stats(store: Source, *, time: str = "occurred_at") -> pd.DataFrame:
-    """Per saga name: how many, how they ended, their steps, and how long they took.
+    """Per saga name: how many, in which state, their steps, and how long they took.
 
-    Sagas keep their state as events in streams ``saga-<transaction id>``
-    (``SagaStarted``, ``StepRequested``, ``StepSucceeded``, ``StepFailed``,
-    ``StepRetried``, ``StepTimedOut``, ``CompensationRequested``,
-    ``StepCompensated``, ``SagaCompleted``, ``SagaAborted``); the name is the
-    ``saga`` field of ``SagaStarted``'s data. Columns: ``saga``, ``sagas``,
-    ``completed``, ``aborted``, ``running`` (neither yet), ``steps_mean``
-    (steps requested per saga), ``retries``, ``timeouts``, ``compensated``
-    (sagas that compensated a step), ``compensation_rate`` (their share),
-    ``p50_duration``/``p95_duration`` (start to end, of the sagas that ended).
-    Empty (with these columns) when there are no sagas.
+    Sagas keep their state as events in streams ``saga-<transaction id>`` (see
+    :mod:`eventlab.saga.state`); the name is the ``saga`` field of
+    ``SagaStarted``. A saga's state is the one :func:`el.saga_status
+    <eventlab.saga.saga_status>` gives: ``completed``, ``aborted`` or ``stuck``
+    when its last event is ``SagaCompleted``, ``SagaAborted`` or ``SagaStuck``,
+    else ``compensating`` once a compensation was requested, else ``running``.
+
+    Columns: ``saga``, ``sagas``, one count per state, ``steps_mean`` (distinct
+    steps requested per saga), ``retries`` and ``timeouts`` (``StepRetried`` and
+    ``StepTimedOut`` events), ``compensated`` (sagas that requested a
+    compensation) and ``compensation_rate`` (their share), and
+    ``p50_duration``/``p95_duration`` from start to end of the sagas that
+    completed or aborted. Empty (with these columns) when there are no sagas.
     """
     log = _Log(store, streams=SAGA_PREFIX + "*", time=time)
     frame = log.df(
@@ -610,31 +605,37 @@ def saga_stats(store: Source, *, time: str = "occurred_at") -> pd.DataFrame:
                    any_value(json_extract_string(data, '$.saga'))
                        FILTER (WHERE type = 'SagaStarted') AS saga,
                    count(*) FILTER (WHERE type = 'SagaStarted') AS started,
-                   min(t) FILTER (WHERE type = 'SagaStarted') AS start,
-                   max(t) FILTER (WHERE type IN ('SagaCompleted', 'SagaAborted')) AS finish,
-                   bool_or(type = 'SagaCompleted') AS completed,
-                   bool_or(type = 'SagaAborted') AS aborted,
-                   count(*) FILTER (WHERE type = 'StepRequested') AS steps,
+                   arg_max(type, position) AS last_event,
+                   min(t) AS start, max(t) AS finish,
+                   count(DISTINCT json_extract_string(data, '$.step'))
+                       FILTER (WHERE type = 'StepRequested') AS steps,
                    count(*) FILTER (WHERE type = 'StepRetried') AS retries,
                    count(*) FILTER (WHERE type = 'StepTimedOut') AS timeouts,
-                   bool_or(type IN ('CompensationRequested', 'StepCompensated')) AS compensated
-            FROM log GROUP BY stream_id)
+                   bool_or(type = 'CompensationRequested') AS compensated
+            FROM log GROUP BY stream_id),
+        states AS (
+            SELECT *, CASE last_event WHEN 'SagaCompleted' THEN 'completed'
+                          WHEN 'SagaAborted' THEN 'aborted' WHEN 'SagaStuck' THEN 'stuck'
+                          ELSE CASE WHEN compensated THEN 'compensating' ELSE 'running' END
+                      END AS state
+            FROM per_saga WHERE started > 0)
         SELECT saga, count(*) AS sagas,
-               count(*) FILTER (WHERE completed) AS completed,
-               count(*) FILTER (WHERE aborted AND NOT completed) AS aborted,
-               count(*) FILTER (WHERE NOT completed AND NOT aborted) AS running,
-               avg(steps) AS steps_mean, sum(retries) AS retries,
-               sum(timeouts) AS timeouts,
+               count(*) FILTER (WHERE state = 'running') AS running,
+               count(*) FILTER (WHERE state = 'compensating') AS compensating,
+               count(*) FILTER (WHERE state = 'completed') AS completed,
+               count(*) FILTER (WHERE state = 'aborted') AS aborted,
+               count(*) FILTER (WHERE state = 'stuck') AS stuck,
+               avg(steps) AS steps_mean, sum(retries) AS retries, sum(timeouts) AS timeouts,
                count(*) FILTER (WHERE compensated) AS compensated,
                count(*) FILTER (WHERE compensated) / count(*) AS compensation_rate,
-               quantile_cont(epoch_us(finish) - epoch_us(start), 0.5) AS p50_duration,
-               quantile_cont(epoch_us(finish) - epoch_us(start), 0.95) AS p95_duration
-        FROM per_saga WHERE started > 0 GROUP BY saga ORDER BY saga NULLS LAST
+               quantile_cont(epoch_us(finish) - epoch_us(start), 0.5)
+                   FILTER (WHERE state IN ('completed', 'aborted')) AS p50_duration,
+               quantile_cont(epoch_us(finish) - epoch_us(start), 0.95)
+                   FILTER (WHERE state IN ('completed', 'aborted')) AS p95_duration
+        FROM states GROUP BY saga ORDER BY saga NULLS LAST
         """
     )
     if frame.empty:
         return pd.DataFrame(columns=list(_SAGA_COLUMNS))
-    frame = _counts(
-        frame, "sagas", "completed", "aborted", "running", "retries", "timeouts", "compensated"
-    )
-    return _durations(frame, "p50_duration", "p95_duration")
+    frame = _counts(frame, *_SAGA_COUNTS, "retries", "timeouts", "compensated")
+    return _durations(frame, "p50_duration", "p95_duration")[list(_SAGA_COLUMNS)]

@@ -510,7 +510,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _simulated_store(path: Path | None, start: Any) -> el.EventStore:
     clock = el.SimulatedClock(start, step=timedelta(0))
-    return el.EventStore(path, clock=clock)
+    # A generated history can be generated again: no flush to disk per commit.
+    return el.EventStore(path, clock=clock, sync=False)
 
 
 def _simulate(store: el.EventStore, args: argparse.Namespace, progress: bool) -> dict[str, Any]:

@@ -10,7 +10,7 @@ retries runs in a second.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .breaker import CircuitBreaker
@@ -115,6 +115,7 @@ class CommandScheduler:
         self.batch_size = batch_size
         self.breakers = _guards("breakers", breakers, CircuitBreaker, "el.CircuitBreaker()")
         self.limits = _guards("limits", limits, RateLimiter, "el.RateLimiter(rate=5)")
+        self._slots: dict[str, Any] = {}  # command type -> last slot given to a held command
         self.store = store
         self.executor = executor
         self.commands: CommandStore = executor.commands
@@ -151,6 +152,15 @@ class CommandScheduler:
                 f"only dead commands are requeued by hand; {command_id!r} is {status}"
             )
         self.commands.set_status(command_id, QUEUED, attempts=0, available_at=self._now())
+
+    def next_due(self) -> datetime | None:
+        """When the next queued command is due (UTC); None when the queue is empty.
+
+        A simulation can run what is due, then advance its clock to the earlier of
+        this and its own next action.
+        """
+        due = self.log.next_due()
+        return None if due is None else from_micros(due)
 
     def pending(self) -> int:
         """Commands waiting in the queue, ready or not yet due."""
@@ -243,7 +253,14 @@ class CommandScheduler:
             return self._hold(command, attempts, breaker.retry_at, f"circuit {breaker.name!r} open")
         limiter = self.limits.get(command.type)
         if limiter is not None and not limiter.try_acquire():
+            # Each held command gets its own future slot, one token-time after the
+            # last one handed out: waking them all at the first slot would hold all
+            # but one of them again, over and over (quadratic in the burst).
             until = self._now() + limiter.wait_time()
+            last = self._slots.get(command.type)
+            if last is not None and last >= until:
+                until = last + timedelta(seconds=1 / limiter.rate)
+            self._slots[command.type] = until
             return self._hold(command, attempts, until, f"rate limit {limiter.name!r} reached")
         if breaker is not None:
             try:

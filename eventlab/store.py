@@ -169,6 +169,11 @@ class EventStore:
         file, and while it does no other process may open it, not even read-only.
     bus : EventBus, optional
         Publish every committed event to this bus (see :attr:`bus`).
+    sync : bool
+        Flush each commit to disk (``fdatasync``) before acknowledging it, the
+        default. ``False`` leaves the flush to the operating system: a killed
+        process still loses nothing, but a power cut may lose the last commits.
+        For simulations and generated histories, where that costs nothing.
 
     Examples
     --------
@@ -186,10 +191,12 @@ class EventStore:
         clock: SystemClock | SimulatedClock | None = None,
         read_only: bool = False,
         bus: EventBus | None = None,
+        sync: bool = True,
     ):
         self.path = None if path is None else Path(path)
         self.clock = clock if clock is not None else SystemClock()
         self.read_only = bool(read_only)
+        self.sync = bool(sync)
         self._lock = threading.RLock()
         self._tx: _Transaction | None = None
         self._pending = PendingEvents(None)
@@ -254,7 +261,7 @@ class EventStore:
             if recovered.num_rows:
                 self._overlay_journal(recovered)
             return
-        self._pending = PendingEvents(Journal(journal_path))
+        self._pending = PendingEvents(Journal(journal_path, sync=self.sync))
         if recovered.num_rows:
             # Acknowledged before a crash but not yet absorbed: absorb them now.
             self._pending.restore(recovered)

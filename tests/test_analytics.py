@@ -322,9 +322,11 @@ def test_command_stats(clock):
 
 
 def _saga(store, transaction, name, types, start, step=timedelta(minutes=1)):
-    at = start
+    """Append a saga's events a step apart; each StepRequested asks for a new step."""
+    at, steps = start, 0
     for kind in types:
-        data = {"saga": name} if kind == "SagaStarted" else {}
+        steps += kind == "StepRequested"
+        data = {"saga": name} if kind == "SagaStarted" else {"step": f"step-{steps}"}
         store.append(
             f"saga-{transaction}",
             el.Event(kind, data, occurred_at=at, metadata={"correlation_id": transaction}),
@@ -337,38 +339,76 @@ def test_saga_stats(store):
     assert analytics.saga_stats(store).empty
     start = datetime(2024, 5, 1, tzinfo=UTC)
     ok = ["SagaStarted", "StepRequested", "StepSucceeded", "StepRequested", "StepSucceeded"]
-    _saga(store, "t1", "order", [*ok, "SagaCompleted"], start)  # 5 min
+    _saga(store, "t1", "order", [*ok, "SagaCompleted"], start)  # 5 min, 2 steps
     _saga(store, "t2", "order", [*ok[:3], "SagaCompleted"], start, timedelta(minutes=2))  # 6 min
-    _saga(
-        store,
-        "t3",
-        "order",
-        [
-            "SagaStarted",
-            "StepRequested",
-            "StepSucceeded",
-            "StepRequested",
-            "StepFailed",
-            "StepRetried",
-            "StepTimedOut",
-            "CompensationRequested",
-            "StepCompensated",
-            "SagaAborted",
-        ],
-        start,
-    )  # 9 min
-    _saga(store, "t4", "order", ["SagaStarted", "StepRequested"], start)  # still running
-    _saga(store, "t5", "refund", ["SagaStarted", "SagaCompleted"], start)
+    aborted = [
+        "SagaStarted", "StepRequested", "StepSucceeded", "StepRequested", "StepFailed",
+        "StepRetried", "StepTimedOut", "CompensationRequested", "StepCompensated", "SagaAborted",
+    ]  # fmt: skip
+    _saga(store, "t3", "order", aborted, start)  # 9 min, 2 steps, compensated
+    _saga(store, "t4", "order", ["SagaStarted", "StepRequested"], start)  # running
+    _saga(store, "t5", "order", aborted[:8], start)  # compensating
+    _saga(store, "t6", "order", [*aborted[:8], "SagaStuck"], start)  # stuck
+    _saga(store, "t7", "refund", ["SagaStarted", "SagaCompleted"], start)
     store.append("order-1", el.Event("SagaStarted", {"saga": "not a saga stream"}))
     frame = analytics.saga_stats(store).set_index("saga")
     order = frame.loc["order"]
-    assert order[["sagas", "completed", "aborted", "running"]].tolist() == [4, 2, 1, 1]
-    assert order["steps_mean"] == (2 + 1 + 2 + 1) / 4
-    assert order[["retries", "timeouts", "compensated"]].tolist() == [1, 1, 1]
-    assert order["compensation_rate"] == 0.25
-    assert order["p50_duration"] == pd.Timedelta(minutes=6)
+    assert order[
+        ["sagas", "running", "compensating", "completed", "aborted", "stuck"]
+    ].tolist() == [6, 1, 1, 2, 1, 1]
+    assert order["steps_mean"] == (2 + 1 + 2 + 1 + 2 + 2) / 6
+    assert order[["retries", "timeouts", "compensated"]].tolist() == [3, 3, 3]
+    assert order["compensation_rate"] == 0.5
+    assert order["p50_duration"] == pd.Timedelta(minutes=6)  # of 5, 6 and 9 minutes
     assert order["p95_duration"] == pd.Timedelta(minutes=8.7)
     assert frame.loc["refund", ["sagas", "completed"]].tolist() == [1, 1]
+
+
+def test_saga_stats_of_real_sagas_agree_with_saga_status(clock):
+    """Sagas run by el.SagaCoordinator: the states counted are the ones saga_status gives."""
+    with el.EventStore(clock=clock) as store:
+        executor = el.CommandExecutor(store)
+
+        @executor.handler("Reserve")
+        def reserve(command, ctx):
+            return {"stock": [el.Event("Reserved", {})]}
+
+        @executor.handler("Charge")
+        def charge(command, ctx):
+            if command.payload["card"] == "bad":
+                raise el.CommandRejected("card declined")
+            return {"payments": [el.Event("Charged", {})]}
+
+        @executor.handler("Release")
+        def release(command, ctx):
+            return {"stock": [el.Event("Released", {})]}
+
+        saga = el.Saga(
+            "checkout", [el.Step("reserve", "Reserve", "Release"), el.Step("charge", "Charge")]
+        )
+        coordinator = el.SagaCoordinator(store, el.CommandScheduler(store, executor))
+        for n, card in enumerate(["ok", "bad", "ok", "bad", "bad"]):
+            coordinator.start(saga, {"card": card}, transaction_id=f"t{n}")
+        coordinator.run()
+        status = el.saga_status(store)
+        stats = analytics.saga_stats(store).set_index("saga").loc["checkout"]
+        for state in ("running", "compensating", "completed", "aborted", "stuck"):
+            assert stats[state] == (status["state"] == state).sum(), state
+        assert stats[["sagas", "completed", "aborted", "compensated"]].tolist() == [5, 2, 3, 3]
+        assert stats["steps_mean"] == 2.0
+
+
+def test_plots_of_a_store_compute_through_analytics(log):
+    """el.plots draws from what el.analytics returns (the plots' own tests fake it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert el.plots.process_map(log) is not None
+    assert el.plots.event_rate(log, freq="1h", by="type") is not None
+    assert el.plots.durations(log) is not None
+    plt.close("all")
 
 
 # ---------------------------------------------------------------------- real logs

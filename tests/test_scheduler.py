@@ -368,3 +368,33 @@ def test_bad_command_overrides_are_refused_at_submit(setup, context, message):
     with pytest.raises(el.CommandError, match=message):
         scheduler.submit(el.Command("Ping", {"n": 1}, command_id="bad", context=context))
     assert scheduler.pending() == 0
+
+
+def test_a_burst_behind_a_rate_limit_is_held_once_per_command(setup, clock):
+    store, scheduler, _, _ = setup
+    limiter = el.RateLimiter(rate=2, capacity=1, clock=clock, name="api")
+    limited = el.CommandScheduler(
+        store, scheduler.executor, batch_size=50, limits={"Ping": limiter}
+    )
+    limited.submit_many([el.Command("Ping", {"n": n}, command_id=f"p-{n}") for n in range(40)])
+    limited.run()
+    assert limited.commands.counts() == {"succeeded": 40}
+    history = store.sql("SELECT status, error FROM command_history WHERE status = 'queued'")
+    holds = history["error"].str.startswith("rate limit").sum()
+    # Each command but the first is held once, to its own slot (not woken with all
+    # the others at the first free token and held again: quadratic).
+    assert holds == 39
+    started = limited.commands.df()["started_at"]
+    gaps = {(b - a).total_seconds() for a, b in zip(started, started[1:], strict=False)}
+    assert gaps == {0.5}
+    assert limited.next_due() is None
+
+
+def test_next_due_is_the_earliest_queued_command(setup, clock):
+    store, scheduler, _, flaky = setup
+    assert scheduler.next_due() is None
+    flaky["failures"] = 1
+    scheduler.submit(el.Command("Flaky", {}, command_id="f-1"))
+    assert scheduler.next_due() == clock.current
+    scheduler.run(until_idle=False)
+    assert scheduler.next_due() == clock.current + timedelta(seconds=10)

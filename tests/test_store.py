@@ -895,3 +895,20 @@ def test_closed_store_raises(closed_stores, tmp_path, operation, kind):
         CLOSED_OPERATIONS[operation](store, tmp_path / "lake")
     assert "closed" in str(info.value)
     assert "el.EventStore(" in str(info.value)  # the fix: open a new one
+
+
+def test_sync_false_writes_the_journal_without_flushing_it(store_path, monkeypatch):
+    import os
+
+    flushes: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (flushes.append(fd), real(fd)))
+    with el.EventStore(store_path, sync=False) as store:
+        store.append("a", [el.Event("Created", {})])
+        assert flushes == []
+        journal = store_path.with_name(store_path.name + ".journal")
+        assert journal.stat().st_size > 0  # written, for a crash to recover
+    with el.EventStore(store_path) as store:
+        store.append("a", [el.Event("Changed", {})])
+        assert len(flushes) == 1
+        assert [e.type for e in store.read_stream("a")] == ["Created", "Changed"]
