@@ -75,7 +75,9 @@ print("\n".join(el.shop.summary_lines(simulated)))
 # goes in with one call, in a few seconds.
 
 # %%
-logs = Path(os.environ.get("EVENTLAB_REAL_LOGS", Path.cwd().parent / "tests/data/real-logs"))
+# Run from notebooks/ (Jupyter) or from the project root (the test suite).
+root = Path.cwd() if Path("tests/data/real-logs").is_dir() else Path.cwd().parent
+logs = Path(os.environ.get("EVENTLAB_REAL_LOGS", root / "tests/data/real-logs"))
 bank = el.EventStore()
 bank.import_xes(logs / "bpic2012.xes.gz")
 
