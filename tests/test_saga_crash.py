@@ -11,17 +11,13 @@ must have run at most once, and the shop's invariants must hold.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import eventlab as el
 from eventlab.shop import check_checkout
+from tests.kill_child import run_and_kill
 
-ROOT = Path(__file__).resolve().parent.parent
 ORDERS = 100
 
 CHILD = r"""
@@ -79,24 +75,7 @@ store.close()
 
 def run_child(path: Path, run: int, kill_after: int | None, at: str = "done") -> list[str]:
     """Run the child; SIGKILL it on its ``kill_after``-th line starting with ``at``."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(ORDERS), str(run)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    lines = []
-    while True:
-        line = child.stdout.readline()
-        if not line:
-            break
-        lines.append(line.strip())
-        seen = sum(1 for item in lines if item.startswith(at))
-        if kill_after is not None and seen >= kill_after:
-            os.kill(child.pid, signal.SIGKILL)
-            break
-    child.wait()
-    return lines
+    return run_and_kill(CHILD, [str(path), str(ORDERS), str(run)], kill_after, at)
 
 
 def test_killed_sagas_resume_and_every_step_runs_at_most_once(tmp_path):

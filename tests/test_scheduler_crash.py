@@ -6,16 +6,12 @@ in a terminal state and the events it produced must appear exactly once.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import eventlab as el
+from tests.kill_child import run_and_kill
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = 60
 
 CHILD = r"""
@@ -52,24 +48,7 @@ store.close()
 
 def run_child(path: Path, kill_after: int | None, at: str = "done") -> list[str]:
     """Run the child; SIGKILL it on its ``kill_after``-th line starting with ``at``."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(COMMANDS)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    lines = []
-    while True:
-        line = child.stdout.readline()
-        if not line:
-            break
-        lines.append(line.strip())
-        seen = sum(1 for item in lines if item.startswith(at))
-        if kill_after is not None and seen >= kill_after:
-            os.kill(child.pid, signal.SIGKILL)
-            break
-    child.wait()
-    return lines
+    return run_and_kill(CHILD, [str(path), str(COMMANDS)], kill_after, at)
 
 
 def test_no_command_lost_and_none_applied_twice(tmp_path):
