@@ -224,23 +224,9 @@ class CommandLog:
             available = row[_AVAILABLE]
         else:
             available = available_at if isinstance(available_at, int) else to_micros(available_at)
-        new = (
-            command_id,
-            row[_SEQ],
-            row[_TYPE],
-            row[_PAYLOAD],
-            status,
-            attempts,
-            row[6],
-            available,
-            now if status == RUNNING else row[_STARTED],
-            now if status in TERMINAL else row[_FINISHED],
-            row[_DEADLINE],
-            error,
-            row[_RESULT] if result is None else to_json(result, "command result"),
-            row[_CORRELATION],
-            row[_CONTEXT],
-        )
+        started = now if status == RUNNING else row[_STARTED]
+        encoded = None if result is None else to_json(result, "command result")
+        new = _changed(row, status, attempts, available, started, now, error, encoded)
         self._stage(new, attempts, now, error)
 
     def record_run(
@@ -261,23 +247,7 @@ class CommandLog:
         command_id = command.command_id
         row = self.store._staged_side("commands", command_id) or self._live[command_id]
         now = peek_micros(self.store.clock)
-        new = (
-            command_id,
-            row[_SEQ],
-            row[_TYPE],
-            row[_PAYLOAD],
-            status,
-            attempt,
-            row[6],
-            row[_AVAILABLE],
-            started,
-            now if status in TERMINAL else row[_FINISHED],
-            row[_DEADLINE],
-            error,
-            row[_RESULT] if result is None else result,
-            row[_CORRELATION],
-            row[_CONTEXT],
-        )
+        new = _changed(row, status, attempt, row[_AVAILABLE], started, now, error, result)
         self._history_seq += 2
         seq = self._history_seq
         stage = self.store._stage_side
@@ -434,6 +404,34 @@ class CommandLog:
             insert_history(con, self._pending_history)
         self._pending_rows = {}
         self._pending_history = []
+
+
+def _changed(
+    row: tuple,
+    status: str,
+    attempts: int,
+    available: int,
+    started: int | None,
+    now: int,
+    error: str | None,
+    result: str | None,
+) -> tuple:
+    """A command row moved to ``status`` at ``now`` (a terminal status stamps
+    ``finished_at``; ``result`` is JSON text, None keeping the stored one)."""
+    return (
+        *row[:4],
+        status,
+        attempts,
+        row[6],
+        available,
+        started,
+        now if status in TERMINAL else row[_FINISHED],
+        row[_DEADLINE],
+        error,
+        row[_RESULT] if result is None else result,
+        row[_CORRELATION],
+        row[_CONTEXT],
+    )
 
 
 # ---------------------------------------------------------------------- writing to DuckDB
