@@ -1,4 +1,7 @@
-"""Analyses of an event history: each one DuckDB SQL, each returning a pandas DataFrame.
+"""Analyses of an event history, each returning a pandas DataFrame.
+
+Each is one DuckDB query, except ``directly_follows``: its grouping of the
+log by stream is a NumPy sort of packed integers (see ``eventlab/follows.py``).
 
 Every function takes a ``source``: an :class:`~eventlab.EventStore`, or the
 Parquet files written by :meth:`~eventlab.EventStore.export_parquet` (a file,
@@ -49,6 +52,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from . import follows
 from .errors import EventlabError
 from .parquet import _parquet_files, _sql_string
 from .reading import event_filter
@@ -335,43 +339,19 @@ def directly_follows(source: Source, **filters: Any) -> pd.DataFrame:
     (most frequent first), then source and target.
     """
     log = _Log(source, **filters)
-    types = log.arrow("SELECT DISTINCT type FROM log")["type"]
-    if len(types) == 0:
-        return _durations(_counts(log.df(_FOLLOWS_BY_WINDOW), "count"), *_FOLLOW_TIMES)
-    # One sort puts each stream's events together in time order; a positional
-    # join of that order with itself shifted by a row pairs each event with the
-    # next. Sorting by a 64-bit hash of the stream id is several times faster
-    # than by the id itself or than a window function partitioned by stream
-    # (DuckDB compares strings, and works partition by partition); types travel
-    # as small integers. Two streams with equal hashes would mix: a second hash
-    # then differs between neighbours, and the exact window query runs instead
-    # (wrong only if two ids share both 64-bit hashes).
-    log.cursor.register("_types", pa.table({"type": types, "code": pa.array(range(len(types)))}))
-    try:
-        ordered = log.arrow(
-            "SELECT hash(stream_id) AS h, hash(stream_id || chr(31)) AS h2, code, "
-            "epoch_us(t) AS us FROM log JOIN _types USING (type) ORDER BY h, us, position"
-        )
-    finally:
-        log.cursor.unregister("_types")
-    count = ordered.num_rows
-    log.cursor.register("_earlier", ordered.slice(0, count - 1))
-    log.cursor.register("_later", ordered.slice(1, count - 1))
-    try:
-        counted = log.df(_FOLLOWS_BY_ORDER)
-    finally:
-        log.cursor.unregister("_earlier")
-        log.cursor.unregister("_later")
-    if counted["clashes"].sum():
-        return _durations(_counts(log.df(_FOLLOWS_BY_WINDOW), "count"), *_FOLLOW_TIMES)
-    names = np.array(types.to_pylist(), dtype=object)
+    types = log.arrow("SELECT DISTINCT type FROM log ORDER BY type")["type"].to_pylist()
+    rows = _follow_rows(log, types)
+    stats = follows.follow_stats(
+        rows["h"].to_numpy(), rows["code"].to_numpy(), rows["us"].to_numpy(), len(types)
+    )
+    names = np.array(types, dtype=object)
     frame = pd.DataFrame(
         {
-            "source": names[counted["a"].to_numpy(dtype=np.int64)],
-            "target": names[counted["b"].to_numpy(dtype=np.int64)],
-            "count": counted["count"],
-            "mean_duration": counted["mean_duration"],
-            "median_duration": counted["median_duration"],
+            "source": names[stats.source],
+            "target": names[stats.target],
+            "count": stats.count,
+            "mean_duration": stats.mean_gap,
+            "median_duration": stats.median_gap,
         }
     )
     frame = frame.sort_values(
@@ -380,29 +360,39 @@ def directly_follows(source: Source, **filters: Any) -> pd.DataFrame:
     return _durations(_counts(frame, "count"), *_FOLLOW_TIMES)
 
 
+# Up to this many types, a type's code is its place in a list; beyond, a join.
+_CODES_BY_LIST = 128
+
+
+def _follow_rows(log: _Log, types: list[str]) -> pa.Table:
+    """``h`` (stream id hash), ``code`` (index into ``types``) and ``us`` of every event,
+    in position order."""
+    if not types:
+        return pa.table(
+            {"h": pa.array([], pa.uint64()), "code": [], "us": pa.array([], pa.int64())}
+        )
+    if len(types) <= _CODES_BY_LIST:
+        code, join = f"list_position({log.param(types)}, type) - 1", ""
+    else:
+        log.cursor.register("_types", pa.table({"type": types, "code": range(len(types))}))
+        code, join = "code", " JOIN _types USING (type)"
+    try:
+        # No ORDER BY: a plain scan keeps the table's order, which is position
+        # order; checked below, since Parquet files may come in any order.
+        rows = log.arrow(
+            f"SELECT hash(stream_id) AS h, {code} AS code, epoch_us(t) AS us, position "
+            f"FROM log{join}"
+        )
+    finally:
+        if join:
+            log.cursor.unregister("_types")
+    positions = rows["position"].to_numpy()
+    if len(positions) > 1 and not (positions[1:] > positions[:-1]).all():
+        rows = rows.take(np.argsort(positions, kind="stable"))
+    return rows
+
+
 _FOLLOW_TIMES = ("mean_duration", "median_duration")
-
-_FOLLOWS_BY_ORDER = """
-, pairs AS (
-    SELECT a.code AS a, b.code AS b, b.us - a.us AS gap, a.h2 = b.h2 AS same
-    FROM _earlier a POSITIONAL JOIN _later b WHERE a.h = b.h)
-SELECT a, b, count(*) FILTER (WHERE same) AS count,
-       avg(gap) FILTER (WHERE same) AS mean_duration,
-       median(gap) FILTER (WHERE same) AS median_duration,
-       count(*) FILTER (WHERE NOT same) AS clashes
-FROM pairs GROUP BY a, b HAVING count(*) FILTER (WHERE same) > 0 OR clashes > 0
-"""
-
-_FOLLOWS_BY_WINDOW = """
-, pairs AS (
-    SELECT type AS source, lead(type) OVER w AS target,
-           epoch_us(lead(t) OVER w) - epoch_us(t) AS gap
-    FROM log WINDOW w AS (PARTITION BY stream_id ORDER BY t, position))
-SELECT source, target, count(*) AS count, avg(gap) AS mean_duration,
-       median(gap) AS median_duration
-FROM pairs WHERE target IS NOT NULL
-GROUP BY source, target ORDER BY count DESC, source, target
-"""
 
 
 def funnel(source: Source, steps: Sequence[str], **filters: Any) -> pd.DataFrame:

@@ -513,15 +513,3 @@ def test_analytics_of_bpic2012_via_parquet(real_stores, tmp_path):
     funnel = analytics.funnel(lake, ["A_SUBMITTED", "A_PREACCEPTED", "A_ACCEPTED", "A_APPROVED"])
     assert funnel["streams"].tolist() == [13087, 7367, 5113, 2246]
 
-
-def test_directly_follows_falls_back_to_the_window_query_on_a_hash_clash(log, monkeypatch):
-    """If two stream ids hashed alike, the exact window query answers instead, alike."""
-    expected = analytics.directly_follows(log)
-    clashing = analytics._FOLLOWS_BY_ORDER.replace(
-        "count(*) FILTER (WHERE NOT same) AS clashes", "1 AS clashes"
-    )
-    assert clashing != analytics._FOLLOWS_BY_ORDER
-    monkeypatch.setattr(analytics, "_FOLLOWS_BY_ORDER", clashing)
-    pd.testing.assert_frame_equal(analytics.directly_follows(log), expected)
-    window = analytics.directly_follows(log, types=["A", "B"])
-    assert window["count"].tolist() == [2, 1]
