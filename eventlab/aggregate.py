@@ -92,8 +92,6 @@ class Aggregate:
         Raises :class:`~eventlab.ConcurrencyError` (and writes nothing) when
         someone else appended to the stream since.
         """
-        from . import snapshots
-
         if getattr(self, "_as_of", None):
             raise EventlabError(
                 f"this {type(self).__name__} was loaded as of the past ({self._as_of}), so its "
@@ -101,11 +99,14 @@ class Aggregate:
                 f"to change it"
             )
         before, after = self._loaded_version, self.version
-        policy = snapshots.policy_of(type(self))
         snapshot = None
-        if policy is not None and before // policy.every < after // policy.every:
-            # Encoded before appending, so a state that is not JSON writes nothing.
-            snapshot = snapshots.encode_state(policy, self, self.id)
+        if type(self).snapshot_every:  # checked first: most aggregates take no snapshots
+            from . import snapshots
+
+            policy = snapshots.policy_of(type(self))
+            if policy is not None and before // policy.every < after // policy.every:
+                # Encoded before appending, so a state that is not JSON writes nothing.
+                snapshot = snapshots.encode_state(policy, self, self.id)
         recorded = store.append(self.id, self._pending, expected_version=before)
         self._loaded_version = after
         self._pending = []
