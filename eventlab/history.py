@@ -11,6 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .events import RecordedEvent
+from .prefetch import prefetched
 from .reading import decoded_batches, log_filter
 from .replay import REVERTED, _Fold, effective_events, paused_gc, state_at
 from .schema import SELECT_RECORD
@@ -130,7 +131,8 @@ def replay_all(
     if progress:
         total = cursor.execute(f"SELECT count(*) FROM events{where}", params).fetchall()[0][0]
     reader = cursor.sql(SELECT_RECORD.format(src="events") + where, params=params)
-    batches = decoded_batches(reader.to_arrow_reader(65_536))
+    # DuckDB reads the next batch on the other core while this one is folded.
+    batches = decoded_batches(prefetched(reader.to_arrow_reader(65_536)))
     fold = _Fold(reducer, initial)
     if progress:
         batches = _with_bar(batches, total)
