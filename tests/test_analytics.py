@@ -513,3 +513,13 @@ def test_analytics_of_bpic2012_via_parquet(real_stores, tmp_path):
     funnel = analytics.funnel(lake, ["A_SUBMITTED", "A_PREACCEPTED", "A_ACCEPTED", "A_APPROVED"])
     assert funnel["streams"].tolist() == [13087, 7367, 5113, 2246]
 
+
+
+def test_directly_follows_codes_many_types_by_a_join(log, lake, monkeypatch):
+    """Beyond _CODES_BY_LIST types, type codes come from a joined table: same answers."""
+    expected = analytics.directly_follows(log)
+    monkeypatch.setattr(analytics, "_CODES_BY_LIST", 1)
+    pd.testing.assert_frame_equal(analytics.directly_follows(log), expected)
+    pd.testing.assert_frame_equal(analytics.directly_follows(lake), expected)
+    filtered = analytics.directly_follows(log, types=["A", "B"])
+    assert filtered["count"].tolist() == [2, 1]
