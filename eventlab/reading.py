@@ -223,13 +223,35 @@ def _column_values(column: pa.Array) -> list:
         return [None] * size
     if column.null_count == 0:
         if pa.types.is_integer(column.type):
-            return column.to_numpy().tolist()  # numpy makes ints faster than Arrow does
+            return _int_values(column.to_numpy())
         if pa.types.is_string(column.type) and size > 1:
             bounds = pc.min_max(column)
             low = bounds["min"].as_py()
             if low == bounds["max"].as_py():  # e.g. metadata that is always "{}"
                 return [low] * size
     return column.to_pylist()
+
+
+def _int_values(values: np.ndarray) -> list:
+    """Integers as a Python list, sharing what repeats and counting what counts up.
+
+    Positions usually count up by one (a ``range`` makes them faster than any
+    conversion) and timestamps repeat (a transaction's or a bulk append's events
+    share one), so one int object serves each run of equal values.
+    """
+    size = len(values)
+    if size < 2:
+        return values.tolist()
+    steps = np.diff(values)
+    first = int(values[0])
+    if int(values[-1]) - first == size - 1 and (steps == 1).all():
+        return list(range(first, first + size))
+    starts = np.flatnonzero(steps) + 1
+    if 2 * len(starts) >= size:  # mostly short runs: sharing would not pay
+        return values.tolist()
+    starts = np.r_[0, starts]
+    shared = np.array(values[starts].tolist(), dtype=object)
+    return np.repeat(shared, np.diff(np.r_[starts, size])).tolist()
 
 
 # What read_query() runs. SET is excluded: a session setting such as TimeZone would
