@@ -224,7 +224,9 @@ def _column_values(column: pa.Array) -> list:
     if column.null_count == 0:
         if pa.types.is_integer(column.type):
             return _int_values(column.to_numpy())
-        if pa.types.is_string(column.type) and size > 1:
+        # The ends first: min_max compares every string, which costs more than
+        # converting them when they differ (ids, payloads).
+        if pa.types.is_string(column.type) and size > 1 and column[0] == column[size - 1]:
             bounds = pc.min_max(column)
             low = bounds["min"].as_py()
             if low == bounds["max"].as_py():  # e.g. metadata that is always "{}"
@@ -242,11 +244,15 @@ def _int_values(values: np.ndarray) -> list:
     size = len(values)
     if size < 2:
         return values.tolist()
-    steps = np.diff(values)
     first = int(values[0])
-    if int(values[-1]) - first == size - 1 and (steps == 1).all():
+    if int(values[-1]) - first == size - 1 and (np.diff(values) == 1).all():
         return list(range(first, first + size))
-    starts = np.flatnonzero(steps) + 1
+    low, high = int(values.min()), int(values.max())
+    if low == high:
+        return [first] * size
+    if -5 <= low and high <= 256:  # CPython keeps one object for each of these
+        return values.tolist()
+    starts = np.flatnonzero(np.diff(values)) + 1
     if 2 * len(starts) >= size:  # mostly short runs: sharing would not pay
         return values.tolist()
     starts = np.r_[0, starts]
