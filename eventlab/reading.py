@@ -223,13 +223,41 @@ def _column_values(column: pa.Array) -> list:
         return [None] * size
     if column.null_count == 0:
         if pa.types.is_integer(column.type):
-            return column.to_numpy().tolist()  # numpy makes ints faster than Arrow does
-        if pa.types.is_string(column.type) and size > 1:
+            return _int_values(column.to_numpy())
+        # The ends first: min_max compares every string, which costs more than
+        # converting them when they differ (ids, payloads).
+        if pa.types.is_string(column.type) and size > 1 and column[0] == column[size - 1]:
             bounds = pc.min_max(column)
             low = bounds["min"].as_py()
             if low == bounds["max"].as_py():  # e.g. metadata that is always "{}"
                 return [low] * size
     return column.to_pylist()
+
+
+def _int_values(values: np.ndarray) -> list:
+    """Integers as a Python list, sharing what repeats and counting what counts up.
+
+    Positions usually count up by one (a ``range`` makes them faster than any
+    conversion) and timestamps repeat (a transaction's or a bulk append's events
+    share one), so one int object serves each run of equal values.
+    """
+    size = len(values)
+    if size < 2:
+        return values.tolist()
+    first = int(values[0])
+    if int(values[-1]) - first == size - 1 and (np.diff(values) == 1).all():
+        return list(range(first, first + size))
+    low, high = int(values.min()), int(values.max())
+    if low == high:
+        return [first] * size
+    if -5 <= low and high <= 256:  # CPython keeps one object for each of these
+        return values.tolist()
+    starts = np.flatnonzero(np.diff(values)) + 1
+    if 2 * len(starts) >= size:  # mostly short runs: sharing would not pay
+        return values.tolist()
+    starts = np.r_[0, starts]
+    shared = np.array(values[starts].tolist(), dtype=object)
+    return np.repeat(shared, np.diff(np.r_[starts, size])).tolist()
 
 
 # What read_query() runs. SET is excluded: a session setting such as TimeZone would

@@ -10,10 +10,15 @@ from .events import RECORD_FIELDS
 
 FORMAT_VERSION = "1"
 
+# event_id is compressed with ZSTD rather than the dictionary-and-FSST DuckDB picks
+# for text by default: ids are all distinct, so the dictionary never pays, while
+# trying it made writing the ids 2 to 3 times slower (a third of a bulk append's
+# CPU). ZSTD writes them faster, reads them as fast and stores them smaller.
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
     position       BIGINT      NOT NULL,  -- global, strictly increasing, gapless
-    event_id       VARCHAR     NOT NULL,  -- unique; a caller may supply it for idempotency
+    event_id       VARCHAR     NOT NULL   -- unique; a caller may supply it for idempotency
+                   USING COMPRESSION zstd,
     stream_id      VARCHAR     NOT NULL,
     version        INTEGER     NOT NULL,  -- 1-based within the stream
     type           VARCHAR     NOT NULL,

@@ -52,6 +52,7 @@ from .events import (
 )
 from .journal import Journal
 from .pending import PendingEvents
+from .read_ahead import ReadAheads
 from .reading import filters, iterate_records, read_query, upper_bounds
 from .schema import SELECT_RECORD, create_schema
 from .sidetables import SideTable, apply_recovered
@@ -200,6 +201,7 @@ class EventStore:
         self._lock = threading.RLock()
         self._tx: _Transaction | None = None
         self._pending = PendingEvents(None)
+        self._read_aheads = ReadAheads()  # see read_all
         self._versions: dict[str, int] | None = None  # loaded on the first append
         self._new_ids = EventIds()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -298,6 +300,8 @@ class EventStore:
             if self._con is None:
                 return
             journal = self._pending.journal
+            # DuckDB will not close a connection while a cursor is fetching.
+            self._read_aheads.stop_all()
             try:
                 self._absorb()
             finally:
@@ -734,7 +738,10 @@ class EventStore:
     ) -> Iterator[RecordedEvent]:
         """Iterate over every event in position order, streaming in Arrow batches.
 
-        Memory stays bounded by ``batch_size`` whatever the size of the history.
+        Memory stays bounded by ``batch_size`` whatever the size of the history:
+        at most two batches are held, the one being iterated and the next, which
+        a background thread fetches from DuckDB meanwhile (see
+        :mod:`eventlab.read_ahead`).
 
         Parameters
         ----------
@@ -755,7 +762,7 @@ class EventStore:
         # Events are only ever inserted in position order, and DuckDB preserves
         # insertion order for a plain scan, so no sort is needed here.
         reader = self._cursor().sql(sql, params=params).to_arrow_reader(batch_size)
-        return iterate_records(reader)
+        return iterate_records(self._read_aheads.batches(reader, batch_size))
 
     def streams(self) -> list[str]:
         """Every stream id, sorted."""

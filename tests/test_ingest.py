@@ -198,6 +198,43 @@ def test_append_frame_correlation_columns(store):
     assert (record.correlation_id, record.causation_id) == ("corr-1", "cause-1")
 
 
+def test_append_frame_id_columns_win_over_metadata_and_fall_back_to_it(store):
+    # The INSERT is built from the columns the frame has (see ingest._insert_sql).
+    table = pa.table(
+        {
+            "stream_id": ["s", "s", "s"],
+            "type": ["A", "A", "A"],
+            "data": ["{}", "{}", "{}"],
+            "metadata": [
+                '{"correlation_id": "from-meta", "causation_id": "cause-meta"}',
+                '{"correlation_id": "from-meta"}',
+                None,
+            ],
+            "correlation_id": ["from-column", None, None],
+        }
+    )
+    store.append_frame(table)
+    assert [(r.correlation_id, r.causation_id) for r in store.read_all()] == [
+        ("from-column", "cause-meta"),
+        ("from-meta", None),
+        (None, None),
+    ]
+    assert [r.metadata for r in store.read_all()][1:] == [{"correlation_id": "from-meta"}, {}]
+
+
+def test_append_frame_without_optional_columns_stores_their_defaults(store):
+    table = pa.table({"stream_id": ["s", "t"], "type": ["A", "B"], "data": ['{"i":1}', "{}"]})
+    store.append_frame(table)
+    stored = store.sql(
+        "SELECT metadata::VARCHAR AS m, correlation_id, causation_id, schema_version, "
+        "json_type(metadata) AS kind FROM events ORDER BY position"
+    )
+    assert stored.to_dict("records") == [
+        {"m": "{}", "correlation_id": None, "causation_id": None, "schema_version": 1,
+         "kind": "OBJECT"},
+    ] * 2  # fmt: skip
+
+
 def test_append_frame_version_column_continuing_streams(store):
     store.append("a", [el.Event("A", {}), el.Event("A", {})])
     frame = pd.DataFrame(
