@@ -30,6 +30,7 @@ from .checkpoints import (
 )
 from .clock import from_micros, peek_micros
 from .errors import ConsistencyTimeout, ProjectionError
+from .event_views import view_batches
 from .projections import (
     Projection,
     SqlProjection,
@@ -38,7 +39,7 @@ from .projections import (
     projection_of,
     stored_keys,
 )
-from .reading import decoded_batches, filters
+from .reading import filters
 from .replay import paused_gc
 from .schema import SELECT_RECORD
 
@@ -263,7 +264,7 @@ class ProjectionRunner:
         existing = stored_keys(cursor, projection)
         applied = 0
         position = start
-        for records in decoded_batches(reader):
+        for records in view_batches(reader):
             if deadline is not None and time.monotonic() > deadline:
                 raise self._timeout(name, head)
             done = self._apply_batch(projection, cursor, records, existing)
