@@ -247,9 +247,14 @@ class Changes:
     their stored value (or the column's default in a new row).
 
     Writing groups the rows by which columns they set, so a batch of any size
-    costs one DELETE and one statement per group: a plain INSERT for rows the
-    table cannot hold yet, an upsert for the others. A single-column key is kept
-    as it is, a composite one as a tuple.
+    costs one DELETE and one statement per group: a plain INSERT (cheaper) for
+    rows the table cannot hold yet, an upsert for the others. A single-column key
+    is kept as it is, a composite one as a tuple.
+
+    A key is compared as the Python value the handler passed, so a key stored
+    as ``'5'`` and upserted as ``5`` looks new, and its plain INSERT fails on
+    the primary key; ``upserts_only=True`` writes every row as an upsert, which
+    the runner uses to retry a batch whose write failed.
 
     ``existing`` (the keys the table holds, when the runner knows them) lets
     :meth:`get` and :meth:`upsert` know a new key without a query.
@@ -266,6 +271,8 @@ class Changes:
         table: str,
         projection: Projection,
         existing: set | None = None,
+        *,
+        upserts_only: bool = False,
     ):
         self.cursor = cursor
         self.table = table
@@ -278,6 +285,7 @@ class Changes:
         self.entries: dict[Any, list] = {}
         self.removed: set = set()
         self.existing = existing
+        self.upserts_only = upserts_only
         self.upsert, self.delete, self.get = self._handler_api()
 
     def _handler_api(self) -> tuple[Callable, Callable, Callable]:
@@ -387,10 +395,11 @@ class Changes:
                 else:
                     group.append(written)
         for (new, names), rows in groups.items():
-            self._write_rows(names, rows, upsert=not new)
+            self._write_rows(names, rows, upsert=self.upserts_only or not new)
         if self.existing is not None:
-            self.existing.difference_update(self.removed)
-            self.existing.update(key for key, entry in entries.items() if entry[1] is not None)
+            # Every key touched now has a row, but those deleted and not upserted again.
+            self.existing.update(entries)
+            self.existing.difference_update([k for k in self.removed if entries[k][1] is None])
         touched = len(entries)
         # Emptied in place: the handler API's closures hold these very objects.
         entries.clear()
@@ -484,14 +493,18 @@ def apply_events(
     records: list,
     table: str | None = None,
     existing: set[tuple] | None = None,
+    *,
+    upserts_only: bool = False,
 ) -> tuple[int | None, str] | None:
     """Feed records to the handlers, then write their changes.
 
     ``existing`` (the table's keys) is kept up to date on success. Returns
     None on success, ``(index, error)`` when the handler of
     ``records[index]`` raised, or ``(None, error)`` when writing failed.
+    ``upserts_only`` is passed on to :class:`Changes`.
     """
-    changes = Changes(cursor, table or f"main.{projection.name}", projection, existing)
+    table = table or f"main.{projection.name}"
+    changes = Changes(cursor, table, projection, existing, upserts_only=upserts_only)
     handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
     types = list(map(_type, records))
     for unhandled in set(types) - handlers.keys():  # the method was removed meanwhile
