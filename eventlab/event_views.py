@@ -65,7 +65,8 @@ class EventView(RecordedEvent):
     The tuple holds ``(position, stream_id, type, data, batch columns)``; the
     other fields come from the batch when asked for. Pickling gives a plain
     RecordedEvent. (A view and a plain record of one event hold their fields
-    differently, so they do not compare equal as tuples.)
+    differently, so they do not compare equal as tuples.) A view keeps its whole
+    Arrow batch alive: a handler that keeps events should keep ``to_dict()``.
     """
 
     position: int = property(itemgetter(0))  # type: ignore[assignment]
