@@ -12,6 +12,7 @@ import pandas as pd
 from .checkpoints import transaction
 from .clock import to_utc
 from .errors import ProjectionError
+from .event_views import view_batches
 from .projections import (
     Projection,
     SqlProjection,
@@ -19,7 +20,7 @@ from .projections import (
     build_sql_table,
     events_cte,
 )
-from .reading import decoded_batches, read_query, upper_bounds
+from .reading import read_query, upper_bounds
 from .schema import SELECT_RECORD
 
 if TYPE_CHECKING:
@@ -142,8 +143,10 @@ def _build_python(
     )
     reader = store._cursor().sql(sql, params=params).to_arrow_reader(batch_size)
     existing: set = set()  # a new table
-    for records in decoded_batches(reader):
-        failed = apply_events(projection, cursor, records, table, existing)
+    for records in view_batches(reader):
+        # Upserts only: one transaction holds the whole build, so a failed plain
+        # INSERT (see Changes) could not be retried.
+        failed = apply_events(projection, cursor, records, table, existing, upserts_only=True)
         if failed is not None:
             index, error = failed
             where = "" if index is None else f" at position {records[index].position}"

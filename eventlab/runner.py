@@ -30,6 +30,7 @@ from .checkpoints import (
 )
 from .clock import from_micros, peek_micros
 from .errors import ConsistencyTimeout, ProjectionError
+from .event_views import view_batches
 from .projections import (
     Projection,
     SqlProjection,
@@ -38,7 +39,7 @@ from .projections import (
     projection_of,
     stored_keys,
 )
-from .reading import decoded_batches, filters
+from .reading import filters
 from .replay import paused_gc
 from .schema import SELECT_RECORD
 
@@ -263,7 +264,7 @@ class ProjectionRunner:
         existing = stored_keys(cursor, projection)
         applied = 0
         position = start
-        for records in decoded_batches(reader):
+        for records in view_batches(reader):
             if deadline is not None and time.monotonic() > deadline:
                 raise self._timeout(name, head)
             done = self._apply_batch(projection, cursor, records, existing)
@@ -293,24 +294,22 @@ class ProjectionRunner:
         On a failure only the events before the failing one are committed, and
         the failure is recorded in the same transaction.
         """
-        cursor.execute("BEGIN TRANSACTION")
-        try:
-            failed = apply_events(projection, cursor, records, existing=existing)
-            if failed is None:
-                self._save(cursor, projection.name, records[-1].position)
-                cursor.execute("COMMIT")
-                return len(records)
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("ROLLBACK")  # the batch failed: none of it stays
+        failed = self._commit_batch(projection, cursor, records, existing)
+        if failed is not None and failed[0] is None:
+            # Writing failed. A row taken for new may be stored under a key the handler
+            # gave in another Python type ('5' stored, 5 given): its plain INSERT fails
+            # where an upsert succeeds. Upserting everything settles it either way.
+            failed = self._commit_batch(projection, cursor, records, existing, upserts_only=True)
+        if failed is None:
+            return len(records)
         index, error = failed
         if index is None:  # writing the batch failed: find the event that broke it
             keys = None if existing is None else set(existing)  # that run is rolled back
             index, error = self._locate_write_failure(projection, cursor, records, keys)
         event = records[index]
         with transaction(cursor):
-            if apply_events(projection, cursor, records[:index], existing=existing) is not None:
+            before = records[:index]
+            if apply_events(projection, cursor, before, existing=existing, upserts_only=True):
                 raise ProjectionError(
                     f"projection {projection.name!r} gave different results on a second run "
                     f"over the same events; handlers must depend only on the events"
@@ -318,6 +317,32 @@ class ProjectionRunner:
             failure = (event.position, event.type, error)
             self._save(cursor, projection.name, event.position - 1, failure)
         return index
+
+    def _commit_batch(
+        self,
+        projection: Projection,
+        cursor: duckdb.DuckDBPyConnection,
+        records: list,
+        existing: set[tuple] | None,
+        *,
+        upserts_only: bool = False,
+    ) -> tuple[int | None, str] | None:
+        """Apply records and checkpoint, committed together; on a failure roll back and
+        return it as :func:`~eventlab.projections.apply_events` does."""
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            failed = apply_events(
+                projection, cursor, records, existing=existing, upserts_only=upserts_only
+            )
+            if failed is None:
+                self._save(cursor, projection.name, records[-1].position)
+                cursor.execute("COMMIT")
+                return None
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("ROLLBACK")  # the batch failed: none of it stays
+        return failed
 
     def _locate_write_failure(
         self,
@@ -330,7 +355,9 @@ class ProjectionRunner:
         cursor.execute("BEGIN TRANSACTION")
         try:
             for index, record in enumerate(records):
-                failed = apply_events(projection, cursor, [record], existing=existing)
+                failed = apply_events(
+                    projection, cursor, [record], existing=existing, upserts_only=True
+                )
                 if failed is not None:
                     return index, failed[1]
         finally:

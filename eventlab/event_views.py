@@ -1,0 +1,132 @@
+"""Light records for projection handlers: what they use most is made up front, the rest later.
+
+A projection catching up over millions of events spends most of its time making
+Python objects. Its handlers nearly always read ``type``, ``stream_id``,
+``data`` and sometimes ``position``, and rarely anything else. So the runner
+hands them an :class:`EventView`: a :class:`~eventlab.RecordedEvent` whose
+tuple holds only those four fields (``data`` decoded in bulk, one ``json.loads``
+per batch) and a reference to its Arrow batch. Every other field is converted
+from that batch on first access, one whole column at a time, so it costs
+nothing while no handler asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
+from typing import Any
+
+import pyarrow as pa
+
+from .clock import from_micros
+from .events import RECORD_FIELDS, RecordedEvent, _decoded, _rebuild, to_json, upcast_payload
+from .reading import _column_values, _decode_payloads, _distinct_values, _run_values
+from .upcasting import upcasters
+
+# Positions of the record layout (see RECORD_FIELDS) in the Arrow batch, which
+# the reader selects in that layout.
+_COLUMN = {name: index for index, name in enumerate(RECORD_FIELDS)}
+
+
+class _BatchColumns:
+    """The Arrow batch behind a list of views, converted one column at a time on demand."""
+
+    __slots__ = ("batch", "positions", "rows", "values")
+
+    def __init__(self, batch: pa.RecordBatch, positions: list[int]):
+        self.batch = batch
+        self.positions = positions
+        self.rows: dict[int, int] | None = None  # position -> row, made on first use
+        self.values: dict[str, list] = {}
+
+    def get(self, name: str, position: int) -> Any:
+        values = self.values.get(name)
+        if values is None:
+            values = self.values[name] = _column_values(self.batch.column(_COLUMN[name]))
+        if self.rows is None:
+            self.rows = dict(zip(self.positions, range(len(self.positions)), strict=True))
+        return values[self.rows[position]]
+
+
+def _field(name: str) -> property:
+    def get(view: EventView) -> Any:
+        return view[4].get(name, view[0])
+
+    return property(get, doc=f"The event's {name} (read from its batch on first access).")
+
+
+class EventView(RecordedEvent):
+    """A RecordedEvent made for a projection handler: the same attributes, made lazily.
+
+    The tuple holds ``(position, stream_id, type, data, batch columns)``; the
+    other fields come from the batch when asked for. Pickling gives a plain
+    RecordedEvent. (A view and a plain record of one event hold their fields
+    differently, so they do not compare equal as tuples.) A view keeps its whole
+    Arrow batch alive: a handler that keeps events should keep ``to_dict()``.
+    """
+
+    position: int = property(itemgetter(0))  # type: ignore[assignment]
+    stream_id: str = property(itemgetter(1))  # type: ignore[assignment]
+    type: str = property(itemgetter(2))  # type: ignore[assignment]
+    data = property(itemgetter(3), doc="The event's payload in today's shape.")
+    event_id: str = _field("event_id")  # type: ignore[assignment]
+    version: int = _field("version")  # type: ignore[assignment]
+    correlation_id: str | None = _field("correlation_id")  # type: ignore[assignment]
+    causation_id: str | None = _field("causation_id")  # type: ignore[assignment]
+    schema_version: int = _field("schema_version")  # type: ignore[assignment]
+
+    @_decoded
+    def metadata(self) -> dict[str, Any]:
+        """The event's metadata (decoded once, on first access)."""
+        return json.loads(self[4].get("metadata", self[0]))
+
+    @_decoded
+    def recorded_at(self) -> datetime:
+        """Knowledge time: when the store wrote the event (UTC)."""
+        return from_micros(self[4].get("recorded_at", self[0]))
+
+    @_decoded
+    def occurred_at(self) -> datetime:
+        """Business time: when the event happened in the domain (UTC)."""
+        return from_micros(self[4].get("occurred_at", self[0]))
+
+    def __reduce__(self):
+        columns = self[4]
+        values = tuple(
+            to_json(self[3], "data") if name == "data" else columns.get(name, self[0])
+            for name in RECORD_FIELDS
+        )
+        return (_rebuild, (values,))
+
+
+make_view = partial(tuple.__new__, EventView)
+
+
+def view_batches(reader: pa.RecordBatchReader) -> Iterator[list[EventView]]:
+    """Lists of :class:`EventView`, one list per Arrow batch of ``reader``.
+
+    ``reader`` yields batches in the RecordedEvent layout (the store's
+    ``SELECT_RECORD``). Payloads are decoded and upcast here, a batch at a time.
+    """
+    position, stream_id, event_type, data = (
+        _COLUMN[name] for name in ("position", "stream_id", "type", "data")
+    )
+    for batch in reader:
+        if not batch.num_rows:
+            continue
+        positions = _column_values(batch.column(position))
+        # One str object per run of a stream and per event type, as the store's reads do.
+        stream_ids = _run_values(batch.column(stream_id))
+        types = _distinct_values(batch.column(event_type))
+        payloads = _decode_payloads(batch.column(data))
+        if upcasters:
+            versions = _column_values(batch.column(_COLUMN["schema_version"]))
+            payloads = list(map(upcast_payload, types, versions, payloads))
+        columns = repeat(_BatchColumns(batch, positions))
+        # strict=False: the repeated batch columns never run out.
+        rows = zip(positions, stream_ids, types, payloads, columns, strict=False)
+        yield list(map(make_view, rows))
