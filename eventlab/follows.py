@@ -57,13 +57,13 @@ def stream_order(stream_hash: np.ndarray, time: np.ndarray) -> np.ndarray:
         int64 row numbers: streams in ascending hash order, each stream's rows
         in (time, row) order.
     """
-    return _grouped(stream_hash, time)[0]
+    return _grouped(stream_hash, time, np.zeros(len(stream_hash), np.int64))[0]
 
 
 def _grouped(
-    stream_hash: np.ndarray, time: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``stream_order``, and the hashes and times taken in that order."""
+    stream_hash: np.ndarray, time: np.ndarray, code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``stream_order``, and the hashes, times and codes taken in that order."""
     n = len(stream_hash)
     bits = max(1, (n - 1).bit_length())
     shift = np.uint64(bits)
@@ -74,8 +74,7 @@ def _grouped(
     prefix = keys >> shift
     keys &= np.uint64((1 << bits) - 1)
     order = keys.view(np.int64)  # row numbers < 2**bits: the same bits either way
-    hashes = stream_hash[order]
-    times = time[order]
+    hashes, times, codes = _take(order, stream_hash, time, code)
     # Neighbours in one prefix group that are different streams, or one stream
     # going back in time, mark a group whose rows need the exact sort.
     suspect = prefix[1:] == prefix[:-1]
@@ -88,7 +87,41 @@ def _grouped(
         order[slots] = rows
         hashes[slots] = stream_hash[rows]
         times[slots] = time[rows]
-    return order, hashes, times
+        codes[slots] = code[rows]
+    return order, hashes, times, codes
+
+
+def _take(
+    order: np.ndarray, stream_hash: np.ndarray, time: np.ndarray, code: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three columns taken in ``order``, in one pass when they fit in two words.
+
+    A random gather's cost is its cache misses, one per row and column: with
+    the time and the code packed into one word beside the hash, a row's
+    values share a cache line, and one ``take`` of 16-byte rows costs about
+    what one column alone would.
+    """
+    n = len(order)
+    if n == 0:
+        return stream_hash[order], time[order], code.astype(np.int64)[order]
+    low = int(time.min())
+    code_bits = max(1, int(code.max()).bit_length())
+    if (int(time.max()) - low).bit_length() + code_bits > 63:
+        return stream_hash[order], time[order], code.astype(np.int64)[order]
+    rows = np.empty((n, 2), np.int64)
+    rows[:, 0] = stream_hash.view(np.int64)
+    packed = rows[:, 1]
+    np.subtract(time, low, out=packed)
+    packed <<= code_bits
+    packed |= code
+    taken = np.take(rows, order, axis=0)
+    del rows, packed
+    hashes = taken[:, 0].view(np.uint64)
+    packed = taken[:, 1]
+    codes = packed & ((1 << code_bits) - 1)
+    times = packed >> code_bits
+    times += low
+    return hashes, times, codes
 
 
 def follow_stats(
@@ -112,11 +145,9 @@ def follow_stats(
     FollowStats
         Pairs in ascending (source, target) code order.
     """
-    order, hashes, times = _grouped(stream_hash, time)
+    order, hashes, times, codes = _grouped(stream_hash, time, type_code)
     same = hashes[1:] == hashes[:-1]
-    del hashes
-    codes = type_code.astype(np.int64, copy=False)[order]
-    del order
+    del hashes, order
     pair = codes[:-1] * n_types
     pair += codes[1:]
     pair = pair[same]

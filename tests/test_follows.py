@@ -120,3 +120,18 @@ def test_an_empty_log_has_no_pairs():
     empty = np.zeros(0, np.int64)
     stats = follows.follow_stats(empty.astype(np.uint64), empty, empty, 1)
     assert as_dict(stats) == {}
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        [-(2**40), 5, -3, 2**40, 0, 7],  # fits in a word beside the codes: packed together
+        [-(2**61), 5, -3, 2**61, 0, 7],  # too wide: taken column by column
+    ],
+)
+def test_times_of_any_width_are_taken_exactly(times):
+    hashes = np.array([3, 3, 5, 5, 3, 5], np.uint64) << np.uint64(50)
+    codes = np.array([0, 1, 2, 0, 1, 2], np.int64)
+    times = np.array(times, np.int64)
+    stats = follows.follow_stats(hashes, codes, times, 3)
+    assert as_dict(stats) == expected_dict(plain_stats(hashes.tolist(), codes, times))
