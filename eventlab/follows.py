@@ -25,10 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Above this many type pairs, counting by ``bincount`` would allocate too much;
-# the pairs are numbered by ``np.unique`` instead.
-MAX_DENSE_PAIRS = 1 << 22
-
 
 @dataclass(frozen=True)
 class FollowStats:
@@ -154,43 +150,43 @@ def follow_stats(
     gap = times[1:] - times[:-1]
     gap = gap[same]
     del codes, times, same
-    if n_types * n_types <= MAX_DENSE_PAIRS:
-        counts = np.bincount(pair, minlength=n_types * n_types)
-        present = np.flatnonzero(counts)
-        numbering = np.zeros(n_types * n_types, np.int64)
-        numbering[present] = np.arange(len(present))
-        dense = numbering[pair]
-        counts = counts[present]
-    else:
-        present, dense, counts = np.unique(pair, return_inverse=True, return_counts=True)
-    sums = np.bincount(dense, weights=gap, minlength=len(present))
+    pairs, gaps = _sorted_by_pair(pair, gap)
+    del pair, gap
+    # Runs of equal pairs: each run's gaps are sorted, so its median is the
+    # middle one, or halfway between the middle two.
+    starts = np.flatnonzero(pairs[1:] != pairs[:-1]) + 1
+    starts = np.concatenate((np.zeros(min(1, len(pairs)), np.int64), starts))
+    counts = np.diff(np.append(starts, len(pairs)))
+    present = pairs[starts]
+    sums = np.add.reduceat(gaps, starts, dtype=np.float64) if len(starts) else np.zeros(0)
+    low = gaps[starts + (counts - 1) // 2]
+    high = gaps[starts + counts // 2]
     return FollowStats(
         source=present // n_types,
         target=present % n_types,
-        count=counts.astype(np.int64),
-        mean_gap=sums / np.maximum(counts, 1),
-        median_gap=_medians(dense, gap, counts),
+        count=counts,
+        mean_gap=sums / counts,
+        median_gap=(low + high) / 2,
     )
 
 
-def _medians(group: np.ndarray, values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The median of ``values`` (non-negative int64) in each group ``0..len(counts)-1``."""
-    if len(values) == 0:
-        return np.zeros(0, np.float64)
-    value_bits = max(1, int(values.max()).bit_length())
-    group_bits = max(1, (len(counts) - 1).bit_length())
-    if value_bits + group_bits <= 64:
-        # One plain sort of (group, value) packed in a word, as in stream_order.
-        shift = np.uint64(value_bits)
-        packed = group.astype(np.uint64)
-        packed <<= shift
-        packed |= values.view(np.uint64)
-        packed.sort()
-        packed &= np.uint64((1 << value_bits) - 1)
-        ordered = packed.view(np.int64)
-    else:
-        ordered = values[np.lexsort((values, group))]
-    starts = np.cumsum(counts) - counts
-    low = ordered[starts + (counts - 1) // 2]
-    high = ordered[starts + counts // 2]
-    return (low + high) / 2
+def _sorted_by_pair(pair: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pair`` and ``gap`` (both non-negative int64) sorted by pair, then gap.
+
+    One plain sort of the two packed in a word when they fit, as in
+    ``_grouped``: it leaves each pair's gaps together and in order, which
+    gives counts, sums and medians in one pass.
+    """
+    if len(pair) == 0:
+        return pair, gap
+    gap_bits = max(1, int(gap.max()).bit_length())
+    pair_bits = max(1, int(pair.max()).bit_length())
+    if gap_bits + pair_bits > 63:
+        order = np.lexsort((gap, pair))
+        return pair[order], gap[order]
+    packed = pair << gap_bits
+    packed |= gap
+    packed.sort()
+    pairs = packed >> gap_bits
+    packed &= (1 << gap_bits) - 1
+    return pairs, packed

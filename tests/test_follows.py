@@ -98,22 +98,22 @@ def test_a_late_correction_is_reordered_only_within_its_stream():
     assert follows.stream_order(hashes, times).tolist() == [0, 4, 2, 1, 3]
 
 
-def test_many_type_pairs_are_numbered_without_a_dense_table(monkeypatch):
-    monkeypatch.setattr(follows, "MAX_DENSE_PAIRS", 4)
+def test_a_million_types_need_no_table_of_every_pair():
     hashes = np.array([7, 7, 7, 9, 9], np.uint64) << np.uint64(40)
-    codes = np.array([0, 2, 0, 2, 0], np.int64)
+    codes = np.array([0, 999_999, 0, 999_999, 0], np.int64)
     times = np.array([0, 1, 3, 0, 10], np.int64)
-    assert as_dict(follows.follow_stats(hashes, codes, times, 3)) == {
-        (0, 2): (1, 1.0, 1.0),
-        (2, 0): (2, 6.0, 6.0),
+    assert as_dict(follows.follow_stats(hashes, codes, times, 1_000_000)) == {
+        (0, 999_999): (1, 1.0, 1.0),
+        (999_999, 0): (2, 6.0, 6.0),
     }
 
 
-def test_medians_fall_back_to_lexsort_when_a_word_cannot_hold_group_and_value():
-    group = np.array([0, 1, 0, 1, 0], np.int64)
-    values = np.array([2**62, 3, 1, 5, 7], np.int64)
-    medians = follows._medians(group, values, np.array([3, 2]))
-    assert medians.tolist() == [7.0, 4.0]
+def test_pairs_and_gaps_too_wide_for_one_word_are_sorted_by_lexsort():
+    pair = np.array([1, 0, 1, 0, 1], np.int64)
+    gap = np.array([2**62, 3, 1, 5, 7], np.int64)
+    pairs, gaps = follows._sorted_by_pair(pair, gap)
+    assert pairs.tolist() == [0, 0, 1, 1, 1]
+    assert gaps.tolist() == [3, 5, 1, 7, 2**62]
 
 
 def test_an_empty_log_has_no_pairs():
