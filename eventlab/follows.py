@@ -59,7 +59,8 @@ def stream_order(stream_hash: np.ndarray, time: np.ndarray) -> np.ndarray:
 def _grouped(
     stream_hash: np.ndarray, time: np.ndarray, code: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``stream_order``, and the hashes, times and codes taken in that order."""
+    """``stream_order``; whether each row is of the same stream as the next; and the
+    times and codes taken in that order."""
     n = len(stream_hash)
     bits = max(1, (n - 1).bit_length())
     shift = np.uint64(bits)
@@ -71,11 +72,16 @@ def _grouped(
     keys &= np.uint64((1 << bits) - 1)
     order = keys.view(np.int64)  # row numbers < 2**bits: the same bits either way
     hashes, times, codes = _take(order, stream_hash, time, code)
-    # Neighbours in one prefix group that are different streams, or one stream
-    # going back in time, mark a group whose rows need the exact sort.
-    suspect = prefix[1:] == prefix[:-1]
-    suspect &= (hashes[1:] != hashes[:-1]) | (times[1:] < times[:-1])
-    if suspect.any():
+    same = hashes[1:] == hashes[:-1]
+    # Different streams in one prefix group (more neighbours share a prefix
+    # than a hash), or a stream going back in time, need the exact sort for
+    # their groups' rows. Both are rare, so first only count and look.
+    prefix_same = prefix[1:] == prefix[:-1]
+    if (
+        np.count_nonzero(prefix_same) != np.count_nonzero(same)
+        or ((times[1:] < times[:-1]) & same).any()
+    ):
+        suspect = prefix_same & ((hashes[1:] != hashes[:-1]) | (times[1:] < times[:-1]))
         groups = np.unique(prefix[1:][suspect])
         slots = np.flatnonzero(np.isin(prefix, groups))
         rows = order[slots]
@@ -84,7 +90,8 @@ def _grouped(
         hashes[slots] = stream_hash[rows]
         times[slots] = time[rows]
         codes[slots] = code[rows]
-    return order, hashes, times, codes
+        same = hashes[1:] == hashes[:-1]
+    return order, same, times, codes
 
 
 def _take(
@@ -141,17 +148,14 @@ def follow_stats(
     FollowStats
         Pairs in ascending (source, target) code order.
     """
-    order, hashes, times, codes = _grouped(stream_hash, time, type_code)
-    same = hashes[1:] == hashes[:-1]
-    del hashes, order
+    order, same, times, codes = _grouped(stream_hash, time, type_code)
+    del order
     pair = codes[:-1] * n_types
     pair += codes[1:]
-    pair = pair[same]
     gap = times[1:] - times[:-1]
-    gap = gap[same]
-    del codes, times, same
-    pairs, gaps = _sorted_by_pair(pair, gap)
-    del pair, gap
+    del codes, times
+    pairs, gaps = _sorted_by_pair(pair, gap, same)
+    del pair, gap, same
     # Runs of equal pairs: each run's gaps are sorted, so its median is the
     # middle one, or halfway between the middle two.
     starts = np.flatnonzero(pairs[1:] != pairs[:-1]) + 1
@@ -170,22 +174,25 @@ def follow_stats(
     )
 
 
-def _sorted_by_pair(pair: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``pair`` and ``gap`` (both non-negative int64) sorted by pair, then gap.
+def _sorted_by_pair(
+    pair: np.ndarray, gap: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept ``pair`` and ``gap`` values (non-negative int64) sorted by pair, then gap.
 
     One plain sort of the two packed in a word when they fit, as in
     ``_grouped``: it leaves each pair's gaps together and in order, which
-    gives counts, sums and medians in one pass.
+    gives counts, sums and medians in one pass. They are packed before the
+    rows not kept are dropped, so that is done once, not per column.
     """
-    if len(pair) == 0:
-        return pair, gap
-    gap_bits = max(1, int(gap.max()).bit_length())
-    pair_bits = max(1, int(pair.max()).bit_length())
+    gap_bits = max(1, int(np.max(gap, where=keep, initial=0)).bit_length())
+    pair_bits = max(1, int(np.max(pair, initial=0)).bit_length())
     if gap_bits + pair_bits > 63:
+        pair, gap = pair[keep], gap[keep]
         order = np.lexsort((gap, pair))
         return pair[order], gap[order]
-    packed = pair << gap_bits
-    packed |= gap
+    pair <<= gap_bits
+    pair |= gap  # rows not kept may get nonsense here; they are dropped next
+    packed = pair[keep]
     packed.sort()
     pairs = packed >> gap_bits
     packed &= (1 << gap_bits) - 1

@@ -109,9 +109,10 @@ def test_a_million_types_need_no_table_of_every_pair():
 
 
 def test_pairs_and_gaps_too_wide_for_one_word_are_sorted_by_lexsort():
-    pair = np.array([1, 0, 1, 0, 1], np.int64)
-    gap = np.array([2**62, 3, 1, 5, 7], np.int64)
-    pairs, gaps = follows._sorted_by_pair(pair, gap)
+    pair = np.array([1, 0, 1, 0, 1, 0], np.int64)
+    gap = np.array([2**62, 3, 1, 5, 7, -9], np.int64)
+    keep = np.array([True] * 5 + [False])  # a gap across two streams: dropped
+    pairs, gaps = follows._sorted_by_pair(pair, gap, keep)
     assert pairs.tolist() == [0, 0, 1, 1, 1]
     assert gaps.tolist() == [3, 5, 1, 7, 2**62]
 
