@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import math
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
+
+import orjson
 
 from .clock import from_micros, to_utc
 from .errors import InvalidEventError
@@ -106,24 +109,56 @@ def check_name(what: str, value: object) -> None:
         raise InvalidEventError(f"{what} must be a non-empty string, got {value!r}")
 
 
-def _make_encoder():
-    """A reusable compact JSON encoder (no NaN, UTF-8 kept as is).
+def _plain_value(value: object) -> object:
+    """What the standard encoder does with a value JSON has no type for: what orjson does
+    with a UUID (its string) or an enum member (its value), and reject anything else."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
-    ``json.dumps`` builds a new C encoder on every call, which costs more than
-    encoding a small payload; the store encodes every appended event, so it
-    builds one once. Circular structures surface as RecursionError.
+
+def _reject(value: object) -> None:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# orjson hands these to ``default`` (which refuses them) instead of converting them,
+# so the standard encoder decides, as it does for every value orjson refuses.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """A compact JSON encoder (no NaN, UTF-8 kept as is) for every payload the store writes.
+
+    orjson encodes the usual payload about four times faster than the standard
+    library, and encoding is the biggest single cost of an append. Where the two
+    would differ, the standard encoder (built once: ``json.dumps`` builds a new
+    one per call) has the last word, so the rules are those of :mod:`json`:
+
+    - orjson writes NaN and infinities as ``null``; the standard encoder refuses
+      them. Any output holding ``null`` is therefore encoded again by it.
+    - orjson refuses what the standard encoder may accept (integers beyond 64
+      bits, non-string keys, subclasses it does not know, nesting deeper than
+      254): the standard encoder then encodes or refuses it. A circular
+      structure surfaces as RecursionError.
+    - Both write a UUID as its string and an enum member as its value.
     """
-    options = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
-    if json.encoder.c_make_encoder is None:  # pragma: no cover - pure-Python json
-        return json.JSONEncoder(**options).encode
-
-    def reject(value: object) -> None:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-    encoder = json.encoder.c_make_encoder(
-        None, reject, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    standard = json.encoder.c_make_encoder(
+        None, _plain_value, json.encoder.encode_basestring, None, ":", ",", False, False, False
     )
-    return lambda value: "".join(encoder(value, 0))
+    dumps, options, reject = orjson.dumps, _ORJSON_OPTIONS, _reject
+
+    def encode(value: Any) -> str:
+        try:
+            text = dumps(value, default=reject, option=options)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            return "".join(standard(value, 0))
+        if b"null" in text:  # a None, or a NaN orjson turned into null
+            return "".join(standard(value, 0))
+        return text.decode()
+
+    return encode
 
 
 json_encoder = _make_encoder()
@@ -164,7 +199,9 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
         return "", None
     if isinstance(value, float) and not math.isfinite(value):
         return path, value
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, enum.Enum):
+        return _find_unserialisable(value.value, path)
+    if value is None or isinstance(value, (str, int, float, bool, uuid.UUID)):
         return "", None
     return path, value
 

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from json.encoder import encode_basestring as _quote
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 
 from .errors import JournalError
@@ -87,7 +88,7 @@ class Journal:
         if not side:
             self._write(kind, payload)
             return
-        side_payload = json.dumps(side, separators=(",", ":")).encode()
+        side_payload = _side_json(side)
         parts = [_SUB_HEADER.pack(kind, len(payload)), bytes(payload)]
         parts += [_SUB_HEADER.pack(_SIDE, len(side_payload)), side_payload]
         self._write(_MULTI, b"".join(parts))
@@ -195,6 +196,18 @@ def _decode_multi(payload: bytes) -> tuple[pa.RecordBatch, SideRows] | None:
         return None
     side = json.loads(payload[side_start : side_start + side_length])
     return batch, [(table, tuple(row)) for table, row in side]
+
+
+def _side_json(side: SideRows) -> bytes:
+    """Side rows as a JSON array of ``[table, row]`` pairs.
+
+    Side rows hold only strings, integers and None (JSON travels in them as
+    text), which orjson writes exactly as the standard library would, faster.
+    """
+    try:
+        return orjson.dumps(side)
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(side, separators=(",", ":")).encode()
 
 
 def _row_json(row: tuple) -> str:

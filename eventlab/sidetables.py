@@ -12,6 +12,10 @@ are durable (:meth:`SideTable.committed`) and writes them to DuckDB when the
 store absorbs (:meth:`SideTable.absorb`). After a crash the store replays the
 journal's side rows with the *applier* registered for each table name, before
 any owner exists.
+
+A side row is a tuple of strings, integers and None (JSON values travel in it
+as text, timestamps as epoch microseconds): the journal encodes rows on that
+assumption, since a float could be NaN, which JSON cannot hold.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def test_environment_yml_uses_conda_forge():
 
 def test_core_dependencies_are_the_chosen_few():
     names = {requirement(r)[0] for r in pyproject()["project"]["dependencies"]}
-    assert names == {"duckdb", "pyarrow", "pandas", "matplotlib", "ipywidgets", "tqdm"}
+    # orjson: the store's JSON encoder (a payload is encoded on every append).
+    assert names == {"duckdb", "pyarrow", "pandas", "matplotlib", "ipywidgets", "tqdm", "orjson"}
     duckdb = dict(map(requirement, pyproject()["project"]["dependencies"]))["duckdb"]
     assert duckdb == ">=2.0,<3"
 
