@@ -8,6 +8,7 @@ from its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -264,17 +265,21 @@ class ProjectionRunner:
         existing = stored_keys(cursor, projection)
         applied = 0
         position = start
-        for records in view_batches(reader):
-            if deadline is not None and time.monotonic() > deadline:
-                raise self._timeout(name, head)
-            done = self._apply_batch(projection, cursor, records, existing)
-            applied += done
-            self._committed(cursor, name)
-            if done < len(records):  # failed at records[done]
-                bar.update(records[done].position - 1 - position)
-                return applied
-            bar.update(records[-1].position - position)
-            position = records[-1].position
+        # The next Arrow batch is fetched on the other core while this one is applied;
+        # closing the generator stops that thread however the loop ends.
+        batches = view_batches(self.store._read_aheads.batches(reader, self.batch_size))
+        with contextlib.closing(batches):
+            for records in batches:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise self._timeout(name, head)
+                done = self._apply_batch(projection, cursor, records, existing)
+                applied += done
+                self._committed(cursor, name)
+                if done < len(records):  # failed at records[done]
+                    bar.update(records[done].position - 1 - position)
+                    return applied
+                bar.update(records[-1].position - position)
+                position = records[-1].position
         if position < head:  # the rest were events of types this projection ignores
             with transaction(cursor):
                 self._save(cursor, name, head)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from datetime import timedelta
 
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 
 import eventlab as el
 from tests.conftest import START, make_clock
+
+READ_AHEAD = "eventlab-read-ahead"  # the name of the read-ahead threads
 
 
 def ev(type_: str, **data) -> el.Event:
@@ -418,3 +421,30 @@ def test_incremental_catch_up_equals_one_rebuild(history, cuts, batch_size):
         runner.rebuild()
         for name, frame in incremental.items():
             pd.testing.assert_frame_equal(table(store, name, "ALL"), frame)
+
+
+def test_catch_up_reads_ahead_and_a_failure_mid_read_stops_the_thread(store):
+    """Batches are fetched on another thread; a handler failing mid-read leaves none behind."""
+
+    class StopsAtOrder40(el.Projection):
+        name = "stops"
+        schema = {"order_id": "VARCHAR", "items": "INTEGER"}
+        seen_threads: set[int] = set()
+
+        def on_OrderPlaced(self, event):
+            StopsAtOrder40.seen_threads.update(
+                t.ident for t in threading.enumerate() if t.name == READ_AHEAD
+            )
+            if event.stream_id == "order-40":
+                raise RuntimeError("stop here")
+            self.upsert(event.stream_id, items=0)
+
+    for n in range(60):
+        place(store, f"order-{n}", "c1", 1.0)  # two events per order
+    runner = el.ProjectionRunner(store, [StopsAtOrder40], batch_size=4)
+    with pytest.warns(el.ProjectionFailedWarning, match=r"'stops' failed at position 81 "):
+        runner.catch_up()
+    assert StopsAtOrder40.seen_threads  # the read ahead ran while handlers did
+    assert [t for t in threading.enumerate() if t.name == READ_AHEAD] == []
+    assert rows(store, "stops") == [(f"order-{n}", 0) for n in sorted(range(40), key=str)]
+    assert runner.checkpoint("stops") == 80
