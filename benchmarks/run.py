@@ -423,6 +423,7 @@ class Bench:
                     checks.check_count("scheduler (eventlab)", ours.event_count(path), expected)
                     rate = n / timing.seconds
                     self.record("scheduler_commands_per_s", rate)
+                    self.record("scheduler_close_s", timing.close_seconds)
                 else:
                     path = directory / "peer.sqlite"
                     rate = n / commands.time_peer(path, orders)

@@ -283,11 +283,14 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
     lines += ["", "spread: (max - min) / median of eventlab's runs."]
     closes = ", ".join(
         f"{name} {results[f'{name}_close_s'] * 1000:,.0f} ms"
-        for name in ("append_per_command", "append_batched", "append_frame")
+        for name in ("append_per_command", "append_batched", "append_frame", "scheduler")
         if f"{name}_close_s" in results
     )
     if closes:
-        lines.append(f"close() after the timed calls (not in the rates above): {closes}.")
+        lines.append(
+            f"close() after the timed calls (not in the rates above; for the scheduler, "
+            f"its first read too, which waits for the last absorb): {closes}."
+        )
     if "read_all_rss_before_mb" in results:
         lines.append(
             f"read_all child process: {results['read_all_rss_before_mb']:,.0f} MB resident "

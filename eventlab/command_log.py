@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -396,14 +396,23 @@ class CommandLog:
     def has_pending(self) -> bool:
         return bool(self._pending_rows or self._pending_history)
 
-    def absorb(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the committed rows to DuckDB (called inside the store's absorb)."""
-        if self._pending_rows:
-            upsert_commands(con, list(self._pending_rows.values()))
-        if self._pending_history:
-            insert_history(con, self._pending_history)
+    def take_pending(self) -> Callable[[duckdb.DuckDBPyConnection], None]:
+        """Hand the committed rows over to the store's absorb (see eventlab.sidetables).
+
+        A row handed over is found again by :meth:`row` and :meth:`_known`
+        through DuckDB, whose cursor waits for the absorb to commit.
+        """
+        rows, history = list(self._pending_rows.values()), self._pending_history
         self._pending_rows = {}
         self._pending_history = []
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            if rows:
+                upsert_commands(con, rows)
+            if history:
+                insert_history(con, history)
+
+        return write
 
 
 def _changed(

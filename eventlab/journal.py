@@ -55,6 +55,13 @@ _JSON, _ARROW, _SIDE, _MULTI = b"J", b"A", b"S", b"M"
 SideRows = list[tuple[str, tuple]]
 
 
+def journal_paths(store_path: Path) -> tuple[Path, Path]:
+    """The journal of the store file at ``store_path``, and the name a journal takes
+    while a background absorb empties it (see :mod:`eventlab.absorber`)."""
+    journal = store_path.with_name(store_path.name + ".journal")
+    return journal, journal.with_name(journal.name + ".absorbing")
+
+
 class Journal:
     """An fsync'd, append-only file of committed-but-not-yet-absorbed events."""
 
@@ -123,6 +130,25 @@ class Journal:
             f"could not write the journal {self.path}: {exc}. Nothing was appended; "
             f"check free disk space and retry."
         ) from exc
+
+    def move_to(self, path: Path) -> None:
+        """Rename the file to ``path``, freeing its name for a new journal.
+
+        Writing continues into the renamed file (the descriptor follows it). The
+        new name becomes durable when the next journal at the old name is
+        created, which syncs the directory before its first record.
+        """
+        os.replace(self.path, path)
+        self.path = path
+
+    def delete(self) -> None:
+        """Close and remove the file once DuckDB has committed every row in it.
+
+        Should the removal be lost in a crash, recovery finds rows DuckDB
+        already holds, which it skips.
+        """
+        self.close()
+        self.path.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Empty the journal once its rows are safely in DuckDB."""

@@ -48,8 +48,14 @@ class SideTable(Protocol):
     def has_pending(self) -> bool:
         """Whether rows wait to be written to DuckDB."""
 
-    def absorb(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the waiting rows to DuckDB (inside the store's absorb transaction)."""
+    def take_pending(self) -> Callable[[duckdb.DuckDBPyConnection], None]:
+        """Hand over the waiting rows: a function that writes them to DuckDB.
+
+        The store calls it inside its absorb transaction, possibly on another
+        thread; the owner no longer holds the rows, so until that transaction
+        commits it must look them up through ``store._cursor()``, which waits
+        for the absorb.
+        """
 
 
 def apply_recovered(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, tuple]]) -> None:

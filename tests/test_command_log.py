@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import shutil
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventlab as el
+import eventlab.store
 from eventlab.journal import Journal
 from tests.conftest import START
 
@@ -40,6 +42,8 @@ def crash(store):
     """Drop a store without absorbing or closing, as SIGKILL would (the file is released)."""
     from eventlab.connection import release_file
 
+    # A background absorb may be running: the crash lands after it, committed or not.
+    store._absorber.abandon()
     store._pending.journal.close()
     store._con.close()
     store._con = None
@@ -180,10 +184,17 @@ scripts = st.lists(
     scripts=scripts,
     batch_size=st.integers(min_value=1, max_value=5),
     reopen_after=st.integers(min_value=0, max_value=6),
+    # Small thresholds hand the rows to background absorbs while commands run.
+    threshold=st.sampled_from([2, 5, 100_000]),
 )
 def test_queue_matches_a_model_of_fifo_with_retries(
-    tmp_path_factory, scripts, batch_size, reopen_after
+    tmp_path_factory, scripts, batch_size, reopen_after, threshold
 ):
+    with mock.patch.object(eventlab.store, "ABSORB_THRESHOLD", threshold):
+        check_fifo_with_retries(tmp_path_factory, scripts, batch_size, reopen_after)
+
+
+def check_fifo_with_retries(tmp_path_factory, scripts, batch_size, reopen_after):
     path = tmp_path_factory.mktemp("log") / "store.duckdb"
     max_attempts = 3
     clock = el.SimulatedClock(START, step=timedelta(0))

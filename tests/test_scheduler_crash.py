@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 import eventlab as el
 from tests.kill_child import run_and_kill
 
@@ -18,7 +20,10 @@ CHILD = r"""
 import sys
 import time
 import eventlab as el
+import eventlab.store
 
+# A small threshold hands the buffer to a background absorb every few commits.
+eventlab.store.ABSORB_THRESHOLD = int(sys.argv[3])
 store = el.EventStore(sys.argv[1])
 executor = el.CommandExecutor(store)
 
@@ -46,20 +51,23 @@ store.close()
 """
 
 
-def run_child(path: Path, kill_after: int | None, at: str = "done") -> list[str]:
+def run_child(
+    path: Path, kill_after: int | None, at: str = "done", threshold: int = 100_000
+) -> list[str]:
     """Run the child; SIGKILL it on its ``kill_after``-th line starting with ``at``."""
-    return run_and_kill(CHILD, [str(path), str(COMMANDS)], kill_after, at)
+    return run_and_kill(CHILD, [str(path), str(COMMANDS), str(threshold)], kill_after, at)
 
 
-def test_no_command_lost_and_none_applied_twice(tmp_path):
+@pytest.mark.parametrize("threshold", [100_000, 4], ids=["journal-only", "background-absorbs"])
+def test_no_command_lost_and_none_applied_twice(tmp_path, threshold):
     path = tmp_path / "shop.duckdb"
     rng = random.Random(7)
     kills = 0
     for point in ("committed", "done", "committed", "done", "committed"):
-        lines = run_child(path, kill_after=rng.randint(1, 10), at=point)
+        lines = run_child(path, kill_after=rng.randint(1, 10), at=point, threshold=threshold)
         kills += "idle" not in lines
     assert kills == 5  # every run was cut short
-    run_child(path, kill_after=None)  # the last run finishes the queue
+    run_child(path, kill_after=None, threshold=threshold)  # the last run finishes the queue
     with el.EventStore(path, read_only=True) as store:
         statuses = store.sql("SELECT status, count(*) AS n FROM commands GROUP BY status")
         assert statuses.set_index("status")["n"].to_dict() == {"succeeded": COMMANDS}
