@@ -18,6 +18,9 @@ One absorb runs at a time, and absorbs commit in order. After a crash, recovery
 reads the renamed file before the journal; rows DuckDB already holds are
 skipped, as after any crash between an absorb and the journal being emptied.
 
+Where the file system will not rename an open file (Windows), the store
+absorbs in the committing thread instead, as it did before it had this thread.
+
 If the thread's transaction fails (a full disk, say), nothing is lost: the
 rows stay in the renamed file and in memory, and the store's next read, absorb
 or close retries them in its own thread, raising the error if it persists.

@@ -703,7 +703,10 @@ class EventStore:
         if batch.journal is not None:
             fresh = self._rotate_journal(batch.journal)
             if fresh is None:
-                return  # the next read or close absorbs it all, in this thread
+                # The file system would not rename an open file (Windows, say): absorb
+                # here, as a store did before it had a background thread.
+                self._absorb()
+                return
         writers = self._take_side_rows()
         self._owed_side = []
         self._pending = PendingEvents(fresh)

@@ -214,3 +214,24 @@ def test_command_rows_handed_to_a_background_absorb_are_found(store_path, clock,
         assert sorted(frame["command_id"]) == sorted(ids)
         assert set(frame["status"]) == {"succeeded"}
         assert reopened.sql("SELECT count(*) AS n FROM command_history")["n"][0] == 27
+
+
+def test_where_the_journal_cannot_be_renamed_the_buffer_is_absorbed_in_place(
+    store_path, clock, gate, monkeypatch
+):
+    # Windows refuses to rename an open file: the store then absorbs synchronously.
+    def refuse(journal, path):
+        raise PermissionError("the file is open in another process")
+
+    monkeypatch.setattr(Journal, "move_to", refuse)
+    gate.opened.set()
+    with el.EventStore(store_path, clock=clock) as store:
+        store.append("s-1", events(THRESHOLD))
+        assert absorb_threads() == []
+        assert gate.calls == 0  # no handing over
+        assert store._pending.count == 0  # absorbed in the committing thread
+        assert journal_positions(journal_paths(store_path)[0]) == []
+        store.append("s-1", events(2, start=4))
+        assert stored(store) == EXPECTED
+    with el.EventStore(store_path) as store:
+        assert stored(store) == EXPECTED
