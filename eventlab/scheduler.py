@@ -141,7 +141,8 @@ class CommandScheduler:
 
     def submit_many(self, commands: Iterable[Command]) -> list[str]:
         """Queue many commands in one commit (one journal sync); returns their ids."""
-        with self.store.transaction():
+        # A bulk of new rows: the cyclic collector would keep re-walking them (see paused_gc).
+        with paused_gc(), self.store.transaction():
             return [self.submit(command) for command in commands]
 
     def requeue(self, command_id: str) -> None:
