@@ -394,13 +394,17 @@ class Invoice(Aggregate):
             raise CommandRejected(f"the invoice of order {self.order_id} is already {self.status}")
         self.emit("PaymentDeclined", {"method": method, "reason": reason})
 
-    def refund(self, reason: str) -> None:
+    def check_refundable(self) -> None:
+        """Raise :class:`~eventlab.CommandRejected` unless the payment can be refunded."""
         self._check_issued()
         if self.status != "charged":
             raise CommandRejected(
                 f"the payment of order {self.order_id} is {self.status}; only a charged payment "
                 f"can be refunded"
             )
+
+    def refund(self, reason: str) -> None:
+        self.check_refundable()
         self.emit("PaymentRefunded", {"amount_cents": self.amount_cents, "reason": reason})
 
     def apply_InvoiceIssued(self, event: RecordedEvent) -> None:

@@ -414,8 +414,11 @@ class BillingService(_Service):
         """``RefundPayment {order_id, reason}`` -> PaymentRefunded."""
         order_id, reason = _require(command, "order_id", "reason")
         invoice = self.repository.get(Invoice, invoice_stream(_check_id("order_id", order_id)))
-        invoice.refund(reason)  # checks before calling out
+        invoice.check_refundable()  # before calling out
+        # Emitted only once the gateway has refunded: a failed call leaves the cached
+        # invoice as the store has it, so the retry need not read it back.
         self._call_gateway(ctx)
+        invoice.refund(reason)
         return invoice
 
     def on_OrderSubmitted(self, event: RecordedEvent) -> None:
