@@ -579,7 +579,7 @@ def test_torn_arrow_record_of_a_big_transaction_is_dropped(tmp_path: Path, cut: 
                 store.append(f"big-{k}", [el.Event("B", {"u": "big", "k": k})])
         data = journal_of(path).read_bytes()
         big = data[len(small) :]
-        assert [r[:1] for r in journal_records(data)] == [b"J", b"A"]
+        assert [r[:1] for r in journal_records(data)] == [b"R", b"A"]
         torn = {
             "half": big[: len(big) // 2],
             "last byte": big[:-1],
@@ -706,3 +706,27 @@ def test_an_append_that_failed_on_io_does_not_corrupt_later_acknowledged_ones(
                     version,
                 )
         assert {r.data["u"] for r in records} <= {"first", "failed", "later"}
+
+
+def test_a_journal_of_the_older_json_kind_is_recovered_exactly(tmp_path: Path) -> None:
+    # Journals written before the "R" kind hold "J" records (payloads embedded as
+    # JSON objects); a store crashed then must still recover them, byte for byte.
+    from eventlab.journal import _JSON, Journal, _row_json
+
+    source = tmp_path / "source.duckdb"
+    with el.EventStore(source) as store:
+        store.append("a", [el.Event("A", {"u": "a", "k": 0, "s": 'q"é'}, metadata={"m": 1})])
+        store.append(
+            "b", [el.Event("B", {"u": "b", "k": 1}), el.Event("B", {"nested": {"x": [1]}})]
+        )
+        expected = list(store.read_all())
+    rows = [tuple(record) for record in expected]
+    path = tmp_path / "store.duckdb"
+    el.EventStore(path).close()  # an empty store file
+    journal = Journal(journal_of(path))
+    journal._write(_JSON, ("[" + ",".join(map(_row_json, rows[:1])) + "]").encode())
+    journal._write(_JSON, ("[" + ",".join(map(_row_json, rows[1:])) + "]").encode())
+    journal.close()
+    with el.EventStore(path) as store:
+        assert list(store.read_all()) == expected
+        assert [r.metadata for r in store.read_all()] == [{"m": 1}, {}, {}]
