@@ -41,6 +41,7 @@ def time_scheduler(path: Path, orders: Sequence[workload.Order]) -> Timing:
             el.Command("PlaceOrder", {"order_id": o.order_id}, command_id=f"place-{o.order_id}")
             for o in orders
         ]
+        workload.settle()
         start = time.perf_counter()
         scheduler.submit_many(commands)
         ran = scheduler.run(until_idle=True)
@@ -74,6 +75,7 @@ def time_peer(path: Path, orders: Sequence[workload.Order]) -> float:
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     )
     try:
+        workload.settle()
         start = time.perf_counter()
         for order in orders:
             app.place_order(order)

@@ -46,6 +46,7 @@ def time_per_command(path: Path, orders: Sequence[workload.Order]) -> Timing:
     work = [(o.order_id, _events(o)) for o in orders]
     store = el.EventStore(path)
     try:
+        workload.settle()
         start = time.perf_counter()
         for stream_id, events in work:
             store.append(stream_id, events, expected_version=0)
@@ -61,6 +62,7 @@ def time_batched(path: Path, batches: Sequence[Sequence[workload.Order]]) -> Tim
     work = [[(o.order_id, _events(o)) for o in batch] for batch in batches]
     store = el.EventStore(path)
     try:
+        workload.settle()
         start = time.perf_counter()
         for batch in work:
             with store.transaction():

@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from benchmarks.workload import Order
+from benchmarks.workload import Order, settle
 
 
 class PeerOrder(Aggregate):
@@ -80,6 +80,7 @@ def time_per_command(db_path: Path, orders: Sequence[Order]) -> float:
     app = open_app(db_path)
     try:
         aggregates = [build_aggregate(o) for o in orders]
+        settle()
         start = time.perf_counter()
         for aggregate in aggregates:
             app.save(aggregate)
@@ -93,6 +94,7 @@ def time_batched(db_path: Path, batches: Sequence[Sequence[Order]]) -> float:
     app = open_app(db_path)
     try:
         built = [[build_aggregate(o) for o in batch] for batch in batches]
+        settle()
         start = time.perf_counter()
         for aggregates in built:
             app.save(*aggregates)
