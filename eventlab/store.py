@@ -692,8 +692,13 @@ class EventStore:
 
     def _absorb_later(self) -> None:
         """Hand everything pending to a background absorb; the next commits go to a new
-        journal (see :mod:`eventlab.absorber`). Never raises: the append that got here
-        is already acknowledged."""
+        journal (see :mod:`eventlab.absorber`).
+
+        A failed earlier absorb is not raised here (the append that got here is
+        already acknowledged): the next read or close retries and raises it. Only
+        where the journal cannot be renamed does this absorb in place, and raise
+        as an absorb did before there was a background thread.
+        """
         try:
             self._absorber.finish(self._con)
         except Exception:  # noqa: BLE001 - the next read or close retries and raises it
