@@ -74,8 +74,10 @@ class Absorber:
             raise RuntimeError("an absorb is already running")
         self._work = (batch, writers)
         self._error = None
+        # Not a daemon: a program that ends without closing its store waits for the
+        # absorb to finish rather than killing it inside DuckDB.
         self._thread = threading.Thread(
-            target=self._run, args=(con, batch, writers), name="eventlab-absorb", daemon=True
+            target=self._run, args=(con, batch, writers), name="eventlab-absorb", daemon=False
         )
         self._thread.start()
 

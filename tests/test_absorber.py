@@ -7,6 +7,8 @@ needs to look at the files mid-absorb (a crash image) or to act while it runs.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -235,3 +237,28 @@ def test_where_the_journal_cannot_be_renamed_the_buffer_is_absorbed_in_place(
         assert stored(store) == EXPECTED
     with el.EventStore(store_path) as store:
         assert stored(store) == EXPECTED
+
+
+def test_a_program_that_ends_without_closing_lets_the_absorb_finish(store_path):
+    # The thread is not a daemon: the interpreter waits for it at exit, even for a
+    # slow absorb, instead of killing it inside DuckDB.
+    code = (
+        "import sys, time, eventlab as el, eventlab.absorber, eventlab.store\n"
+        "eventlab.store.ABSORB_THRESHOLD = 50\n"
+        "real = eventlab.absorber.write_batch\n"
+        "def slow(*args):\n"
+        "    time.sleep(0.5)\n"
+        "    real(*args)\n"
+        "eventlab.absorber.write_batch = slow\n"
+        "store = el.EventStore(sys.argv[1])\n"
+        "for n in range(60):\n"
+        "    store.append('s-1', el.Event('Counted', {'n': n}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(store_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert not journal_paths(store_path)[1].exists()  # the absorb finished and cleaned up
+    with el.EventStore(store_path) as store:
+        assert [e.data["n"] for e in store.read_all()] == list(range(60))
