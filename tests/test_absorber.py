@@ -262,3 +262,15 @@ def test_a_program_that_ends_without_closing_lets_the_absorb_finish(store_path):
     assert not journal_paths(store_path)[1].exists()  # the absorb finished and cleaned up
     with el.EventStore(store_path) as store:
         assert [e.data["n"] for e in store.read_all()] == list(range(60))
+
+
+def test_an_in_memory_store_absorbs_in_the_background_too(clock, gate):
+    gate.opened.set()
+    with el.EventStore(clock=clock) as store:
+        for n in range(30):
+            store.append(f"s-{n % 3}", el.Event("Counted", {"n": n}))
+            if n % 7 == 0:
+                assert [e.data["n"] for e in store.read_all()] == list(range(n + 1))
+        assert gate.calls >= 3
+        assert store.sql("SELECT count(*) AS n FROM events")["n"][0] == 30
+        assert [store.version(f"s-{k}") for k in range(3)] == [10, 10, 10]
