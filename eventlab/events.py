@@ -121,10 +121,6 @@ def _plain_value(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _reject(value: object) -> None:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
 # orjson hands these to ``default`` (which refuses them) instead of converting them,
 # so the standard encoder decides, as it does for every value orjson refuses.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -149,7 +145,9 @@ def _make_encoder() -> Callable[[Any], str]:
     standard = json.encoder.c_make_encoder(
         None, _plain_value, json.encoder.encode_basestring, None, ":", ",", False, False, False
     )
-    dumps, options, reject = orjson.dumps, _ORJSON_OPTIONS, _reject
+    # orjson converts UUIDs and enum members itself, so as its ``default`` _plain_value
+    # only ever refuses (datetimes, dataclasses, anything else).
+    dumps, options, reject = orjson.dumps, _ORJSON_OPTIONS, _plain_value
 
     def encode(value: Any) -> str:
         try:

@@ -13,8 +13,7 @@ A record is a header ``<kind:1 byte><length:u32><crc32:u32>`` and a payload:
 few rows of one command), or ``A``, an Arrow IPC stream of one record batch
 (cheapest for big transactions, and the batch is reused as is for the absorb).
 ``J`` (rows with the payloads embedded as JSON) is what journals held before
-``R``, and what a row orjson cannot write (a lone surrogate) still becomes;
-recovery reads both.
+``R``; recovery reads both.
 
 A transaction may also change *side tables* (the command store's tables, see
 :mod:`eventlab.sidetables`): then its record is ``M``, holding an events
@@ -40,7 +39,6 @@ import os
 import struct
 import zlib
 from collections.abc import Sequence
-from json.encoder import encode_basestring as _quote
 from pathlib import Path
 
 import orjson
@@ -83,13 +81,9 @@ class Journal:
 
     def write_rows(self, rows: Sequence[tuple], side: SideRows | None = None) -> None:
         """Durably append a JSON record of ``rows`` (RecordedEvent layout), and ``side``."""
-        try:
-            # Every value as it is, the JSON payloads as strings: orjson writes that
-            # several times faster than embedding them with Python string formatting.
-            kind, payload = _ROWS, orjson.dumps(rows)
-        except TypeError:  # a string orjson refuses (a lone surrogate)
-            kind, payload = _JSON, ("[" + ",".join(map(_row_json, rows)) + "]").encode()
-        self._write_with_side(kind, payload, side)
+        # Every value as it is, the JSON payloads as strings: orjson writes that several
+        # times faster than embedding them with Python string formatting.
+        self._write_with_side(_ROWS, orjson.dumps(rows), side)
 
     def write_batch(self, batch: pa.RecordBatch, side: SideRows | None = None) -> None:
         """Durably append an Arrow record of ``batch`` (the events table's layout), and
@@ -244,19 +238,6 @@ def _side_json(side: SideRows) -> bytes:
         return orjson.dumps(side)
     except TypeError:  # e.g. an integer beyond 64 bits
         return json.dumps(side, separators=(",", ":")).encode()
-
-
-def _row_json(row: tuple) -> str:
-    """One row as a JSON array, embedding the already-encoded data and metadata as is.
-
-    Re-encoding them as JSON strings would escape every quote: slower and bigger.
-    """
-    correlation = "null" if row[7] is None else _quote(row[7])
-    causation = "null" if row[8] is None else _quote(row[8])
-    return (
-        f"[{row[0]:d},{_quote(row[1])},{_quote(row[2])},{row[3]:d},{_quote(row[4])},"
-        f"{row[5]},{row[6]},{correlation},{causation},{row[9]:d},{row[10]:d},{row[11]:d}]"
-    )
 
 
 def _row_from_json(values: list) -> tuple:

@@ -708,10 +708,21 @@ def test_an_append_that_failed_on_io_does_not_corrupt_later_acknowledged_ones(
         assert {r.data["u"] for r in records} <= {"first", "failed", "later"}
 
 
+def _legacy_row_json(row: tuple) -> str:
+    """A row as the older "J" records held it: the JSON payloads embedded as JSON."""
+    quote = json.encoder.encode_basestring
+    correlation = "null" if row[7] is None else quote(row[7])
+    causation = "null" if row[8] is None else quote(row[8])
+    return (
+        f"[{row[0]:d},{quote(row[1])},{quote(row[2])},{row[3]:d},{quote(row[4])},"
+        f"{row[5]},{row[6]},{correlation},{causation},{row[9]:d},{row[10]:d},{row[11]:d}]"
+    )
+
+
 def test_a_journal_of_the_older_json_kind_is_recovered_exactly(tmp_path: Path) -> None:
     # Journals written before the "R" kind hold "J" records (payloads embedded as
     # JSON objects); a store crashed then must still recover them, byte for byte.
-    from eventlab.journal import _JSON, Journal, _row_json
+    from eventlab.journal import _JSON, Journal
 
     source = tmp_path / "source.duckdb"
     with el.EventStore(source) as store:
@@ -724,8 +735,8 @@ def test_a_journal_of_the_older_json_kind_is_recovered_exactly(tmp_path: Path) -
     path = tmp_path / "store.duckdb"
     el.EventStore(path).close()  # an empty store file
     journal = Journal(journal_of(path))
-    journal._write(_JSON, ("[" + ",".join(map(_row_json, rows[:1])) + "]").encode())
-    journal._write(_JSON, ("[" + ",".join(map(_row_json, rows[1:])) + "]").encode())
+    journal._write(_JSON, ("[" + ",".join(map(_legacy_row_json, rows[:1])) + "]").encode())
+    journal._write(_JSON, ("[" + ",".join(map(_legacy_row_json, rows[1:])) + "]").encode())
     journal.close()
     with el.EventStore(path) as store:
         assert list(store.read_all()) == expected
