@@ -35,7 +35,7 @@ from .command_log import (
     command_log,
 )
 from .errors import CommandError
-from .events import check_name, to_json
+from .events import _NO_DATA, check_name, to_json
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -97,24 +97,43 @@ class Command:
     deadline: datetime | None = None
     context: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        check_name("command type", self.type)
-        for what, value in (("payload", self.payload), ("context", self.context)):
+    # Hand-written (see Event.__init__): the generated one of a frozen dataclass sets
+    # each field through object.__setattr__, and reactions make a command per event.
+    def __init__(
+        self,
+        type: str,
+        payload: dict[str, Any] = _NO_DATA,
+        command_id: str = "",
+        correlation_id: str | None = None,
+        deadline: datetime | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        check_name("command type", type)
+        if payload is _NO_DATA:
+            payload = {}
+        for what, value in (("payload", payload), ("context", context)):
             if value is not None and not isinstance(value, Mapping):
                 raise CommandError(
                     f"command {what} must be a dict (a JSON object), got "
-                    f"{type(value).__name__} for command type {self.type!r}"
+                    f"{value.__class__.__name__} for command type {type!r}"
                 )
-            if value is not None:
+            if value:  # (an empty one encodes as {})
                 to_json(value, f"command {what}")  # names a key that is not JSON
-        if not self.command_id:
-            object.__setattr__(self, "command_id", str(uuid.uuid4()))
+        if not command_id:
+            command_id = str(uuid.uuid4())
         else:
-            check_name("command_id", self.command_id)
-        if self.correlation_id is not None:
-            check_name("correlation_id", self.correlation_id)
-        if self.deadline is not None:
-            object.__setattr__(self, "deadline", to_utc(self.deadline))
+            check_name("command_id", command_id)
+        if correlation_id is not None:
+            check_name("correlation_id", correlation_id)
+        if deadline is not None:
+            deadline = to_utc(deadline)
+        fields = self.__dict__  # frozen: its __setattr__ refuses, its __dict__ does not
+        fields["type"] = type
+        fields["payload"] = payload
+        fields["command_id"] = command_id
+        fields["correlation_id"] = correlation_id
+        fields["deadline"] = deadline
+        fields["context"] = context
 
 
 class CommandStore:

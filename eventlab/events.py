@@ -23,6 +23,18 @@ from .upcasting import upcasters
 _EVENT_KEYS = {"type", "data", "metadata", "event_id", "occurred_at"}
 
 
+class _NewDict:
+    """Event's default data: a new dict per event, as ``field(default_factory=dict)`` says."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "dict()"
+
+
+_NO_DATA: Any = _NewDict()
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """An event to append: a type and a JSON object of data.
@@ -54,29 +66,46 @@ class Event:
     event_id: str | None = None
     occurred_at: datetime | None = None
 
-    def __post_init__(self) -> None:
-        check_name("event type", self.type)
+    # A hand-written constructor: the one a frozen dataclass generates sets each field
+    # through object.__setattr__ and then calls __post_init__, about twice the cost,
+    # and handlers build an Event for every fact they record.
+    def __init__(
+        self,
+        type: str,
+        data: dict[str, Any] = _NO_DATA,  # type: ignore[assignment]
+        metadata: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> None:
+        if type.__class__ is not str or not type.strip():
+            check_name("event type", type)
+        if data is _NO_DATA:
+            data = {}
         # The dict check first: an ABC isinstance costs several times more, per event.
-        if not (isinstance(self.data, dict) or isinstance(self.data, Mapping)):
+        elif data.__class__ is not dict and not isinstance(data, Mapping):
             raise InvalidEventError(
-                f"event data must be a dict (a JSON object), got {type(self.data).__name__} "
-                f"for event type {self.type!r}; wrap the value, e.g. {{'value': ...}}"
+                f"event data must be a dict (a JSON object), got {data.__class__.__name__} "
+                f"for event type {type!r}; wrap the value, e.g. {{'value': ...}}"
             )
-        metadata = self.metadata
         if not (metadata is None or isinstance(metadata, dict) or isinstance(metadata, Mapping)):
             raise InvalidEventError(
-                f"event metadata must be a dict or None, got {type(self.metadata).__name__}"
+                f"event metadata must be a dict or None, got {metadata.__class__.__name__}"
             )
-        if self.event_id is not None:
-            if isinstance(self.event_id, uuid.UUID):
-                object.__setattr__(self, "event_id", str(self.event_id))
+        if event_id is not None:
+            if isinstance(event_id, uuid.UUID):
+                event_id = str(event_id)
             else:
-                check_name("event_id", self.event_id)
-        if self.occurred_at is not None:
+                check_name("event_id", event_id)
+        if occurred_at is not None:
             try:
-                object.__setattr__(self, "occurred_at", to_utc(self.occurred_at))
+                occurred_at = to_utc(occurred_at)
             except Exception as exc:
                 raise InvalidEventError(f"occurred_at: {exc}") from None
+        _set_type(self, type)
+        _set_data(self, data)
+        _set_metadata(self, metadata)
+        _set_event_id(self, event_id)
+        _set_occurred_at(self, occurred_at)
 
     @classmethod
     def coerce(cls, value: Event | Mapping[str, Any]) -> Event:
@@ -99,6 +128,12 @@ class Event:
             f"expected an el.Event or a dict with 'type' and 'data', got "
             f"{type(value).__name__}: {value!r:.80}"
         )
+
+
+# The slots' own setters, which a frozen instance's __setattr__ does not go through.
+_set_type, _set_data, _set_metadata, _set_event_id, _set_occurred_at = (
+    vars(Event)[name].__set__ for name in ("type", "data", "metadata", "event_id", "occurred_at")
+)
 
 
 def check_name(what: str, value: object) -> None:

@@ -215,6 +215,7 @@ class EventStore:
         self._bus: EventBus | None = None
         self._positions: StreamPositions | None = None  # see _stream_positions
         self._side_owners: dict[str, SideTable] = {}  # see eventlab.sidetables
+        self._sole_side_owner: SideTable | None = None  # when one owner has every table
         self._stamp: tuple | None = None  # see _make_stamp
         if self.read_only and self.path is None:
             raise EventlabError(
@@ -420,6 +421,8 @@ class EventStore:
         """Let ``owner`` receive its tables' committed rows and write them on absorb."""
         for table in owner.tables:
             self._side_owners[table] = owner
+        owners = set(self._side_owners.values())
+        self._sole_side_owner = owners.pop() if len(owners) == 1 else None
 
     def _stage_side(self, table: str, row: tuple) -> None:
         """Stage a side-table row in the open transaction (see eventlab.sidetables)."""
@@ -433,6 +436,9 @@ class EventStore:
         return None if tx is None else tx.side_latest.get((table, key))
 
     def _side_committed(self, rows: list[tuple[str, tuple]]) -> None:
+        if self._sole_side_owner is not None:  # the usual case: no grouping needed
+            self._sole_side_owner.committed(rows)
+            return
         by_owner: dict[int, tuple[SideTable, list[tuple[str, tuple]]]] = {}
         for entry in rows:
             owner = self._side_owners[entry[0]]

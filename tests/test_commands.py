@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,6 +31,35 @@ def test_command_defaults_and_validation():
         Command("X", {"when": datetime(2024, 1, 1)})
     with pytest.raises(el.CommandError, match="context must be a dict"):
         Command("X", {}, context="alice")
+
+
+def test_command_is_a_frozen_dataclass_with_its_constructor():
+    cmd = Command("X", {"a": 1}, "c-1", "t-1", "2024-01-01T00:00:00", {"user": "ann"})
+    assert (cmd.type, cmd.payload, cmd.command_id, cmd.correlation_id, cmd.context) == (
+        "X",
+        {"a": 1},
+        "c-1",
+        "t-1",
+        {"user": "ann"},
+    )
+    assert cmd == Command(
+        type="X",
+        payload={"a": 1},
+        command_id="c-1",
+        correlation_id="t-1",
+        deadline=cmd.deadline,
+        context={"user": "ann"},
+    )
+    assert dataclasses.replace(cmd, type="Y").type == "Y"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cmd.type = "Y"  # type: ignore[misc]
+    first, second = Command("X"), Command("X")
+    first.payload["k"] = 1
+    assert second.payload == {} and first.command_id != second.command_id
+    with pytest.raises(el.InvalidEventError, match=r"command context\['when'\] is not JSON"):
+        Command("X", {}, context={"when": datetime(2024, 1, 1)})
+    with pytest.raises(el.InvalidEventError, match="correlation_id must be a non-empty string"):
+        Command("X", correlation_id="")
 
 
 def test_add_is_idempotent_by_command_id(commands):

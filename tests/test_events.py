@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import pickle
 import uuid
 from dataclasses import FrozenInstanceError
@@ -46,6 +48,47 @@ def test_event_is_frozen():
     with pytest.raises(FrozenInstanceError):
         event.type = "Other"  # type: ignore[misc]
     assert event.type == "OrderPlaced"
+
+
+def test_event_default_data_is_a_new_dict_each_time():
+    first, second = el.Event("T"), el.Event("T")
+    first.data["x"] = 1
+    assert second.data == {} and el.Event("T").data == {}
+
+
+def test_event_is_still_a_dataclass_with_its_constructor():
+    event = el.Event("T", {"a": 1}, {"m": 2}, "e-1", "2024-05-01T12:00:00Z")
+    assert [f.name for f in dataclasses.fields(el.Event)] == [
+        "type",
+        "data",
+        "metadata",
+        "event_id",
+        "occurred_at",
+    ]
+    assert event == el.Event(
+        type="T", data={"a": 1}, metadata={"m": 2}, event_id="e-1", occurred_at=event.occurred_at
+    )
+    assert dataclasses.replace(event, type="U") == el.Event(
+        "U", {"a": 1}, {"m": 2}, "e-1", event.occurred_at
+    )
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert repr(el.Event("T")) == (
+        "Event(type='T', data={}, metadata=None, event_id=None, occurred_at=None)"
+    )
+    assert str(inspect.signature(el.Event).parameters["data"].default) == "dict()"
+    with pytest.raises(TypeError):
+        el.Event()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        el.Event("T", {}, None, None, None, "too many")  # type: ignore[call-arg]
+
+
+def test_event_type_may_be_a_str_subclass():
+    class Name(str):
+        pass
+
+    assert el.Event(Name("T")).type == "T"
+    with pytest.raises(el.InvalidEventError, match="event type must be a non-empty string"):
+        el.Event(Name("  "))
 
 
 def test_event_uuid_event_id_becomes_a_string():
