@@ -18,6 +18,7 @@ import orjson
 
 from .clock import from_micros, to_utc
 from .errors import InvalidEventError
+from .frozen import slot_setters
 from .upcasting import upcasters
 
 _EVENT_KEYS = {"type", "data", "metadata", "event_id", "occurred_at"}
@@ -131,8 +132,8 @@ class Event:
 
 
 # The slots' own setters, which a frozen instance's __setattr__ does not go through.
-_set_type, _set_data, _set_metadata, _set_event_id, _set_occurred_at = (
-    vars(Event)[name].__set__ for name in ("type", "data", "metadata", "event_id", "occurred_at")
+_set_type, _set_data, _set_metadata, _set_event_id, _set_occurred_at = slot_setters(
+    Event, "type", "data", "metadata", "event_id", "occurred_at"
 )
 
 

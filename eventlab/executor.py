@@ -28,7 +28,8 @@ from .commands import (
     CommandStore,
 )
 from .errors import CommandError, EventlabError
-from .events import Event
+from .events import _NO_DATA, Event
+from .frozen import slot_setters
 
 if TYPE_CHECKING:
     from .clock import SimulatedClock, SystemClock
@@ -60,6 +61,28 @@ class CommandContext:
     context: Mapping[str, Any] = field(default_factory=dict)
     system: Mapping[str, Any] = field(default_factory=dict)
 
+    # Made for every command run: a hand-written constructor (see eventlab.frozen).
+    def __init__(
+        self,
+        store: EventStore,
+        clock: SystemClock | SimulatedClock,
+        command_id: str,
+        transaction_id: str,
+        attempt: int,
+        user: Any = None,
+        context: Mapping[str, Any] = _NO_DATA,
+        system: Mapping[str, Any] = _NO_DATA,
+    ) -> None:
+        set_store, set_clock, set_id, set_tx, set_attempt, set_user, set_ctx, set_sys = _CONTEXT
+        set_store(self, store)
+        set_clock(self, clock)
+        set_id(self, command_id)
+        set_tx(self, transaction_id)
+        set_attempt(self, attempt)
+        set_user(self, user)
+        set_ctx(self, {} if context is _NO_DATA else context)
+        set_sys(self, {} if system is _NO_DATA else system)
+
 
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
@@ -71,6 +94,40 @@ class CommandOutcome:
     events: int = 0
     error: str | None = None
     result: Mapping[str, Any] | None = None
+
+    # Made for every command run: a hand-written constructor (see eventlab.frozen).
+    def __init__(
+        self,
+        command_id: str,
+        status: str,
+        attempt: int,
+        events: int = 0,
+        error: str | None = None,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
+        set_id, set_status, set_attempt, set_events, set_error, set_result = _OUTCOME
+        set_id(self, command_id)
+        set_status(self, status)
+        set_attempt(self, attempt)
+        set_events(self, events)
+        set_error(self, error)
+        set_result(self, result)
+
+
+_CONTEXT = slot_setters(
+    CommandContext,
+    "store",
+    "clock",
+    "command_id",
+    "transaction_id",
+    "attempt",
+    "user",
+    "context",
+    "system",
+)
+_OUTCOME = slot_setters(
+    CommandOutcome, "command_id", "status", "attempt", "events", "error", "result"
+)
 
 
 Handler = Callable[[Command, CommandContext], Any]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+
 import pytest
 
 import eventlab as el
@@ -145,3 +148,19 @@ def test_the_command_stamp_matches_the_general_one():
         assert _stamp(command_id, transaction_id) == el.EventStore._make_stamp(
             {"causation_id": command_id, "correlation_id": transaction_id}
         )
+
+
+def test_context_and_outcome_keep_their_dataclass_behaviour():
+    from eventlab.executor import CommandContext, CommandOutcome
+
+    first = CommandContext(None, None, "c-1", "t-1", 1)  # type: ignore[arg-type]
+    second = CommandContext(None, None, "c-1", "t-1", 1)  # type: ignore[arg-type]
+    assert (first.user, first.context, first.system) == (None, {}, {})
+    assert first.context is not second.context and first == second
+    assert dataclasses.replace(first, attempt=2).attempt == 2
+    outcome = el.CommandOutcome("c-1", "failed", 2, error="boom")
+    assert (outcome.events, outcome.result) == (0, None)
+    assert outcome == CommandOutcome(command_id="c-1", status="failed", attempt=2, error="boom")
+    assert pickle.loads(pickle.dumps(outcome)) == outcome
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.status = "succeeded"  # type: ignore[misc]
