@@ -441,7 +441,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _source_kind(source: str) -> str:
-    """"xes", "csv" or "parquet", from the file name."""
+    """ "xes", "csv" or "parquet", from the file name."""
     name = source.lower().removesuffix(".gz")
     if name.endswith(".xes"):
         return "xes"
@@ -499,8 +499,7 @@ def _generate(args: argparse.Namespace) -> int:
                 path.unlink(missing_ok=True)  # no half-written store left behind
             raise
         written = (
-            f"Wrote {out} (events, commands and command_history tables). "
-            f"Try: eventlab info {out}"
+            f"Wrote {out} (events, commands and command_history tables). Try: eventlab info {out}"
         )
     for line in el.shop.summary_lines(summary):
         print(line)

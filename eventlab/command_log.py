@@ -195,7 +195,7 @@ class CommandLog:
             None,
             None,
             command.correlation_id,
-            to_json(command.context or {}, "command context"),
+            to_json(command.context, "command context") if command.context else "{}",
         )
         self._commands[command_id] = command
         self._stage(row, 0, now, None)

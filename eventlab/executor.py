@@ -245,15 +245,15 @@ class CommandExecutor:
         store = self.store
         transaction_id = command.correlation_id or command.command_id
         context = command.context or {}
-        ctx = CommandContext(
-            store=store,
-            clock=store.clock,
-            command_id=command.command_id,
-            transaction_id=transaction_id,
-            attempt=attempt,
-            user=context.get("user"),
-            context=dict(context),
-            system=self.system,
+        ctx = CommandContext(  # positional: made for every run
+            store,
+            store.clock,
+            command.command_id,
+            transaction_id,
+            attempt,
+            context.get("user"),
+            dict(context),
+            self.system,
         )
         # Every event stored while the handler runs, returned or appended by the
         # handler itself, is stamped as caused by the command.
@@ -312,7 +312,8 @@ class CommandExecutor:
             return 0
         if isinstance(produced, Aggregate):
             produced = [produced]
-        if isinstance(produced, Mapping):
+        # (The dict check first: an ABC isinstance costs several times more.)
+        if type(produced) is dict or isinstance(produced, Mapping):
             count = 0
             for stream_id, events in produced.items():
                 count += len(self.store.append(stream_id, _as_list(events)))

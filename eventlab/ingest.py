@@ -56,8 +56,7 @@ def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
         table = pa.Table.from_batches([frame])
     else:
         raise EventlabError(
-            f"append_frame takes a pandas DataFrame or a pyarrow Table, got "
-            f"{type(frame).__name__}"
+            f"append_frame takes a pandas DataFrame or a pyarrow Table, got {type(frame).__name__}"
         )
     check_columns(table.column_names, "the frame", allow_extra=False)
     return ingest(store, table, what="frame row")
@@ -291,8 +290,7 @@ def _timestamps(cursor, table: pa.Table, name: str, default: pa.Array, what: str
         cursor.register("_times", pa.table({"value": column}))
         try:
             parsed = cursor.sql(
-                "SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t, value IS NOT NULL AS given "
-                "FROM _times"
+                "SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t, value IS NOT NULL AS given FROM _times"
             ).to_arrow_table()
         finally:
             cursor.unregister("_times")

@@ -368,9 +368,7 @@ class CommandScheduler:
         return int(found["n"].iloc[0])
 
 
-def _overrides(
-    command: Command, timeout: timedelta, max_attempts: int
-) -> tuple[timedelta, int]:
+def _overrides(command: Command, timeout: timedelta, max_attempts: int) -> tuple[timedelta, int]:
     """The command's own ``timeout`` and ``max_attempts`` (from its context), else the
     scheduler's."""
     context = command.context or {}
@@ -383,8 +381,10 @@ def _overrides(
     own_timeout = context.get("timeout")
     if own_timeout is None:
         return timeout, own_attempts
-    if isinstance(own_timeout, bool) or not isinstance(own_timeout, int | float) or not (
-        own_timeout > 0
+    if (
+        isinstance(own_timeout, bool)
+        or not isinstance(own_timeout, int | float)
+        or not (own_timeout > 0)
     ):
         raise CommandError(
             f"command {command.command_id!r} sets timeout={own_timeout!r} in its context; "

@@ -550,8 +550,8 @@ class EventStore:
         version = current + 1
         encode = json_encoder
         stamp = self._stamp
-        # Without upcasters every type is at schema version 1: skip a call per event.
-        schema_version = upcasters.current_version if upcasters else _version_one
+        # Without upcasters every type is at schema version 1: no call per event.
+        schema_version = upcasters.current_version if upcasters else None
         rows = []
         try:
             for index, event in enumerate(batch):
@@ -581,7 +581,7 @@ class EventStore:
                         causation_id,
                         recorded_us,
                         recorded_us if occurred is None else to_micros(occurred),
-                        schema_version(event.type),
+                        1 if schema_version is None else schema_version(event.type),
                     )
                 )
         except (TypeError, ValueError, RecursionError):
@@ -1213,10 +1213,6 @@ def _check_expected_version(expected: object) -> None:
             f"expected_version must be None (any version), 0 (a new stream) or a positive "
             f"int (the stream's current version), got {expected!r}"
         )
-
-
-def _version_one(event_type: str) -> int:
-    return 1
 
 
 def _optional_str(value: object) -> str | None:
