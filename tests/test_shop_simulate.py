@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -209,6 +211,31 @@ def test_no_failure_rate_no_technical_failures():
         "breaker_opened": 0,
     }
     assert el.shop.summary_lines(summary)[0].startswith("Simulated 25 orders over 1 day (seed 9)")
+
+
+def test_the_cyclic_collector_is_paused_while_simulating_and_resumes_after():
+    store = el.EventStore(clock=el.SimulatedClock(START, step=timedelta(0)))
+    collector_on = set()
+    store.bus.subscribe(lambda event: collector_on.add(gc.isenabled()), name="probe")
+    assert gc.isenabled()
+    el.shop.simulate(store, orders=5, seed=2)
+    assert collector_on == {False}  # every event was published with the collector paused
+    assert gc.isenabled()
+
+
+def test_a_simulation_that_raises_turns_the_collector_back_on(monkeypatch):
+    # (``eventlab.shop.simulate`` is the function; the module is in sys.modules.)
+    simulation = importlib.import_module("eventlab.shop.simulate")
+
+    def broken(self, number):
+        assert not gc.isenabled()
+        raise RuntimeError("a customer broke the shop")
+
+    monkeypatch.setattr(simulation._Simulation, "_place", broken)
+    store = el.EventStore(clock=el.SimulatedClock(START, step=timedelta(0)))
+    with pytest.raises(RuntimeError, match="a customer broke the shop"):
+        el.shop.simulate(store, orders=3, seed=2)
+    assert gc.isenabled()
 
 
 def test_a_clock_that_steps_per_event_works_too():
