@@ -112,7 +112,7 @@ class Command:
         if payload is _NO_DATA:
             payload = {}
         for what, value in (("payload", payload), ("context", context)):
-            if value is not None and not isinstance(value, Mapping):
+            if value is not None and value.__class__ is not dict and not isinstance(value, Mapping):
                 raise CommandError(
                     f"command {what} must be a dict (a JSON object), got "
                     f"{value.__class__.__name__} for command type {type!r}"

@@ -311,9 +311,9 @@ class CommandExecutor:
         if produced is None:
             return 0
         if isinstance(produced, Aggregate):
-            produced = [produced]
-        # (The dict check first: an ABC isinstance costs several times more.)
-        if type(produced) is dict or isinstance(produced, Mapping):
+            return len(produced.save(self.store))
+        # (Plain dict and list checks first: an ABC isinstance costs several times more.)
+        if type(produced) is not list and (type(produced) is dict or isinstance(produced, Mapping)):
             count = 0
             for stream_id, events in produced.items():
                 count += len(self.store.append(stream_id, _as_list(events)))

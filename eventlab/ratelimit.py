@@ -9,7 +9,7 @@ from datetime import timedelta
 from fractions import Fraction
 from typing import Any
 
-from .clock import SystemClock, from_micros, to_micros
+from .clock import SystemClock, from_micros, peek_micros
 from .errors import ResilienceError
 from .resilience import (
     _US,
@@ -17,11 +17,12 @@ from .resilience import (
     _default_sleep,
     _name,
     _number,
-    _read_time,
     _Recorded,
     _seconds,
     _Timeline,
 )
+
+_ONE = Fraction(1)
 
 # ---------------------------------------------------------------------- rate limiter
 
@@ -84,10 +85,10 @@ class RateLimiter(_Recorded):
         self._rate = Fraction(rate)
         self._capacity = Fraction(capacity)
         self._tokens = self._capacity
-        self._last_us = to_micros(_read_time(self.clock))
+        self._last_us = peek_micros(self.clock)
 
     def _refill(self) -> int:
-        now_us = to_micros(_read_time(self.clock))
+        now_us = peek_micros(self.clock)  # (reads a simulated clock without making a datetime)
         if now_us > self._last_us:
             added = self._rate * (now_us - self._last_us) / 1_000_000
             self._tokens = min(self._capacity, self._tokens + added)
@@ -95,6 +96,8 @@ class RateLimiter(_Recorded):
         return now_us
 
     def _check_tokens(self, tokens: object) -> Fraction:
+        if tokens.__class__ is int and tokens == 1:  # the usual request: no new Fraction
+            return _ONE
         if isinstance(tokens, bool) or not isinstance(tokens, int | float) or not tokens > 0:
             raise ResilienceError(
                 f"tokens must be a number greater than 0, got {tokens!r}; e.g. tokens=1"

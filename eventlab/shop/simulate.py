@@ -407,12 +407,12 @@ class _Simulation:
         """Run what is due until ``when`` (moving the clock to each retry or hold), then
         move the clock to ``when``."""
         clock, scheduler = self.clock, self.shop.scheduler
-        while when > (now := to_micros(clock.current)):
+        while when > (now := clock.peek_micros()):
             scheduler.run(until_idle=False)
             # Not run(until_idle=True): it would move the clock past the customers'
             # next actions while, say, an open breaker holds the payments.
             due = scheduler.log.next_due()
-            now = to_micros(clock.current)
+            now = clock.peek_micros()
             if due is None or due >= when or due <= now:
                 break
             clock.advance(timedelta(microseconds=due - now))
@@ -431,7 +431,7 @@ class _Simulation:
         if outcome.status == REJECTED and outcome.command_id in self.submits:
             if (outcome.error or "").startswith("out of stock"):
                 order_id = self.submits[outcome.command_id]
-                self._plan(to_micros(self.clock.current), "cancel", (order_id, "out of stock"))
+                self._plan(self.clock.peek_micros(), "cancel", (order_id, "out of stock"))
 
     # ------------------------------------------------------------------ what happens
 
@@ -450,7 +450,7 @@ class _Simulation:
             "items": items,
         }
         self._submit("PlaceOrder", f"PlaceOrder:{order_id}", payload, stream)
-        now = to_micros(self.clock.current)
+        now = self.clock.peek_micros()
         at = now
         if rng.random() < _ADD_ITEM:
             at += rng.randrange(60, 600) * _US
