@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,15 @@ STEP = timedelta(seconds=1)
 def make_clock() -> el.SimulatedClock:
     """A clock at 2024-01-01T00:00:00Z that moves one second per event."""
     return el.SimulatedClock(START, step=STEP)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close the figures a test drew: pyplot keeps every open one (and warns past 20)."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")  # only if some test drew with it
+    if pyplot is not None:
+        pyplot.close("all")
 
 
 @pytest.fixture
