@@ -327,6 +327,8 @@ class CommandExecutor:
 
 
 def _as_list(events: Any) -> list:
+    if type(events) is list:  # the usual case: the ABC check below costs more
+        return events
     return [events] if isinstance(events, (Event, Mapping)) else list(events)
 
 
