@@ -117,7 +117,8 @@ class Command:
                     f"command {what} must be a dict (a JSON object), got "
                     f"{value.__class__.__name__} for command type {type!r}"
                 )
-            if value:  # (an empty one encodes as {})
+            if value or (value is not None and value.__class__ is not dict):
+                # (An empty plain dict needs no check: it encodes as {}.)
                 to_json(value, f"command {what}")  # names a key that is not JSON
         if not command_id:
             command_id = str(uuid.uuid4())

@@ -221,6 +221,8 @@ def to_json(value: Mapping[str, Any], what: str) -> str:
 def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
     """Walk a payload and return the path and value of the first non-JSON leaf."""
     if isinstance(value, Mapping):
+        if not isinstance(value, dict):  # JSON encoders take dicts, not other mappings
+            return path, value
         for key, item in value.items():
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 return f"{path} key {key!r}", key

@@ -514,7 +514,6 @@ def test_analytics_of_bpic2012_via_parquet(real_stores, tmp_path):
     assert funnel["streams"].tolist() == [13087, 7367, 5113, 2246]
 
 
-
 def test_directly_follows_codes_many_types_by_a_join(log, lake, monkeypatch):
     """Beyond _CODES_BY_LIST types, type codes come from a joined table: same answers."""
     expected = analytics.directly_follows(log)

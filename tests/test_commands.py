@@ -161,3 +161,12 @@ def test_df_of_finished_and_unfinished_commands(commands):
     frame = commands.df()
     assert frame["result"].tolist() == [{"events": 1}, None]
     assert commands.by_status("queued", "succeeded")["command_id"].tolist() == ["a", "b"]
+
+
+def test_a_payload_of_another_mapping_type_is_checked_even_when_empty():
+    import types
+
+    message = r"command payload is not JSON-serialisable \(mappingproxy: "
+    with pytest.raises(el.InvalidEventError, match=message):
+        Command("X", types.MappingProxyType({}))
+    assert Command("X", {}).payload == {} and Command("X", context={}).context == {}

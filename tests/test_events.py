@@ -137,6 +137,17 @@ def test_bad_event_is_rejected_at_construction(kwargs, fragment):
     assert fragment in str(info.value)
 
 
+def test_a_mapping_json_cannot_encode_is_named_by_its_path(store, snapshot):
+    import types
+
+    before = snapshot(store)
+    event = el.Event("T", {"a": types.MappingProxyType({"b": 1})})
+    message = r"events\[0\]\.data\['a'\] is not JSON-serialisable \(mappingproxy: "
+    with pytest.raises(el.InvalidEventError, match=message):
+        store.append("s-1", event)
+    before.assert_same(store)
+
+
 def test_data_error_says_how_to_fix_it():
     with pytest.raises(el.InvalidEventError, match=r"wrap the value, e\.g\. \{'value': \.\.\.\}"):
         el.Event("T", 5)  # type: ignore[arg-type]
