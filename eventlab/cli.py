@@ -441,7 +441,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _source_kind(source: str) -> str:
-    """ "xes", "csv" or "parquet", from the file name."""
+    """The kind of the source file, from its name: "xes", "csv" or "parquet"."""
     name = source.lower().removesuffix(".gz")
     if name.endswith(".xes"):
         return "xes"

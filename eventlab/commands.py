@@ -35,7 +35,8 @@ from .command_log import (
     command_log,
 )
 from .errors import CommandError
-from .events import _NO_DATA, check_name, to_json
+from .events import check_name, to_json
+from .frozen import NEW_DICT
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -102,14 +103,14 @@ class Command:
     def __init__(
         self,
         type: str,
-        payload: dict[str, Any] = _NO_DATA,
+        payload: dict[str, Any] = NEW_DICT,
         command_id: str = "",
         correlation_id: str | None = None,
         deadline: datetime | None = None,
         context: dict[str, Any] | None = None,
     ) -> None:
         check_name("command type", type)
-        if payload is _NO_DATA:
+        if payload is NEW_DICT:
             payload = {}
         for what, value in (("payload", payload), ("context", context)):
             if value is not None and value.__class__ is not dict and not isinstance(value, Mapping):

@@ -18,22 +18,10 @@ import orjson
 
 from .clock import from_micros, to_utc
 from .errors import InvalidEventError
-from .frozen import slot_setters
+from .frozen import NEW_DICT, slot_setters
 from .upcasting import upcasters
 
 _EVENT_KEYS = {"type", "data", "metadata", "event_id", "occurred_at"}
-
-
-class _NewDict:
-    """Event's default data: a new dict per event, as ``field(default_factory=dict)`` says."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "dict()"
-
-
-_NO_DATA: Any = _NewDict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +61,14 @@ class Event:
     def __init__(
         self,
         type: str,
-        data: dict[str, Any] = _NO_DATA,  # type: ignore[assignment]
+        data: dict[str, Any] = NEW_DICT,
         metadata: dict[str, Any] | None = None,
         event_id: str | None = None,
         occurred_at: datetime | None = None,
     ) -> None:
         if type.__class__ is not str or not type.strip():
             check_name("event type", type)
-        if data is _NO_DATA:
+        if data is NEW_DICT:
             data = {}
         # The dict check first: an ABC isinstance costs several times more, per event.
         elif data.__class__ is not dict and not isinstance(data, Mapping):

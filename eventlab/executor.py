@@ -28,8 +28,8 @@ from .commands import (
     CommandStore,
 )
 from .errors import CommandError, EventlabError
-from .events import _NO_DATA, Event
-from .frozen import slot_setters
+from .events import Event
+from .frozen import NEW_DICT, slot_setters
 
 if TYPE_CHECKING:
     from .clock import SimulatedClock, SystemClock
@@ -70,8 +70,8 @@ class CommandContext:
         transaction_id: str,
         attempt: int,
         user: Any = None,
-        context: Mapping[str, Any] = _NO_DATA,
-        system: Mapping[str, Any] = _NO_DATA,
+        context: Mapping[str, Any] = NEW_DICT,
+        system: Mapping[str, Any] = NEW_DICT,
     ) -> None:
         set_store, set_clock, set_id, set_tx, set_attempt, set_user, set_ctx, set_sys = _CONTEXT
         set_store(self, store)
@@ -80,8 +80,8 @@ class CommandContext:
         set_tx(self, transaction_id)
         set_attempt(self, attempt)
         set_user(self, user)
-        set_ctx(self, {} if context is _NO_DATA else context)
-        set_sys(self, {} if system is _NO_DATA else system)
+        set_ctx(self, {} if context is NEW_DICT else context)
+        set_sys(self, {} if system is NEW_DICT else system)
 
 
 @dataclass(frozen=True, slots=True)

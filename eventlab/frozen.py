@@ -12,6 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 
+class _NewDict:
+    """The default of a dict field in a hand-written ``__init__``: a new dict per
+    instance, as ``field(default_factory=dict)`` says (``is`` tells it apart)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "dict()"  # how the default shows in help() and inspect.signature
+
+
+NEW_DICT: Any = _NewDict()
+
+
 def slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
     """The setters of the slots ``names`` of ``cls``, in that order.
 
