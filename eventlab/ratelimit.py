@@ -85,6 +85,7 @@ class RateLimiter(_Recorded):
         self._rate = Fraction(rate)
         self._capacity = Fraction(capacity)
         self._tokens = self._capacity
+        self._one_fits = self._capacity >= 1  # (else asking for 1 token is refused below)
         self._last_us = peek_micros(self.clock)
 
     def _refill(self) -> int:
@@ -96,8 +97,8 @@ class RateLimiter(_Recorded):
         return now_us
 
     def _check_tokens(self, tokens: object) -> Fraction:
-        if tokens.__class__ is int and tokens == 1:  # the usual request: no new Fraction
-            return _ONE
+        if tokens.__class__ is int and tokens == 1 and self._one_fits:
+            return _ONE  # the usual request: no new Fraction, no checks to repeat
         if isinstance(tokens, bool) or not isinstance(tokens, int | float) or not tokens > 0:
             raise ResilienceError(
                 f"tokens must be a number greater than 0, got {tokens!r}; e.g. tokens=1"

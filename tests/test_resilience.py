@@ -519,3 +519,11 @@ def test_reprs_name_the_component():
 def test_zero_base_stays_zero_for_any_attempt():
     policy = el.RetryPolicy.exponential(0, factor=10, jitter=0.5, seed=1)
     assert policy.delay(1) == policy.delay(100_000) == timedelta(0)
+
+
+def test_a_bucket_smaller_than_one_token_refuses_a_request_for_one():
+    limiter = el.RateLimiter(rate=1, capacity=0.5, clock=el.SimulatedClock("2024-01-01"))
+    for ask in (limiter.try_acquire, limiter.wait_time):
+        with pytest.raises(el.ResilienceError, match=r"more than the bucket holds \(capacity=0.5"):
+            ask(1)
+    assert el.RateLimiter(rate=1, capacity=2).try_acquire(1) is True
