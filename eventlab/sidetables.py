@@ -8,10 +8,10 @@ writes both in one journal record (see :mod:`eventlab.journal`), and the rows
 reach DuckDB with the next absorb, in bulk.
 
 A side table is the in-memory owner of such rows. It receives them once they
-are durable (:meth:`SideTable.committed`) and writes them to DuckDB when the
-store absorbs (:meth:`SideTable.absorb`). After a crash the store replays the
-journal's side rows with the *applier* registered for each table name, before
-any owner exists.
+are durable (:meth:`SideTable.committed`) and hands them over when the store
+absorbs (:meth:`SideTable.take_pending`), which writes them to DuckDB. After a
+crash the store replays the journal's side rows with the *applier* registered
+for each table name, before any owner exists.
 
 A side row is a tuple of strings, integers and None (JSON values travel in it
 as text, timestamps as epoch microseconds): the journal encodes rows on that
