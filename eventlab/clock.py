@@ -91,6 +91,10 @@ class SystemClock:
         """The current time in microseconds since the Unix epoch."""
         return time.time_ns() // 1000
 
+    def reserve_micros(self, count: int) -> tuple[int, int]:
+        """Readings for ``count`` events at once: all of them now (a step of 0)."""
+        return time.time_ns() // 1000, 0
+
     def __repr__(self) -> str:
         return "SystemClock()"
 

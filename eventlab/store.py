@@ -483,10 +483,19 @@ class EventStore:
         InvalidEventError
             A malformed stream id, event or payload.
         """
-        self._check_writable()
-        check_name("stream_id", stream_id)
-        _check_expected_version(expected_version)
-        batch = _coerce_events(events)
+        # The checks call out only when something looks wrong: this runs for every append.
+        if self._con is None or self.read_only:
+            self._check_writable()
+        if type(stream_id) is not str or not stream_id or stream_id.isspace():
+            check_name("stream_id", stream_id)
+        if expected_version is not None and (
+            type(expected_version) is not int or expected_version < 0
+        ):
+            _check_expected_version(expected_version)
+        if type(events) is list:
+            batch = [event if type(event) is Event else Event.coerce(event) for event in events]
+        else:
+            batch = _coerce_events(events)
         with self._lock:
             if self._tx is not None:
                 return self._append_in(self._tx, stream_id, batch, expected_version)
@@ -534,12 +543,17 @@ class EventStore:
 
         This is the hot path of every write, hence the plain loop and local names.
         """
-        supplied = [event.event_id for event in batch if event.event_id is not None]
-        if supplied:
-            duplicates = self._find_stored(stream_id, batch, supplied)
-            if duplicates is not None:
-                return duplicates
-        current = self._current_version(stream_id)
+        supplied = None
+        for event in batch:  # a loop that stops early: most appends supply no ids
+            if event.event_id is not None:
+                supplied = [event.event_id for event in batch if event.event_id is not None]
+                duplicates = self._find_stored(stream_id, batch, supplied)
+                if duplicates is not None:
+                    return duplicates
+                break
+        current = tx.versions.get(stream_id)
+        if current is None:
+            current = self._current_version(stream_id)
         if expected_version is not None and expected_version != current:
             raise ConcurrencyError(stream_id, expected_version, current)
         size = len(batch)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -271,3 +272,12 @@ def test_append_frame_reads_naive_times_as_utc_elsewhere(elsewhere):
 def test_day_partitions_use_the_utc_date_elsewhere(elsewhere):
     # recorded_at: 23:30 on Jan 1, then 00:30, 01:30, 02:30 (frames) on Jan 2, UTC
     assert elsewhere["days"] == ["day=2024-01-01", "day=2024-01-02"]
+
+
+def test_system_clock_reserves_readings_for_a_batch_at_one_time():
+    clock = el.SystemClock()
+    before = time.time_ns() // 1000
+    first, step = clock.reserve_micros(6)
+    after = time.time_ns() // 1000
+    assert before <= first <= after
+    assert step == 0

@@ -154,6 +154,20 @@ def test_bad_stream_id(busy, snapshot, stream_id):
     before.assert_same(busy)
 
 
+def test_a_str_subclass_and_an_int_subclass_are_accepted(busy):
+    # The hot path checks exact types first; a subclass goes through the full check.
+    class StreamName(str):
+        pass
+
+    class Version(int):
+        pass
+
+    [record] = busy.append(StreamName("fresh-1"), [el.Event("A", {})], expected_version=Version(0))
+    assert (record.stream_id, record.version) == ("fresh-1", 1)
+    busy.append("fresh-1", [el.Event("B", {})], expected_version=Version(1))
+    assert busy.version("fresh-1") == 2
+
+
 @pytest.mark.parametrize("stream_id", ["", None, 7])
 def test_bad_stream_id_in_reads(busy, stream_id):
     for read in (busy.read_stream, busy.version):
