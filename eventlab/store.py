@@ -492,10 +492,7 @@ class EventStore:
             type(expected_version) is not int or expected_version < 0
         ):
             _check_expected_version(expected_version)
-        if type(events) is list:
-            batch = [event if type(event) is Event else Event.coerce(event) for event in events]
-        else:
-            batch = _coerce_events(events)
+        batch = _coerce_events(events)
         with self._lock:
             if self._tx is not None:
                 return self._append_in(self._tx, stream_id, batch, expected_version)
