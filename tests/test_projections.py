@@ -176,14 +176,17 @@ def test_failing_projection_stops_at_the_event_and_others_go_on(store):
     assert runner.status().set_index("name").loc["fragile", "state"] == "caught up"
 
 
+class Typed(el.Projection):
+    """Stores each ItemAdded's price as its order's item count: a str does not fit."""
+
+    name = "typed"
+    schema = {"order_id": "VARCHAR", "items": "INTEGER"}
+
+    def on_ItemAdded(self, event):
+        self.upsert(event.stream_id, items=event.data["price"])
+
+
 def test_a_value_that_does_not_fit_the_column_is_located_exactly(store):
-    class Typed(el.Projection):
-        name = "typed"
-        schema = {"order_id": "VARCHAR", "items": "INTEGER"}
-
-        def on_ItemAdded(self, event):
-            self.upsert(event.stream_id, items=event.data["price"])
-
     place(store, "order-1", "c1", 1, 2)
     # Within a batch only each row's last value is written, so the bad value must last.
     store.append("order-2", [ev("ItemAdded", price="lots")])
@@ -195,6 +198,48 @@ def test_a_value_that_does_not_fit_the_column_is_located_exactly(store):
     status = runner.status().iloc[0]
     assert status["failed_position"] == 4 and status["failed_type"] == "ItemAdded"
     assert "lots" in status["last_error"]
+
+
+def test_a_write_failing_in_a_middle_batch_is_located_and_stops_there(store):
+    # Batches of two: the second one fails to write while a third waits; only the
+    # first is kept, and nothing from the bad event on.
+    for n, price in enumerate([1, 2, "lots", 4, 5, 6], start=1):
+        store.append(f"order-{n}", [ev("ItemAdded", price=price)])
+    runner = el.ProjectionRunner(store, [Typed], batch_size=2)
+    with pytest.warns(el.ProjectionFailedWarning, match="position 3 "):
+        assert runner.catch_up() == 2
+    assert rows(store, "typed") == [("order-1", 1), ("order-2", 2)]
+    assert runner.checkpoint("typed") == 2
+    status = runner.status().iloc[0]
+    assert (status["failed_position"], status["failed_type"]) == (3, "ItemAdded")
+    assert "lots" in status["last_error"]
+
+
+def test_an_error_reading_the_next_batch_keeps_the_committed_one_and_its_checkpoint(
+    store, monkeypatch
+):
+    # Reading the second batch fails: the first stays committed, and the runner's
+    # checkpoint is the stored one, so the next catch-up neither repeats nor skips.
+    batches = el.runner.view_batches
+
+    def failing_after_one(reader):
+        views = batches(reader)
+        yield next(views)
+        views.close()
+        raise OSError("the disk went away")
+
+    for n in range(1, 7):
+        store.append(f"order-{n}", [ev("ItemAdded", price=n)])
+    runner = el.ProjectionRunner(store, [Typed], batch_size=2)
+    monkeypatch.setattr(el.runner, "view_batches", failing_after_one)
+    with pytest.raises(OSError, match="the disk went away"):
+        runner.catch_up()
+    assert rows(store, "typed") == [("order-1", 1), ("order-2", 2)]
+    stored = store.sql("SELECT position FROM checkpoints WHERE name = 'typed'")["position"][0]
+    assert runner.checkpoint("typed") == stored == 2
+    monkeypatch.setattr(el.runner, "view_batches", batches)
+    assert runner.catch_up() == 4
+    assert rows(store, "typed") == [(f"order-{n}", n) for n in range(1, 7)]
 
 
 def test_upsert_of_an_unknown_column_fails_the_projection_with_the_fix(store):
