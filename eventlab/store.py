@@ -548,9 +548,7 @@ class EventStore:
                 if duplicates is not None:
                     return duplicates
                 break
-        current = tx.versions.get(stream_id)
-        if current is None:
-            current = self._current_version(stream_id)
+        current = self._current_version(stream_id)
         if expected_version is not None and expected_version != current:
             raise ConcurrencyError(stream_id, expected_version, current)
         size = len(batch)
