@@ -138,6 +138,20 @@ def test_a_run_over_the_timeout_is_undone_and_retried(setup):
     assert status(scheduler, "s-2") == "succeeded" and store.version("slow-1") == 1
 
 
+def test_a_run_of_exactly_the_timeout_succeeds_and_one_microsecond_more_times_out(setup):
+    store, scheduler, _, _ = setup
+    scheduler.submit(el.Command("Slow", {"seconds": 5}, command_id="exact"))
+    scheduler.submit(
+        el.Command("Slow", {"seconds": 5.000001}, command_id="over", context={"max_attempts": 1})
+    )
+    scheduler.run()
+    assert status(scheduler, "exact") == "succeeded"
+    assert status(scheduler, "over") == "dead"
+    error = scheduler.commands.history("over")["error"].dropna().iloc[0]
+    assert error == "ran 0:00:05.000001, longer than the timeout 0:00:05; undone"
+    assert store.version("slow-1") == 1
+
+
 def test_scan_requeues_a_command_stuck_running(setup, clock):
     _, scheduler, calls, _ = setup
     scheduler.submit(el.Command("Ping", {"n": 7}, command_id="c-7"))
