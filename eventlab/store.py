@@ -553,8 +553,7 @@ class EventStore:
             raise ConcurrencyError(stream_id, expected_version, current)
         size = len(batch)
         first_us, step_us = reserve_micros(self.clock, size)
-        first_id = self._new_ids.reserve(size)
-        prefix = self._new_ids.prefix
+        new_ids = self._new_ids.take(size)
         position = self._head + 1
         version = current + 1
         encode = json_encoder
@@ -580,7 +579,7 @@ class EventStore:
                 rows.append(
                     (
                         position + index,
-                        event.event_id or f"{prefix}{first_id + index:012x}",
+                        event.event_id or new_ids[index],
                         stream_id,
                         version + index,
                         event.type,

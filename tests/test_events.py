@@ -11,8 +11,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from contract import EVENT_COLUMNS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import eventlab as el
+from eventlab.events import EventIds
 
 RECORD_FIELDS = EVENT_COLUMNS
 
@@ -294,3 +297,31 @@ def test_recorded_event_pattern_matching(recorded):
 def test_recorded_event_equals_the_stored_one(store, recorded):
     assert store.read_stream("order-1") == [recorded]
     assert list(store.read_all(after=1)) == [recorded]
+
+
+# ---------------------------------------------------------------------- generated ids
+
+
+@given(counts=st.lists(st.integers(min_value=0, max_value=5000), max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_generated_ids_are_the_counter_in_hex_whatever_the_takes(counts):
+    # take() joins a cached block head to the last three digits, and formats each
+    # id when a take crosses a block of 4096: both must give the same ids.
+    ids = EventIds(seed=3)
+    taken = [event_id for count in counts for event_id in ids.take(count)]
+    assert taken == [f"{ids.prefix}{n:012x}" for n in range(sum(counts))]
+    for event_id in taken[:3] + taken[-3:]:
+        assert uuid.UUID(event_id).version == 8
+
+
+def test_generated_ids_across_a_block_boundary_stay_consecutive():
+    ids = EventIds(seed=3)
+    ids.take(4094)
+    assert [i[-12:] for i in ids.take(4)] == [
+        "000000000ffe",
+        "000000000fff",
+        "000000001000",
+        "000000001001",
+    ]
+    assert ids.take(1) == [f"{ids.prefix}000000001002"]
+    assert ids.reserve(2) == 4099 and ids.take(1) == [f"{ids.prefix}000000001005"]
