@@ -12,6 +12,8 @@ A record is a header ``<kind:1 byte><length:u32><crc32:u32>`` and a payload:
 ``R``, a JSON array of rows, their JSON payloads as strings (cheapest for the
 few rows of one command), or ``A``, an Arrow IPC stream of one record batch
 (cheapest for big transactions, and the batch is reused as is for the absorb).
+A synced journal writes that stream with LZ4-compressed buffers (see
+``_SYNCED_COMPRESSION``); the stream says so itself, so recovery reads both.
 ``J`` (rows with the payloads embedded as JSON) is what journals held before
 ``R``; recovery reads both.
 
@@ -52,6 +54,13 @@ _HEADER = struct.Struct("<cII")
 _SUB_HEADER = struct.Struct("<cI")
 _JSON, _ROWS, _ARROW, _SIDE, _MULTI = b"J", b"R", b"A", b"S", b"M"
 
+# A synced record costs its flush, and ``fdatasync`` takes time per byte (here about
+# 0.2 ms plus 1.6 ms per MB). LZ4 shrinks a big commit's Arrow batch about fourfold
+# at about 1.5 GB/s: for 6,000 events, 0.7 ms of compressing saves about 2.5 ms of
+# flushing. Without sync the bytes only reach the page cache, where compressing
+# would cost more than it saves.
+_SYNCED_COMPRESSION = "lz4" if pa.Codec.is_available("lz4") else None
+
 # What a side record holds: (table name, row) pairs in commit order.
 SideRows = list[tuple[str, tuple]]
 
@@ -71,6 +80,9 @@ class Journal:
         # Without sync a record reaches the operating system, not the disk: a
         # killed process loses nothing, a power cut may lose the last records.
         self.sync = sync
+        self._ipc_options = pa.ipc.IpcWriteOptions(
+            compression=_SYNCED_COMPRESSION if sync else None
+        )
         existed = path.exists()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size  # bytes of intact, synced records
@@ -89,7 +101,7 @@ class Journal:
         """Durably append an Arrow record of ``batch`` (the events table's layout), and
         ``side``."""
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
+        with pa.ipc.new_stream(sink, batch.schema, options=self._ipc_options) as writer:
             writer.write_batch(batch)
         self._write_with_side(_ARROW, sink.getvalue(), side)
 

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import eventlab as el
@@ -599,6 +600,39 @@ def test_torn_arrow_record_of_a_big_transaction_is_dropped(tmp_path: Path, cut: 
         records = list(store.read_all())
         assert [r.position for r in records] == list(range(1, 102))
         assert [r.data["k"] for r in records[1:]] == list(range(100))
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_big_transaction_is_journalled_lz4_compressed_only_when_synced(
+    tmp_path: Path, sync: bool
+) -> None:
+    # A synced flush costs time per byte, so a synced journal compresses its Arrow
+    # records; without sync compressing would cost more than it saves.
+    path = tmp_path / "store.duckdb"
+    with el.EventStore(path, sync=sync) as store:
+        with store.transaction():
+            for k in range(500):
+                store.append(f"big-{k}", [el.Event("B", {"k": k, "note": "the same words " * 4})])
+        data = journal_of(path).read_bytes()
+        image = tmp_path / "image"
+        image.mkdir()
+        shutil.copy2(path, image / "store.duckdb")
+        (image / "store.duckdb.journal").write_bytes(data)  # as a crash would leave it
+        expected = list(store.read_all())
+    (record,) = journal_records(data)
+    assert record[:1] == b"A"
+    payload = record[RECORD_HEADER.size :]
+    batch = pa.ipc.open_stream(payload).read_all()
+    plain = pa.BufferOutputStream()
+    with pa.ipc.new_stream(plain, batch.schema) as writer:
+        writer.write_table(batch)
+    if sync:
+        assert len(payload) < plain.getvalue().size / 3
+    else:
+        assert payload == plain.getvalue().to_pybytes()
+    with el.EventStore(image / "store.duckdb") as store:
+        assert list(store.read_all()) == expected
+        assert [r.data["k"] for r in expected] == list(range(500))
 
 
 def test_crash_between_absorb_and_journal_truncate_applies_nothing_twice(
