@@ -1194,7 +1194,13 @@ class EventStore:
 
 def _coerce_events(events: Any) -> list[Event]:
     if type(events) is list:
-        pass  # the common case; the ABC checks below cost more than a small append
+        # The common case (the ABC checks below cost more than a small append), and
+        # usually a list of Events only: then it is used as given, without a copy.
+        for event in events:
+            if type(event) is not Event:
+                break
+        else:
+            return events
     elif isinstance(events, (Event, Mapping)):
         events = [events]
     elif isinstance(events, (str, bytes)) or not isinstance(events, Iterable):

@@ -54,6 +54,17 @@ def test_append_a_single_event_or_dict(store):
     assert history(store) == [(1, "s", 1, "A", {"i": 1}), (2, "s", 2, "B", {"i": 2})]
 
 
+def test_append_takes_any_iterable_of_events_and_dicts(store):
+    # A list of Events only is used as given; other shapes are coerced into a new list.
+    events = [el.Event("A", {"i": 1})]
+    store.append("s", events)
+    events.append(el.Event("Late", {}))  # changing the list afterwards changes nothing
+    store.append("s", (el.Event("B", {"i": 2}), {"type": "C", "data": {"i": 3}}))
+    store.append("s", (el.Event(t, {"i": i}) for i, t in [(4, "D"), (5, "E")]))
+    store.append("s", [{"type": "F", "data": {"i": 6}}, el.Event("G", {"i": 7})])
+    assert history(store) == [(n, "s", n, t, {"i": n}) for n, t in enumerate("ABCDEFG", start=1)]
+
+
 def test_append_nothing_writes_nothing(store, snapshot):
     store.append("s", [el.Event("A", {})])
     before = snapshot(store)
