@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -251,8 +250,7 @@ def _same(value: Any) -> Any:
     return value
 
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
+class paused_gc:  # noqa: N801 - used like a function: ``with paused_gc():``
     """Pause the cyclic garbage collector for a bulk fold.
 
     A bulk replay creates millions of long-lived objects (payload dicts, records,
@@ -261,13 +259,19 @@ def paused_gc() -> Iterator[None]:
     Reference counting still frees everything as usual; only cycles wait until
     the collector resumes. A pause inside another one (or inside a caller's own
     ``gc.disable()``) does not turn the collector back on.
+
+    A class rather than a ``@contextmanager`` generator: the scheduler enters one
+    per batch, and in a simulation that is once per command.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
+
+    __slots__ = ("was_enabled",)
+
+    def __enter__(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.was_enabled:
             gc.enable()
 
 

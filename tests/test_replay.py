@@ -682,3 +682,30 @@ def test_state_at_every_version_matches_a_model_of_states(operations):
         assert known == model.states[1:]
         loaded = ModelCounter.load(store, "c-1")
         assert (loaded.total, loaded.version) == (model.states[-1], current)
+
+
+# ---------------------------------------------------------------------- paused_gc
+
+
+def test_paused_gc_pauses_the_collector_and_restores_it_even_after_an_error():
+    import gc
+
+    from eventlab.replay import paused_gc
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():  # nested: the inner exit must not turn it back on
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(KeyError), paused_gc():
+        raise KeyError("x")
+    assert gc.isenabled()
+    gc.disable()  # a caller's own pause is left as it was
+    try:
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
