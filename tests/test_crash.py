@@ -622,10 +622,10 @@ def test_a_big_transaction_is_journalled_lz4_compressed_only_when_synced(
     (record,) = journal_records(data)
     assert record[:1] == b"A"
     payload = record[RECORD_HEADER.size :]
-    batch = pa.ipc.open_stream(payload).read_all()
+    table = pa.ipc.open_stream(payload).read_all()
     plain = pa.BufferOutputStream()
-    with pa.ipc.new_stream(plain, batch.schema) as writer:
-        writer.write_table(batch)
+    with pa.ipc.new_stream(plain, table.schema) as writer:
+        writer.write_table(table)
     if sync:
         assert len(payload) < plain.getvalue().size / 3
     else:

@@ -6,6 +6,7 @@ Function reducers are the subject here; tests/test_aggregate.py covers aggregate
 from __future__ import annotations
 
 import copy
+import gc
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventlab as el
+from eventlab.replay import paused_gc
 
 # The conftest's clock: 2024-01-01T00:00:00Z, one second per event.
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -688,10 +690,6 @@ def test_state_at_every_version_matches_a_model_of_states(operations):
 
 
 def test_paused_gc_pauses_the_collector_and_restores_it_even_after_an_error():
-    import gc
-
-    from eventlab.replay import paused_gc
-
     assert gc.isenabled()
     with paused_gc():
         assert not gc.isenabled()
