@@ -543,7 +543,7 @@ class EventStore:
         supplied = None
         for event in batch:  # a loop that stops early: most appends supply no ids
             if event.event_id is not None:
-                supplied = [event.event_id for event in batch if event.event_id is not None]
+                supplied = [given.event_id for given in batch if given.event_id is not None]
                 duplicates = self._find_stored(stream_id, batch, supplied)
                 if duplicates is not None:
                     return duplicates
