@@ -10,6 +10,7 @@ history, then switches to live events without a gap or a duplicate.
 
 from __future__ import annotations
 
+import operator
 import threading
 import traceback
 from collections import deque
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 Handler = Callable[["RecordedEvent"], Any]
 
 LIVE, CATCHING_UP, FAILED = "live", "catching up", "failed"
+# Set by unsubscribe(): a dispatch or catch-up loop already running for this
+# subscription sees it and stops delivering at once.
+UNSUBSCRIBED = "unsubscribed"
 
 
 class Subscription:
@@ -35,7 +39,7 @@ class Subscription:
 
     ``position`` is the last position the subscription has seen (delivered to
     the handler, or skipped because it did not match); ``state`` is ``"live"``,
-    ``"catching up"`` or ``"failed"``.
+    ``"catching up"``, ``"failed"`` or ``"unsubscribed"``.
     """
 
     def __init__(
@@ -145,59 +149,98 @@ class EventBus:
             the handler's name. Names are unique on a bus.
         from_position : int, optional
             Catch up first: deliver the stored events after this position (0 for
-            the whole history), then the live ones, with no gap and no duplicate.
-            Needs a bus given to a store.
+            the whole history, at most the store's head), then the live ones, with
+            no gap and no duplicate. Needs a bus given to a store.
 
         Returns
         -------
         Subscription
+
+        Raises
+        ------
+        EventlabError
+            If an argument is malformed, the name is taken, or ``from_position``
+            is negative or beyond the store's head. Nothing is registered then.
         """
         if not callable(handler):
             raise EventlabError(
-                f"subscribe() needs a callable handler taking one event, got "
-                f"{type(handler).__name__}"
+                f"handler must be a callable taking one event (a function or a bound "
+                f"method), got {_shown(handler)}; pass the function itself, without calling it"
             )
-        name = name if name is not None else getattr(handler, "__qualname__", repr(handler))
+        if name is None:
+            name = getattr(handler, "__qualname__", None) or repr(handler)
+        elif not isinstance(name, str) or not name:
+            raise EventlabError(
+                f"name must be a non-empty string naming the subscription, got {_shown(name)}; "
+                f'e.g. name="billing", or leave it out to use the handler\'s name'
+            )
+        type_names = _names("types", types, "an event type", "types=None for every type")
+        prefixes = _prefixes(streams)
         with self._lock:
             if name in self._subscriptions:
                 raise EventlabError(
                     f"a subscription named {name!r} already exists on this bus; pass another "
                     f"name= or unsubscribe({name!r}) first"
                 )
-            subscription = Subscription(
-                name, handler, _names("types", types), _prefixes(streams), self._live_position()
-            )
+            subscription = Subscription(name, handler, type_names, prefixes, self._live_position())
             if from_position is not None:
-                self._check_catch_up(from_position)
-                subscription.position = from_position
+                subscription.position = self._check_catch_up(from_position)
                 subscription.state = CATCHING_UP
             self._subscriptions[name] = subscription
             self._drain()
         return subscription
 
     def unsubscribe(self, subscription: str | Subscription) -> None:
-        """Stop delivering to a subscription (by name or object)."""
+        """Stop delivering to a subscription (by name or object).
+
+        Takes effect at once, also from inside a handler: the subscription gets
+        no further event, not even the rest of a catch-up or of the event being
+        dispatched to the other subscribers.
+        """
         name = subscription.name if isinstance(subscription, Subscription) else subscription
         with self._lock:
-            if self._subscriptions.pop(name, None) is None:
+            removed = self._subscriptions.pop(name, None)
+            if removed is None:
                 raise EventlabError(
                     f"no subscription named {name!r} on this bus; its subscriptions are "
                     f"{sorted(self._subscriptions)}"
                 )
+            removed.state = UNSUBSCRIBED
 
     def _live_position(self) -> int:
         return self._store.head if self._store is not None and not self._store.closed else 0
 
-    def _check_catch_up(self, from_position: object) -> None:
-        if isinstance(from_position, bool) or not isinstance(from_position, int):
-            raise EventlabError(f"from_position must be an int position, got {from_position!r}")
-        if from_position < 0:
-            raise EventlabError(f"from_position must be 0 or more, got {from_position}")
+    def _check_catch_up(self, from_position: object) -> int:
+        """The catch-up start as a plain int, or an error naming the fix."""
+        try:
+            if isinstance(from_position, bool):
+                raise TypeError
+            # operator.index takes numpy integers too (a position read from a frame).
+            position = operator.index(from_position)  # type: ignore[arg-type]
+        except TypeError:
+            raise EventlabError(
+                f"from_position must be an int position, got {_shown(from_position)}; "
+                f"use 0 for the whole history, or e.g. from_position=3 to start after event 3"
+            ) from None
+        if position < 0:
+            raise EventlabError(
+                f"from_position must be 0 or more, got {position}; use 0 for the whole history"
+            )
         if self._store is None:
             raise EventlabError(
                 "a catch-up subscription reads the stored history, but this bus has no "
                 "store; create the store with el.EventStore(..., bus=bus) first"
             )
+        head = self._store.head
+        if position > head:
+            # Positions are gapless and start at 1, so a start beyond the head would
+            # silently skip the live events up to it.
+            raise EventlabError(
+                f"from_position={position} is beyond the store's head ({head}): no event "
+                f"is stored after it yet. Use from_position <= {head} (the head for live "
+                f"events only, 0 for the whole history)"
+            )
+        return position
 
     # ------------------------------------------------------------------ publishing
 
@@ -267,7 +310,9 @@ class EventBus:
                 return
             types = None if subscription.types is None else sorted(subscription.types)
             for event in store.read_all(after=subscription.position, types=types, until=head):
-                if not self._deliver(subscription, event):
+                # The state check stops a subscription its handler (or another's) has
+                # just unsubscribed; _deliver returning False means it failed.
+                if not self._deliver(subscription, event) or subscription.state != CATCHING_UP:
                     return
             if subscription.state == CATCHING_UP:
                 subscription.position = head  # events of other types were seen, not delivered
@@ -356,18 +401,42 @@ class EventBus:
         return f"EventBus({len(self._subscriptions)} subscriptions)"
 
 
-def _names(what: str, values: str | Iterable[str] | None) -> frozenset[str] | None:
+def _shown(value: object) -> str:
+    """A value and its type for an error message, e.g. ``5 (int)``, kept short."""
+    return f"{value!r:.60} ({type(value).__name__})"
+
+
+def _names(
+    what: str, values: str | Iterable[str] | None, one: str, everything: str
+) -> frozenset[str] | None:
+    """``values`` as a set of non-empty strings; a single string is one name.
+
+    ``one`` says what a single value is (for the message), ``everything`` how to
+    ask for no filter at all.
+    """
     if values is None:
         return None
     if isinstance(values, str):
-        values = [values]
+        values = [values]  # one type or prefix, not its characters
+    elif isinstance(values, (bytes, bytearray)) or not isinstance(values, Iterable):
+        raise EventlabError(
+            f"{what} must be {one} (str) or a list of them, got {_shown(values)}; "
+            f'e.g. {what}="{"OrderPlaced" if what == "types" else "order-"}", or {everything}'
+        )
     values = list(values)
-    bad = [v for v in values if not isinstance(v, str) or not v]
-    if bad or not values:
-        raise EventlabError(f"{what} must be a non-empty string or a list of them, got {values!r}")
+    if not values:
+        raise EventlabError(
+            f"{what} is empty, so nothing would ever match; name at least one, or pass {everything}"
+        )
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise EventlabError(
+                f"{what} must hold non-empty strings, but {_shown(value)} is not; fix that "
+                f"entry, or pass {everything}"
+            )
     return frozenset(values)
 
 
 def _prefixes(streams: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    names = _names("streams", streams)
+    names = _names("streams", streams, "a stream prefix", "streams=None for every stream")
     return None if names is None else tuple(sorted(names))

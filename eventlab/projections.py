@@ -13,8 +13,10 @@ makes catching up over millions of events fast.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import re
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from operator import attrgetter, call, itemgetter, length_hint
@@ -28,6 +30,36 @@ from .errors import ProjectionError
 # Tables of the store itself and of later layers: a read model may not take these names.
 RESERVED_NAMES = frozenset({"events", "snapshots", "checkpoints", "commands", "info"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A column type as it goes into CREATE TABLE: a type name with optional arguments,
+# fields and array brackets (DECIMAL(10, 2), STRUCT(a INTEGER), VARCHAR[]), but no
+# comma, quote or semicolon outside them, which would add columns or statements.
+# Whether DuckDB knows the type is checked by the runner, which has a connection.
+_TYPE_NAME = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_ ]*(\([A-Za-z0-9_ ,()\[\]]*\))?(\[\d*\])*\s*$")
+
+# Key column types whose values DuckDB returns as exactly these Python types, so a
+# key a handler gives can be looked up in the set of stored keys (see stored_keys).
+# A key of any other Python type (a str for a DATE column, a float for an INTEGER
+# one) is looked up in DuckDB instead, which casts it as the write will.
+_KEY_TYPES: dict[str, type] = {
+    **dict.fromkeys("VARCHAR TEXT STRING CHAR BPCHAR".split(), str),
+    **dict.fromkeys(
+        "TINYINT SMALLINT INTEGER INT BIGINT HUGEINT UTINYINT USMALLINT UINTEGER UBIGINT "
+        "UHUGEINT INT1 INT2 INT4 INT8 LONG SHORT SIGNED".split(),
+        int,
+    ),
+    **dict.fromkeys("BOOLEAN BOOL LOGICAL".split(), bool),
+    **dict.fromkeys("DOUBLE FLOAT8".split(), float),
+    "DATE": datetime.date,
+    "UUID": uuid.UUID,
+}
+
+
+def key_python_types(
+    schema: Mapping[str, str], key_columns: tuple[str, ...]
+) -> tuple[type, ...] | None:
+    """The Python type DuckDB gives the values of each key column, or None if one has none."""
+    types = tuple(_KEY_TYPES.get(schema[k].strip().upper()) for k in key_columns)
+    return None if None in types else types  # type: ignore[return-value]
 
 
 def check_table_name(name: object, what: str) -> str:
@@ -101,7 +133,7 @@ class Projection:
             )
         for column, sql_type in schema.items():
             check_table_name(column, f"{cls.__name__}.schema column")
-            if not isinstance(sql_type, str) or not sql_type.strip():
+            if not isinstance(sql_type, str) or not _TYPE_NAME.match(sql_type):
                 raise ProjectionError(
                     f"{cls.__name__}.schema[{column!r}] must be a DuckDB type name such as "
                     f"'VARCHAR' or 'DOUBLE', got {sql_type!r}"
@@ -114,6 +146,14 @@ class Projection:
                 f"{cls.__name__}.key names {missing or 'no'} column(s) of its schema "
                 f"{list(schema)}; the key must be one or more schema columns"
             )
+        if len(set(self.key_columns)) != len(self.key_columns):
+            raise ProjectionError(
+                f"{cls.__name__}.key names a column twice ({self.key_columns}); "
+                f"list each key column once"
+            )
+        #: The Python type of each key column's stored values, or None when some
+        #: key column's values do not come back from DuckDB as a plain Python type.
+        self.key_types: tuple[type, ...] | None = key_python_types(schema, self.key_columns)
         if not self.find_handlers():
             raise ProjectionError(
                 f"{cls.__name__} has no handlers; add methods named on_<EventType>(self, event)"
@@ -251,13 +291,13 @@ class Changes:
     rows the table cannot hold yet, an upsert for the others. A single-column key
     is kept as it is, a composite one as a tuple.
 
-    A key is compared as the Python value the handler passed, so a key stored
-    as ``'5'`` and upserted as ``5`` looks new, and its plain INSERT fails on
-    the primary key; ``upserts_only=True`` writes every row as an upsert, which
-    the runner uses to retry a batch whose write failed.
-
     ``existing`` (the keys the table holds, when the runner knows them) lets
-    :meth:`get` and :meth:`upsert` know a new key without a query.
+    :meth:`get` and :meth:`upsert` know a new key without a query. It answers
+    only for keys of the Python type DuckDB returns for the key column (see
+    ``Projection.key_types``): a ``'2024-05-01'`` given for a DATE key, or a
+    ``'5'`` for an INTEGER one, is looked up in DuckDB, which casts it as the
+    write does. ``upserts_only=True`` writes every row as an upsert, which the
+    runner uses to retry a batch whose write failed.
 
     The handler API (``upsert``, ``delete``, ``get``) is made of closures over
     the batch's state rather than methods: a handler calls them once or twice
@@ -284,7 +324,9 @@ class Changes:
         self.null_row = dict.fromkeys(self.columns)
         self.entries: dict[Any, list] = {}
         self.removed: set = set()
-        self.existing = existing
+        # Without a Python type per key column the stored keys cannot answer for a key.
+        self.key_types = projection.key_types
+        self.existing = existing if self.key_types is not None else None
         self.upserts_only = upserts_only
         self.upsert, self.delete, self.get = self._handler_api()
 
@@ -293,7 +335,8 @@ class Changes:
         settable, null_row, stored_row = self.settable, self.null_row, self._stored_row
         check_key, key_columns = self._check_key, self.key_columns
         composite, key_column = self.composite, self.key_columns[0]
-        reject = self._reject
+        reject, is_new = self._reject, self._is_new
+        key_type = None if self.key_types is None else self.key_types[0]
 
         def upsert(key: Any, /, **columns: Any) -> None:
             if composite:
@@ -312,7 +355,10 @@ class Changes:
             else:
                 columns[key_column] = key
             if entry is None:
-                new = existing is not None and key not in existing
+                if composite:
+                    new = is_new(key)
+                else:  # inline: the usual single-column key, once per key and batch
+                    new = existing is not None and key.__class__ is key_type and key not in existing
                 entries[key] = [null_row if new else _UNKNOWN, columns]
             else:  # read or deleted earlier in the batch
                 entry[1] = columns
@@ -354,12 +400,23 @@ class Changes:
             )
         return key
 
+    def _is_new(self, key: Any) -> bool:
+        """True when the stored keys show that the table has no row for ``key``."""
+        existing = self.existing
+        if existing is None or key in existing:
+            return False
+        if self.composite:
+            return tuple(map(type, key)) == self.key_types
+        return key.__class__ is self.key_types[0]  # type: ignore[index]
+
     def _stored_row(self, key: Any) -> dict[str, Any] | None:
-        if self.existing is not None and key not in self.existing:
+        if self._is_new(key):
             return None
         values = list(key) if self.composite else [key]
         where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(self.key_columns, start=1))
-        rows = self.cursor.execute(f"SELECT * FROM {self.table} WHERE {where}", values)
+        # Columns by name: a table made for an earlier order of the schema still fits.
+        columns = ", ".join(f'"{c}"' for c in self.columns)
+        rows = self.cursor.execute(f"SELECT {columns} FROM {self.table} WHERE {where}", values)
         found = rows.fetchall()
         return dict(zip(self.columns, found[0], strict=True)) if found else None
 
@@ -408,9 +465,23 @@ class Changes:
 
     def _delete_keys(self, keys: list) -> None:
         tuples = keys if self.composite else [(key,) for key in keys]
-        staged = pa.table(
-            {name: _array([k[i] for k in tuples], name) for i, name in enumerate(self.key_columns)}
-        )
+        try:
+            staged = pa.table(
+                {name: pa.array([k[i] for k in tuples]) for i, name in enumerate(self.key_columns)}
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Keys of different Python types (5 and "6"): delete each kind apart, as
+            # _write_rows writes them.
+            by_types: dict[tuple[type, ...], list] = {}
+            for key, values in zip(keys, tuples, strict=True):
+                by_types.setdefault(tuple(map(type, values)), []).append(key)
+            if len(by_types) == 1:
+                for i, name in enumerate(self.key_columns):
+                    _array([k[i] for k in tuples], name)
+                raise
+            for part in by_types.values():
+                self._delete_keys(part)
+            return
         self.cursor.register("_removed_keys", staged)
         try:
             match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
@@ -422,7 +493,21 @@ class Changes:
             _unregister(self.cursor, "_removed_keys")
 
     def _write_rows(self, names: tuple[str, ...], rows: list[dict], *, upsert: bool) -> None:
-        staged = pa.table({name: _array(list(map(itemgetter(name), rows)), name) for name in names})
+        try:
+            staged = pa.table({name: pa.array(list(map(itemgetter(name), rows))) for name in names})
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Values of different Python types in one column (123 and "A-1"), which
+            # DuckDB casts to the column's type one by one: write each kind apart.
+            by_types: dict[tuple[type, ...], list[dict]] = {}
+            for row in rows:
+                by_types.setdefault(tuple(type(row[name]) for name in names), []).append(row)
+            if len(by_types) == 1:  # one kind of values that Arrow still refuses
+                for name in names:
+                    _array([row[name] for row in rows], name)
+                raise
+            for part in by_types.values():
+                self._write_rows(names, part, upsert=upsert)
+            return
         quoted = ", ".join(f'"{c}"' for c in names)
         conflict = ""
         if upsert:
@@ -450,9 +535,9 @@ def _array(values: list, column: str) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        # Mixed Python types in one column (e.g. 1 and "a"): no single Arrow type.
+        # E.g. an int beyond 64 bits, or a list whose items mix types: no Arrow type holds it.
         raise ProjectionError(
-            f"the values written to column {column!r} do not share one type ({exc}); "
+            f"a value written to column {column!r} cannot be stored ({exc}); "
             f"write values of the column's declared type"
         ) from None
 
@@ -544,7 +629,13 @@ MAX_KEYS_IN_MEMORY = 2_000_000
 
 
 def stored_keys(cursor: duckdb.DuckDBPyConnection, projection: Projection) -> set[tuple] | None:
-    """The keys a projection's table holds, so get() knows a new key without a query."""
+    """The keys a projection's table holds, so get() knows a new key without a query.
+
+    None when the table is too big to hold them in memory, or when a key column's
+    values have no plain Python type to compare a handler's key with.
+    """
+    if projection.key_types is None:
+        return None
     table = f"main.{projection.name}"
     if cursor.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > MAX_KEYS_IN_MEMORY:
         return None

@@ -8,19 +8,24 @@ events when the query reads the ``events`` table directly.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from .checkpoints import FAILED, read_models
-from .errors import ProjectionError, QueryError
+from .errors import ConsistencyTimeout, ProjectionError, QueryError
 from .runner import ProjectionRunner
 
 if TYPE_CHECKING:
@@ -30,6 +35,43 @@ CONSISTENCY = ("eventual", "strong")
 _PLACEHOLDER = re.compile(r"\$\w+|\?")
 
 
+def _split_name(name: str) -> list[str]:
+    """``a."b.c"`` -> ``['a', 'b.c']``: the parts of a (possibly quoted) qualified name."""
+    parts: list[str] = []
+    part: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(name):
+        char = name[i]
+        if char == '"':
+            if quoted and name[i + 1 : i + 2] == '"':  # "" inside quotes is one "
+                part.append('"')
+                i += 1
+            else:
+                quoted = not quoted
+        elif char == "." and not quoted:
+            parts.append("".join(part))
+            part = []
+        else:
+            part.append(char)
+        i += 1
+    parts.append("".join(part))
+    return parts
+
+
+def _table_key(name: str, catalog: str | None = None) -> str:
+    """The key a table is tracked under: lower case (DuckDB identifiers are
+    case-insensitive), ``main.x`` and ``<catalog>.main.x`` as plain ``x``, any other
+    schema kept (``asof_snap.orders``), so a read model and its as-of copy differ."""
+    parts = [part.lower() for part in _split_name(name)]
+    mains = ("main",) if catalog is None else ("main", catalog.lower())
+    if len(parts) == 3 and parts[0] in mains[1:] and parts[1] == "main":
+        return parts[2]
+    if len(parts) == 2 and parts[0] in mains:
+        return parts[1]
+    return ".".join(parts)
+
+
 class QueryContext:
     """What a query handler reads through: SQL over the store's tables and read models.
 
@@ -37,10 +79,11 @@ class QueryContext:
     invalidates them.
     """
 
-    def __init__(self, store: EventStore):
+    def __init__(self, store: EventStore, *, catalog: str | None = None):
         self.store = store
         self.tables: set[str] = set()
         self.tables_known = True  # False once a query's tables could not be worked out
+        self._catalog = catalog
 
     def sql(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
@@ -48,8 +91,11 @@ class QueryContext:
         """Run a read-only query and return a DataFrame (``$name`` parameters from a dict)."""
         try:
             # The table-name parser refuses placeholders; values never name tables.
-            names = duckdb.get_table_names(_PLACEHOLDER.sub("NULL", query))
-            self.tables |= {name.lower() for name in names}
+            # Qualified names: asof_x.orders is not the live orders read model.
+            names = duckdb.get_table_names(_PLACEHOLDER.sub("NULL", query), qualified=True)
+            if self._catalog is None and any("." in name for name in names):
+                self._catalog = _catalog_of(self.store)
+            self.tables |= {_table_key(name, self._catalog) for name in names}
         except duckdb.Error:
             self.tables_known = False  # store.sql() below reports a real parse error
         return self.store.sql(query, params)
@@ -125,6 +171,11 @@ class QueryBus:
         self.store = store
         self._runner = runner
         self._models = read_models(store)
+        self._catalog = _catalog_of(store)
+        # Lower-case table key -> the read model's own name (which may use capitals);
+        # rebuilt when the registry learns a new read model (it only ever grows).
+        self._model_names: dict[str, str] = {}
+        self._model_names_seen = -1
         self._handlers: dict[str, _Handler] = {}
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
         self._cache_size = cache_size
@@ -165,15 +216,30 @@ class QueryBus:
                 f"query {name!r} already has a handler ({self._handlers[name].func.__name__}); "
                 f"one query, one handler"
             )
-        if isinstance(reads, str):
-            reads = [reads]
         self._handlers[name] = _Handler(
             name,
             func,
-            None if reads is None else frozenset(r.lower() for r in reads),
+            None if reads is None else self._declared_reads(name, reads),
             bool(cache),
             inspect.signature(func),
         )
+
+    def _declared_reads(self, name: str, reads: object) -> frozenset[str]:
+        if isinstance(reads, str):
+            reads = [reads]
+        fix = (
+            f"reads of query {name!r} must be a table name or a list of table names, "
+            f"e.g. reads=['orders'] (or leave reads out and the query bus learns them "
+            f"from the handler's SQL)"
+        )
+        try:
+            tables = list(reads)  # type: ignore[call-overload]
+        except TypeError:
+            raise QueryError(f"{fix}; got {reads!r}") from None
+        for table in tables:
+            if not isinstance(table, str) or not table:
+                raise QueryError(f"{fix}; got {table!r} in {reads!r}")
+        return frozenset(_table_key(table, self._catalog) for table in tables)
 
     @property
     def queries(self) -> list[str]:
@@ -202,17 +268,55 @@ class QueryBus:
             catches up the projections the query reads to the store's head, so
             it sees every event written before the ask (read-your-writes).
         timeout : float
-            Seconds a strong ask may spend catching up before it raises
-            :class:`~eventlab.ConsistencyTimeout`.
+            Seconds (0 or more; ``float("inf")`` for no limit) a strong ask may
+            spend catching up before it raises :class:`~eventlab.ConsistencyTimeout`.
         **params
             The query's parameters.
+
+        Raises
+        ------
+        QueryError
+            An unknown query, parameters its handler does not take, or a bad
+            ``consistency`` or ``timeout``.
+        ProjectionError
+            ``consistency="strong"`` and a projection the query reads has failed,
+            or no :class:`~eventlab.ProjectionRunner` of this process feeds it.
+        ConsistencyTimeout
+            ``consistency="strong"`` and the catch-up took longer than ``timeout``.
+
+        Notes
+        -----
+        Until a query's tables are known (declared with ``reads=`` or learned from
+        its first answer), a strong ask catches every projection up, answers, and
+        then holds only the tables the answer read to the head: a failed projection
+        the query does not read does not stop it.
         """
         handler = self._handler(query, params)
         if consistency not in CONSISTENCY:
-            raise QueryError(f"consistency must be 'eventual' or 'strong', got {consistency!r}")
-        if consistency == "strong":
-            self._catch_up(handler, timeout)
+            raise QueryError(
+                f"consistency must be 'eventual' or 'strong', got {consistency!r}; use "
+                f"'strong' to see every event written before the ask, else 'eventual'"
+            )
+        if type(timeout) is not float or not timeout >= 0.0:  # the default passes at once
+            _check_timeout(timeout)
         key = _cache_key(query, params) if handler.cache and self._cache_size else None
+        if consistency == "strong":
+            deadline = time.monotonic() + timeout
+            if handler.reads_now() is None:
+                # Which projections the query reads is learned by answering it. So bring
+                # every projection forward first, without failing on ones it may not
+                # read, answer, and then hold only the tables it read to the head.
+                self._catch_up_all(deadline)
+                value = self._answer(handler, key, params)
+                if not self._catch_up(handler.reads_now(), deadline):
+                    return value
+                # It read a model the first pass left behind (its time ran out): again.
+            else:
+                self._catch_up(handler.reads_now(), deadline)
+        return self._answer(handler, key, params)
+
+    def _answer(self, handler: _Handler, key: tuple | None, params: dict[str, Any]) -> Any:
+        """The answer from the cache while valid, else from running the handler."""
         if key is not None:
             entry = self._cache.get(key)
             if entry is not None:
@@ -225,10 +329,14 @@ class QueryBus:
         handler.misses += 1
         value, versions = self._run(handler, params)
         if key is not None and versions is not None:
+            try:
+                answer = _copy(value)
+            except Exception:  # a value deepcopy refuses (a generator...): answered, not cached
+                return value
             self._cache[key] = _Entry(value, versions)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return _copy(value)
+            return answer
         return value
 
     def _handler(self, query: str, params: dict[str, Any]) -> _Handler:
@@ -252,7 +360,7 @@ class QueryBus:
     ) -> tuple[Any, tuple[tuple[str, int], ...] | None]:
         """Run the handler; also return the table versions its result depends on
         (None when a table it read has no version the cache can follow)."""
-        context = QueryContext(self.store)
+        context = QueryContext(self.store, catalog=self._catalog)
         versions_before = None
         if handler.reads is not None:
             versions_before = self._versions(handler.reads)
@@ -278,24 +386,61 @@ class QueryBus:
     def _version(self, table: str) -> int | None:
         if table == "events":
             return self.store.head
-        if table in self._models.generations or self._models.runner_for(table) is not None:
-            return self._models.generations.get(table, 0)
-        return None  # not a table the read side keeps versions of: never cached
+        name = self._model_name(table)
+        if name is None:
+            return None  # not a table the read side keeps versions of: never cached
+        return self._models.generations.get(name, 0)
+
+    def _model_name(self, table: str) -> str | None:
+        """The name of the projection whose read model ``table`` (a lower-case key) is."""
+        generations = self._models.generations
+        if len(generations) != self._model_names_seen:
+            self._model_names = {name.lower(): name for name in generations}
+            self._model_names_seen = len(generations)
+        name = self._model_names.get(table)
+        if name is None:
+            for runner in self._runners():
+                for candidate in runner.projections:
+                    if candidate.lower() == table:
+                        return candidate
+        return name
+
+    def _runners(self) -> list[ProjectionRunner]:
+        return [self._runner] if self._runner is not None else list(self._models.runners)
 
     def _still_valid(self, entry: _Entry) -> bool:
         return all(self._version(table) == version for table, version in entry.versions)
 
-    def _catch_up(self, handler: _Handler, timeout: float) -> None:
-        """Catch up the projections the query reads (all, when unknown) to the head."""
-        reads = handler.reads_now()
-        runners = [self._runner] if self._runner is not None else list(self._models.runners)
-        deadline = time.monotonic() + timeout
-        for runner in runners:
-            names = [n for n in runner.projections if reads is None or n in reads]
-            if not names:
-                continue
-            head = self.store.head
-            runner.catch_up(names, timeout=max(0.0, deadline - time.monotonic()))
+    def _catch_up_all(self, deadline: float) -> None:
+        """Best effort: catch every projection up; failed ones stay behind (the runner
+        warns), and running out of time is left to :meth:`_catch_up` to report."""
+        for runner in self._runners():
+            try:
+                runner.catch_up(timeout=max(0.0, deadline - time.monotonic()))
+            except ConsistencyTimeout:
+                return
+
+    def _catch_up(self, reads: frozenset[str] | None, deadline: float) -> int:
+        """Catch up the projections whose read models ``reads`` names (every one, when
+        unknown) to the head; raise when one cannot get there. Returns how many
+        events they applied."""
+        runners = self._runners()
+        head = self.store.head
+        plan: dict[ProjectionRunner, list[str]] = {}
+        if reads is None:
+            plan = {runner: list(runner.projections) for runner in runners}
+        else:
+            for table in sorted(reads):
+                name = self._model_name(table)
+                if name is None:
+                    continue  # events, or a table no projection writes: nothing to catch up
+                runner = next((r for r in runners if name in r.projections), None)
+                if runner is None:
+                    raise ProjectionError(self._no_runner(name, head))
+                plan.setdefault(runner, []).append(name)
+        applied = 0
+        for runner, names in plan.items():
+            applied += runner.catch_up(names, timeout=max(0.0, deadline - time.monotonic()))
             for name in names:
                 row = runner._checkpoints[name]
                 if row["state"] == FAILED:
@@ -304,6 +449,25 @@ class QueryBus:
                         f"({row['error']}), so it cannot reach the head ({head}); fix it and "
                         f"runner.retry({name!r}), or ask with consistency='eventual'"
                     )
+        return applied
+
+    def _no_runner(self, name: str, head: int) -> str:
+        stale = (
+            f"so a strong ask cannot bring its read model to the head ({head}): it is only "
+            f"as fresh as its last catch-up"
+        )
+        if self._runner is not None:
+            return (
+                f"the runner given to this QueryBus does not feed {name!r} (it runs "
+                f"{list(self._runner.projections)}), {stale}; give el.QueryBus a runner "
+                f"that runs the projection {name!r}, or ask with consistency='eventual'"
+            )
+        return (
+            f"no ProjectionRunner feeds {name!r} in this process, {stale}. Create one "
+            f"for it, runner = el.ProjectionRunner(store, [...]) with the projection "
+            f"{name!r}, and keep a reference to it (a runner that is garbage-collected "
+            f"feeds nothing), or ask with consistency='eventual'"
+        )
 
     # ------------------------------------------------------------------ observing
 
@@ -345,6 +509,25 @@ class QueryBus:
         return f"QueryBus({self.queries}, {len(self._cache)} cached)"
 
 
+def _catalog_of(store: EventStore) -> str:
+    """The name DuckDB gives the store's database (``memory``, or the file's stem)."""
+    return store._cursor().execute("SELECT current_database()").fetchall()[0][0]
+
+
+def _check_timeout(timeout: object) -> None:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise QueryError(
+            f"timeout must be a number of seconds of 0 or more, got {timeout!r}; e.g. "
+            f"timeout=5.0, or timeout=float('inf') to wait for the catch-up however long "
+            f"it takes"
+        )
+
+
 def _cache_key(query: str, params: dict[str, Any]) -> tuple | None:
     key = (query, tuple(sorted(params.items())))
     try:
@@ -359,9 +542,16 @@ def _cache_key(query: str, params: dict[str, Any]) -> tuple | None:
 _SHALLOW_IS_SAFE = int(pd.__version__.split(".")[0]) >= 3
 
 
+# Answers of these types cannot be changed in place: handed out as they are.
+# (pd.Timestamp and pd.Timedelta are a datetime and a timedelta.)
+_IMMUTABLE = (str, int, float, complex, bytes, type(None), np.generic, Decimal, date, timedelta)
+
+
 def _copy(value: Any) -> Any:
-    # A cached DataFrame handed out as is could be changed by the caller, and
-    # with it every later answer.
+    # A cached answer handed out as is could be changed by the caller (a frame, a
+    # list of records, a dict), and with it every later answer.
     if isinstance(value, (pd.DataFrame, pd.Series)):
         return value.copy(deep=not _SHALLOW_IS_SAFE)
-    return value
+    if isinstance(value, _IMMUTABLE):
+        return value
+    return copy.deepcopy(value)  # also returns a tuple of immutables itself, uncopied

@@ -55,6 +55,19 @@ STATUS_COLUMNS = [
 ]  # fmt: skip
 BATCH_SIZE = 50_000
 
+# Recorded as a projection's error when a batch fails but a second run does not
+# fail the same way (the projection then stops at the batch's first event).
+_UNSTABLE_HANDLERS = (
+    "ProjectionError: the handlers of {name!r} gave different results on a second run over "
+    "the same events; handlers must depend only on the events (no clocks, random numbers "
+    "or outside state)"
+)
+_UNSTABLE_WRITE = (
+    "ProjectionError: the rows {name!r} wrote for this batch failed to write together but "
+    "write event by event; handlers must depend only on the events. Try "
+    "ProjectionRunner(batch_size=1) to apply it event by event"
+)
+
 
 class ProjectionRunner:
     """Runs projections over a store's events and keeps their read models current.
@@ -97,21 +110,26 @@ class ProjectionRunner:
                 )
             self.projections[projection.name] = projection
         self._models = read_models(store)
-        for name in self.projections:
-            self._models.generations.setdefault(name, 0)
         self._lag_samples: list[dict[str, Any]] = []
         self._subscription: Subscription | None = None
         self._checkpoints: dict[str, dict[str, Any]] = {}
         self._register()
+        for name in self.projections:
+            self._models.generations.setdefault(name, 0)
         self._models.runners.add(self)
 
     # ------------------------------------------------------------------ checkpoints
 
     def _register(self) -> None:
-        """Give every projection a checkpoint row and a table that fits its definition."""
+        """Give every projection a checkpoint row and a table that fits its definition.
+
+        All or nothing: when one projection's table cannot be made, no other
+        projection of this runner is registered or reset either.
+        """
         cursor = self.store._cursor()
         cursor.execute(CHECKPOINTS_DDL)
         self._load_checkpoints(cursor)
+        stale = []
         for name, projection in self.projections.items():
             row = self._checkpoints.get(name)
             if row is not None and row["fingerprint"] == projection.fingerprint:
@@ -121,15 +139,29 @@ class ProjectionRunner:
                     f"the store already has a table named {name!r} that no projection owns; "
                     f"give the projection another name"
                 )
+            stale.append(name)
+        if stale:
             with transaction(cursor):
-                self._reset(cursor, projection)
+                for name in stale:
+                    self._reset(cursor, self.projections[name])
+            for name in stale:  # a table made anew: answers cached from the old one are stale
+                self._models.bump(name)
         self._load_checkpoints(cursor)
 
     def _reset(self, cursor: duckdb.DuckDBPyConnection, projection: Any) -> None:
         """Empty a projection's read model and set its checkpoint to 0 (inside a transaction)."""
         cursor.execute(f"DROP TABLE IF EXISTS main.{projection.name}")
         if isinstance(projection, Projection):
-            cursor.execute(projection.create_table_sql(f"main.{projection.name}"))
+            try:
+                cursor.execute(projection.create_table_sql(f"main.{projection.name}"))
+            except duckdb.Error as exc:
+                # DuckDB's message, without the statement and the caret it draws under it.
+                reason = " ".join(str(exc).split("\n\n")[0].split())
+                raise ProjectionError(
+                    f"{type(projection).__name__}.schema {dict(projection.schema)} does not make "
+                    f"a table: {reason} Use DuckDB type names such as 'VARCHAR', 'INTEGER', "
+                    f"'DOUBLE' or 'TIMESTAMPTZ'"
+                ) from None
         else:  # the empty read model: also checks the query before any data meets it
             try:
                 build_sql_table(cursor, projection, f"main.{projection.name}", " AND false")
@@ -221,6 +253,13 @@ class ProjectionRunner:
             projections counts twice).
         """
         selected = self._select(names)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise ProjectionError(
+                f"timeout must be a number of seconds (0 or more) or None for no limit, "
+                f"got {timeout!r}"
+            )
         head = self.store.head
         deadline = None if timeout is None else time.monotonic() + timeout
         active = [n for n in selected if self._checkpoints[n]["state"] == ACTIVE]
@@ -248,6 +287,13 @@ class ProjectionRunner:
             return list(self.projections)
         if isinstance(names, str):
             names = [names]
+        if not isinstance(names, list | tuple | set | frozenset) or not all(
+            isinstance(name, str) for name in names
+        ):
+            raise ProjectionError(
+                f"name(s) must be a projection name or a list of them, got {names!r}; "
+                f"this runner runs {list(self.projections)}"
+            )
         return [self._known(name) for name in names]
 
     def _catch_up_python(
@@ -308,20 +354,53 @@ class ProjectionRunner:
         if failed is None:
             return len(records)
         index, error = failed
-        if index is None:  # writing the batch failed: find the event that broke it
-            keys = None if existing is None else set(existing)  # that run is rolled back
-            index, error = self._locate_write_failure(projection, cursor, records, keys)
-        event = records[index]
-        with transaction(cursor):
-            before = records[:index]
-            if apply_events(projection, cursor, before, existing=existing, upserts_only=True):
-                raise ProjectionError(
-                    f"projection {projection.name!r} gave different results on a second run "
-                    f"over the same events; handlers must depend only on the events"
+        candidates = records
+        while True:
+            if index is None:  # writing failed: find the event whose rows do not fit
+                keys = None if existing is None else set(existing)  # that run is rolled back
+                located = self._locate_write_failure(projection, cursor, candidates, keys)
+                if located is None:
+                    return self._fail_at(projection, cursor, records[0], _UNSTABLE_WRITE)
+                index, error = located
+            # Commit the events before the failing one, with the failure recorded.
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                again = apply_events(
+                    projection, cursor, records[:index], existing=existing, upserts_only=True
                 )
-            failure = (event.position, event.type, error)
-            self._save(cursor, projection.name, event.position - 1, failure)
-        return index
+                if again is None:
+                    event = records[index]
+                    self._save(
+                        cursor,
+                        projection.name,
+                        event.position - 1,
+                        (event.position, event.type, error),
+                    )
+                    cursor.execute("COMMIT")
+                    return index
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("ROLLBACK")
+            if again[0] is not None:  # a handler that ran before now raised
+                return self._fail_at(projection, cursor, records[0], _UNSTABLE_HANDLERS)
+            # The rows of an earlier event do not fit (a handler failed later in the
+            # batch): the projection stops at that earlier event.
+            candidates = records[:index]
+            index = None
+
+    def _fail_at(
+        self, projection: Projection, cursor: duckdb.DuckDBPyConnection, event: Any, error: str
+    ) -> int:
+        """Record that ``projection`` failed at ``event`` without applying it; returns 0."""
+        with transaction(cursor):
+            self._save(
+                cursor,
+                projection.name,
+                event.position - 1,
+                (event.position, event.type, error.format(name=projection.name)),
+            )
+        return 0
 
     def _commit_batch(
         self,
@@ -355,7 +434,9 @@ class ProjectionRunner:
         cursor: duckdb.DuckDBPyConnection,
         records: list,
         existing: set[tuple] | None,
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str] | None:
+        """The index of the first event whose rows fail to write, and the error; None
+        when every event writes on its own (the batch failed for another reason)."""
         # Slow on purpose (a statement per event), and only on this rare path.
         cursor.execute("BEGIN TRANSACTION")
         try:
@@ -367,10 +448,7 @@ class ProjectionRunner:
                     return index, failed[1]
         finally:
             cursor.execute("ROLLBACK")
-        raise ProjectionError(
-            f"projection {projection.name!r} failed to write a batch that succeeds event by "
-            f"event; handlers must depend only on the events"
-        )
+        return None
 
     def _rebuild_sql(self, projection: SqlProjection, head: int) -> bool:
         """Rebuild a SQL read model up to ``head`` in one statement and checkpoint it.

@@ -234,7 +234,7 @@ def test_bad_subscriptions_are_refused(bus_store):
         bus.subscribe(print, name="p")
     with pytest.raises(el.EventlabError, match="callable"):
         bus.subscribe("not a function")
-    with pytest.raises(el.EventlabError, match="types must be"):
+    with pytest.raises(el.EventlabError, match="types must hold non-empty strings"):
         bus.subscribe(print, types=[""], name="q")
     with pytest.raises(el.EventlabError, match="from_position must be 0 or more"):
         bus.subscribe(print, from_position=-1, name="r")
@@ -268,13 +268,25 @@ def test_unsubscribe_stops_delivery(bus_store):
 )
 def test_catch_up_at_any_point_sees_exactly_the_committed_log(plan, join_at, start):
     """Whenever a catch-up subscriber joins, it sees every committed event after
-    ``start`` exactly once, in order; rolled-back ones never."""
+    ``start`` exactly once, in order; rolled-back ones never. A start beyond the
+    head at joining time is refused (it would skip live events)."""
     bus = el.EventBus()
     with el.EventStore(bus=bus) as store:
         seen: list[int] = []
+        first = start  # the position after which the subscriber sees everything
+
+        def join() -> None:
+            nonlocal first
+            if start > store.head:
+                with pytest.raises(el.EventlabError, match="beyond the store's head"):
+                    bus.subscribe(lambda e: seen.append(e.position), from_position=start)
+                assert bus.subscriptions().empty
+                first = store.head  # the fix the message suggests: start at the head
+            bus.subscribe(lambda e: seen.append(e.position), from_position=first, name="s")
+
         for step, (stream, count, commit) in enumerate(plan):
             if step == join_at:
-                bus.subscribe(lambda e: seen.append(e.position), from_position=start, name="s")
+                join()
             try:
                 with store.transaction():
                     store.append(stream, [ev("E")] * count)
@@ -283,8 +295,8 @@ def test_catch_up_at_any_point_sees_exactly_the_committed_log(plan, join_at, sta
             except RuntimeError:
                 pass
         if join_at >= len(plan):
-            bus.subscribe(lambda e: seen.append(e.position), from_position=start, name="s")
-        assert seen == list(range(start + 1, store.head + 1))
+            join()
+        assert seen == list(range(first + 1, store.head + 1))
         assert [e.position for e in store.read_all()] == list(range(1, store.head + 1))
 
 
@@ -319,3 +331,137 @@ def test_reactions_to_one_commit_commit_together_and_a_failing_one_is_undone(
     # failed subscription received nothing more (until retried).
     assert [store.version(f"audit-order-{n}") for n in (1, 2, 3)] == [1, 0, 0]
     assert list(bus.failures()["position"]) == [2]
+
+
+def test_catch_up_from_beyond_the_head_is_refused_and_registers_nothing(bus_store):
+    bus, store = bus_store
+    store.append("order-1", [ev("Placed")])
+    seen: list = []
+    with pytest.raises(
+        el.EventlabError, match=r"from_position=10 is beyond the store's head \(1\)"
+    ):
+        bus.subscribe(collector(seen), from_position=10, name="s")
+    assert bus.subscriptions().empty
+    store.append("order-2", [ev("Placed")])
+    assert seen == []
+    # The head itself is a valid start: live events only, none skipped.
+    bus.subscribe(collector(seen), from_position=store.head, name="s")
+    store.append("order-3", [ev("Placed")])
+    assert seen == [(3, "order-3", "Placed")]
+
+
+def test_catch_up_position_may_be_a_numpy_integer(bus_store):
+    """A position read from a DataFrame (e.g. bus.failures()) is a numpy integer."""
+    np = pytest.importorskip("numpy")
+    bus, store = bus_store
+    store.append("order-1", [ev("Placed"), ev("Paid")])
+    seen: list = []
+    subscription = bus.subscribe(collector(seen), from_position=np.int64(1), name="s")
+    assert seen == [(2, "order-1", "Paid")]
+    assert type(subscription.position) is int
+
+
+def test_unsubscribing_itself_during_catch_up_stops_delivery_at_once(bus_store):
+    bus, store = bus_store
+    store.append("order-1", [ev("Placed", n=i) for i in range(5)])
+    seen: list = []
+
+    def first_only(event):
+        seen.append(event.position)
+        if len(seen) == 1:
+            bus.unsubscribe("first")
+
+    subscription = bus.subscribe(first_only, from_position=0, name="first")
+    assert seen == [1]
+    assert subscription.state == "unsubscribed"
+    assert bus.subscriptions().empty
+    store.append("order-2", [ev("Placed")])
+    assert seen == [1]
+
+
+def test_unsubscribing_another_subscription_from_a_handler_stops_it_at_once(bus_store):
+    """Once unsubscribe() returns, the subscription receives nothing more, even the
+    event being dispatched or the rest of a catch-up it was due to run."""
+    bus, store = bus_store
+    store.append("order-1", [ev("Placed"), ev("Paid")])
+    stopper: list = []
+    victim: list = []
+
+    def stop_the_other(event):
+        stopper.append(event.position)
+        if event.position == 3 and "victim" in bus._subscriptions:
+            bus.unsubscribe("victim")
+
+    bus.subscribe(stop_the_other, name="stopper")
+    bus.subscribe(collector(victim), name="victim")
+    store.append("order-2", [ev("Placed")])  # position 3: the stopper runs first
+    assert stopper == [3]
+    assert victim == []
+
+    # Both catching up after a bulk import: the first one's handler removes the second
+    # before its catch-up starts.
+    caught: list = []
+
+    def stop_late(event):
+        caught.append(event.position)
+        if "late" in bus._subscriptions:
+            bus.unsubscribe("late")
+
+    bus.unsubscribe("stopper")
+    bus.subscribe(stop_late, from_position=0, name="early")
+    assert caught == [1, 2, 3]
+    late: list = []
+    bus.subscribe(collector(late), name="late")
+    import pandas as pd
+
+    store.append_frame(pd.DataFrame({"stream_id": ["s-1"], "type": ["A"], "data": [{}]}))
+    assert caught == [1, 2, 3, 4]
+    assert late == []
+    assert list(bus.subscriptions()["name"]) == ["early"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"types": 5}, r"types must be an event type \(str\) or a list of them, got 5 \(int\)"),
+        ({"types": ["A", 5]}, r"types must hold non-empty strings, but 5 \(int\) is not"),
+        ({"types": []}, r"types is empty.*types=None"),
+        ({"types": [""]}, r"types must hold non-empty strings, but '' \(str\) is not"),
+        ({"streams": 5}, r"streams must be a stream prefix \(str\) or a list of them, got 5"),
+        ({"streams": ["order-", None]}, r"streams must hold non-empty strings, but None"),
+        ({"streams": ""}, r"streams must hold non-empty strings.*streams=None"),
+        ({"name": 5}, r"name must be a non-empty string naming the subscription, got 5 \(int\)"),
+        ({"name": ""}, r"name must be a non-empty string"),
+        ({"from_position": -1}, r"from_position must be 0 or more, got -1; use 0 for the whole"),
+        ({"from_position": "3"}, r"from_position must be an int position, got '3' \(str\)"),
+        ({"from_position": True}, r"from_position must be an int position, got True \(bool\)"),
+        ({"from_position": 1.5}, r"from_position must be an int position, got 1.5 \(float\)"),
+    ],
+)
+def test_bad_subscribe_arguments_name_the_argument_and_the_fix(bus_store, kwargs, match):
+    bus, store = bus_store
+    store.append("order-1", [ev("Placed")])
+    with pytest.raises(el.EventlabError, match=match):
+        bus.subscribe(print, **kwargs)
+    assert bus.subscriptions().empty
+
+
+def test_a_non_callable_handler_is_refused_with_the_fix(bus_store):
+    bus, _ = bus_store
+    with pytest.raises(
+        el.EventlabError, match=r"handler must be a callable taking one event.*got 'x' \(str\)"
+    ):
+        bus.subscribe("x", name="s")
+    assert bus.subscriptions().empty
+
+
+def test_a_single_string_is_one_type_or_one_prefix_not_its_characters(bus_store):
+    bus, store = bus_store
+    seen: list = []
+    bus.subscribe(collector(seen), types="OrderPlaced", streams="order-", name="s")
+    assert bus.subscriptions()[["types", "streams"]].to_dict("records") == [
+        {"types": ["OrderPlaced"], "streams": ["order-"]}
+    ]
+    store.append("order-1", [ev("OrderPlaced"), ev("O")])
+    store.append("o-1", [ev("OrderPlaced")])
+    assert seen == [(1, "order-1", "OrderPlaced")]

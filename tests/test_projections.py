@@ -365,6 +365,228 @@ def test_as_of_rebuilds_every_read_model_at_a_past_time(store):
         believed.sql("DROP TABLE orders")
 
 
+class Daily(el.Projection):
+    """Orders per day, keyed by a DATE the handler gives as ISO text (as JSON holds it)."""
+
+    name = "daily"
+    schema = {"day": "DATE", "orders": "INTEGER"}
+
+    def on_OrderPlaced(self, event):
+        row = self.get(event.data["day"])
+        self.upsert(event.data["day"], orders=(row["orders"] if row else 0) + 1)
+
+
+class ByNumber(el.Projection):
+    """Keyed by an INTEGER the handler gives as text."""
+
+    name = "by_number"
+    schema = {"number": "INTEGER", "orders": "INTEGER"}
+
+    def on_OrderPlaced(self, event):
+        row = self.get(str(event.data["number"]))
+        self.upsert(str(event.data["number"]), orders=(row["orders"] if row else 0) + 1)
+
+
+def test_a_key_given_in_another_python_type_is_found_in_later_catch_ups(store):
+    runner = el.ProjectionRunner(store, [Daily, ByNumber])
+    for n in range(3):  # one catch-up per event: each later one must see the stored row
+        store.append(f"order-{n}", [ev("OrderPlaced", day="2024-05-01", number=7)])
+        runner.catch_up()
+    incremental = rows(store, "daily"), rows(store, "by_number")
+    assert incremental[1] == [(7, 3)]
+    assert incremental[0][0][1] == 3
+    runner.rebuild()
+    assert (rows(store, "daily"), rows(store, "by_number")) == incremental
+
+
+class Carts(el.Projection):
+    name = "carts"
+    schema = {"cart": "VARCHAR", "items": "INTEGER", "total": "INTEGER"}
+
+    def on_Added(self, event):
+        row = self.get(event.stream_id) or {"items": 0, "total": 0}
+        self.upsert(
+            event.stream_id, items=row["items"] + 1, total=row["total"] + event.data["price"]
+        )
+
+
+class CartsReordered(Carts):
+    schema = {"cart": "VARCHAR", "total": "INTEGER", "items": "INTEGER"}
+
+
+def test_stored_rows_are_read_by_column_name_when_the_schema_is_reordered(store_path):
+    with el.EventStore(store_path) as store:
+        store.append("cart-1", [el.Event("Added", {"price": 100})])
+        el.ProjectionRunner(store, [Carts]).catch_up()
+    with el.EventStore(store_path) as store:
+        runner = el.ProjectionRunner(store, [CartsReordered])
+        store.append("cart-1", [el.Event("Added", {"price": 100})])
+        runner.catch_up()
+        query = "SELECT cart, items, total FROM carts"
+        assert store.sql(query).values.tolist() == [["cart-1", 2, 200]]
+        runner.rebuild()
+        assert store.sql(query).values.tolist() == [["cart-1", 2, 200]]
+
+
+class Totals(el.Projection):
+    name = "totals"
+    schema = {"order_id": "VARCHAR", "total": "INTEGER"}
+
+    def on_OrderPaid(self, event):
+        self.upsert(event.stream_id, total=event.data["total"])
+
+
+class Paid(el.Projection):
+    name = "paid"
+    schema = {"order_id": "VARCHAR"}
+
+    def on_OrderPaid(self, event):
+        self.upsert(event.stream_id)
+
+
+def test_a_bad_value_before_a_failing_handler_stops_the_projection_at_the_bad_value(store):
+    store.append("order-1", [ev("OrderPaid", total=5)])
+    store.append("order-2", [ev("OrderPaid", total="abc")])  # does not fit INTEGER
+    store.append("order-3", [ev("OrderPaid")])  # the handler raises KeyError
+    runner = el.ProjectionRunner(store, [Totals, Paid])
+    with pytest.warns(el.ProjectionFailedWarning, match="position 2"):
+        assert runner.catch_up() == 1 + 3
+    status = runner.status().set_index("name")
+    assert status.loc["totals", ["state", "checkpoint", "failed_position"]].tolist() == [
+        "failed",
+        1,
+        2,
+    ]
+    assert "abc" in status.loc["totals", "last_error"]
+    assert status.loc["paid", ["state", "checkpoint"]].tolist() == ["caught up", 3]
+    assert rows(store, "totals") == [("order-1", 5)]
+
+
+class Skus(el.Projection):
+    name = "skus"
+    schema = {"line": "VARCHAR", "sku": "VARCHAR", "quantity": "INTEGER"}
+
+    def on_ItemAdded(self, event):
+        data = event.data
+        self.upsert(f"{event.stream_id}/{event.position}", sku=data["sku"], quantity=data["q"])
+
+
+def test_values_of_different_types_in_one_column_are_written_as_one_by_one(store):
+    store.append(
+        "cart-1",
+        [
+            ev("ItemAdded", sku=123, q=1),
+            ev("ItemAdded", sku="A-1", q="2"),
+            ev("ItemAdded", sku=None, q=3.0),
+        ],
+    )
+    expected = [["cart-1/1", "123", 1], ["cart-1/2", "A-1", 2], ["cart-1/3", "NULL", 3]]
+    query = "SELECT line, coalesce(sku, 'NULL'), quantity FROM skus ORDER BY line"
+    for batch_size in (1, 50):
+        runner = el.ProjectionRunner(store, [Skus], batch_size=batch_size)
+        runner.rebuild()
+        assert store.sql(query).values.tolist() == expected
+        assert runner.status()["state"].tolist() == ["caught up"]
+
+
+def test_handlers_that_fail_differently_on_a_second_run_stop_only_their_projection(store):
+    calls = []
+
+    class Flaky(el.Projection):
+        name = "flaky"
+        schema = {"order_id": "VARCHAR"}
+
+        def on_OrderPaid(self, event):
+            calls.append(event.position)
+            if len(calls) in (3, 4):  # the third event, then the first one again
+                raise RuntimeError("depends on the time of day")
+            self.upsert(event.stream_id)
+
+    for n in range(1, 4):
+        store.append(f"order-{n}", [ev("OrderPaid", total=n)])
+    runner = el.ProjectionRunner(store, [Flaky, Paid])
+    with pytest.warns(el.ProjectionFailedWarning, match="different results on a second run"):
+        runner.catch_up()
+    status = runner.status().set_index("name")
+    assert status.loc["flaky", ["state", "checkpoint", "failed_position"]].tolist() == [
+        "failed",
+        0,
+        1,
+    ]
+    assert status.loc["paid", "state"] == "caught up"
+    assert rows(store, "flaky") == []
+
+
+def test_a_table_made_anew_for_a_changed_schema_invalidates_cached_answers(store):
+    place(store, "order-1", "c1")
+    el.ProjectionRunner(store, [OrdersView]).catch_up()
+    queries = el.QueryBus(store)
+
+    @queries.handler("Orders")
+    def orders(q):
+        return q.sql("SELECT order_id FROM orders")
+
+    assert queries.ask("Orders")["order_id"].tolist() == ["order-1"]
+
+    class Wider(OrdersView):
+        schema = {**OrdersView.schema, "note": "VARCHAR"}
+
+    el.ProjectionRunner(store, [Wider])  # drops the old table; nothing caught up yet
+    assert queries.ask("Orders")["order_id"].tolist() == []
+
+
+def test_bad_runner_arguments_name_the_fix(store):
+    runner = el.ProjectionRunner(store, [OrdersView])
+    with pytest.raises(el.ProjectionError, match="a projection name or a list of them, got 5"):
+        runner.catch_up(5)
+    with pytest.raises(el.ProjectionError, match="a projection name or a list of them"):
+        runner.catch_up(["orders", 5])
+    with pytest.raises(el.ProjectionError, match="a projection name or a list of them"):
+        runner.rebuild(name=5)
+    for timeout in ("1", -1, True, float("nan")):
+        with pytest.raises(el.ProjectionError, match="timeout must be a number of seconds"):
+            runner.catch_up(timeout=timeout)
+    assert runner.checkpoint("orders") == 0
+
+
+def test_a_schema_duckdb_cannot_make_registers_no_projection(store):
+    class Good(el.Projection):
+        name = "good"
+        schema = {"id": "VARCHAR"}
+
+        def on_X(self, event):
+            pass
+
+    class Misspelt(Good):
+        name = "misspelt"
+        schema = {"id": "VARCHR"}
+
+    tables = "SELECT table_name FROM duckdb_tables() ORDER BY 1"
+    before = store.sql(tables)["table_name"].tolist()
+    with pytest.raises(el.ProjectionError, match="does not make a table: .*VARCHR.* Use DuckDB"):
+        el.ProjectionRunner(store, [Good, Misspelt])
+    assert store.sql(tables)["table_name"].tolist() == [*sorted({*before, "checkpoints"})]
+    assert store.sql("SELECT count(*) AS n FROM checkpoints")["n"].tolist() == [0]
+
+    class Injected(Good):
+        schema = {"id": "VARCHAR, x INTEGER"}
+
+    class TwiceKeyed(Good):
+        schema = {"id": "VARCHAR", "n": "INTEGER"}
+        key = ("id", "id")
+
+    with pytest.raises(el.ProjectionError, match="must be a DuckDB type name"):
+        el.ProjectionRunner(store, [Injected])
+    with pytest.raises(el.ProjectionError, match="names a column twice"):
+        el.ProjectionRunner(store, [TwiceKeyed])
+
+    class Rich(Good):
+        name = "rich"
+        schema = {"id": "VARCHAR", "amount": "DECIMAL(10, 2)", "tags": "VARCHAR[]"}
+
+    el.ProjectionRunner(store, [Rich])  # arguments and arrays are type names too
+
+
 def test_bad_projections_are_refused(store):
     class NoName(el.Projection):
         schema = {"a": "VARCHAR"}
