@@ -107,6 +107,13 @@ class CircuitBreaker(_Recorded):
         return self._failures
 
     @property
+    def busy(self) -> bool:
+        """Whether it is half-open with every trial call taken (:meth:`check` would refuse)."""
+        with self._lock:
+            self._refresh()
+            return self._state == HALF_OPEN and self._trials >= self.half_open_max_calls
+
+    @property
     def retry_at(self) -> datetime | None:
         """When an open breaker will half-open; ``None`` unless open."""
         with self._lock:
@@ -190,6 +197,23 @@ class CircuitBreaker(_Recorded):
             elif self._state == HALF_OPEN:
                 self._transition(OPEN, now, {"failures": 1, "trial_failed": True})
 
+    def release(self) -> None:
+        """Give back a call admitted by :meth:`check` that ended without an outcome.
+
+        Use it when the guarded code was interrupted (``KeyboardInterrupt``,
+        ``SystemExit``, ``asyncio.CancelledError``) or abandoned before it could
+        tell whether the service works: a half-open breaker frees that trial
+        slot for the next caller, instead of waiting forever for an outcome that
+        will never be recorded. Nothing is counted, as an interrupted call says
+        nothing about the service. A no-op unless a trial is in progress.
+        """
+        with self._lock:
+            self._refresh()
+            # Trials in progress: admitted, not yet succeeded (a failure reopens the
+            # breaker, which resets both counts).
+            if self._state == HALF_OPEN and self._trials > self._successes:
+                self._trials -= 1
+
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``fn(*args, **kwargs)`` through the breaker.
 
@@ -200,12 +224,19 @@ class CircuitBreaker(_Recorded):
             was not called.
         Exception
             Whatever ``fn`` raised, after counting it as a failure.
+        BaseException
+            A ``KeyboardInterrupt``, ``SystemExit`` or ``asyncio.CancelledError``
+            from ``fn``, after giving its trial slot back uncounted (see
+            :meth:`release`).
         """
         self.check()
         try:
             result = fn(*args, **kwargs)
         except Exception:
             self.record_failure()
+            raise
+        except BaseException:
+            self.release()
             raise
         self.record_success()
         return result

@@ -9,10 +9,11 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 import eventlab as el
 
 from .clock import to_utc
+from .shop.simulate import ORDERS_PER_DAY
 
 PROG = "eventlab"
 
@@ -288,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--out",
         required=True,
+        type=_out_path,
         metavar="OUT",
         help="a store file to create, or a directory (ending with '/') for Parquet",
     )
@@ -478,12 +481,13 @@ def _generate(args: argparse.Namespace) -> int:
                 f"overwritten)"
             )
     start = to_utc(args.start)
+    _check_room(start, args)
     progress = sys.stderr.isatty()
     if to_parquet:
         # In memory: a Parquet export needs no durable store, and a file store
         # syncs its journal at every commit (twice per command here).
         with _simulated_store(None, start) as store:
-            summary = _simulate(store, args, progress)
+            summary = _simulate(store, args, start, progress)
             directory = store.export_parquet(out, partition_by=args.partition_by)
         files = sorted(Path(directory).rglob("*.parquet"))
         written = (
@@ -493,7 +497,7 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         try:
             with _simulated_store(out, start) as store:
-                summary = _simulate(store, args, progress)
+                summary = _simulate(store, args, start, progress)
         except BaseException:
             for path in (out, *_side_files(out)):
                 path.unlink(missing_ok=True)  # no half-written store left behind
@@ -513,15 +517,47 @@ def _simulated_store(path: Path | None, start: Any) -> el.EventStore:
     return el.EventStore(path, clock=clock, sync=False)
 
 
-def _simulate(store: el.EventStore, args: argparse.Namespace, progress: bool) -> dict[str, Any]:
-    return el.shop.simulate(
-        store,
-        orders=args.orders,
-        seed=args.seed,
-        failure_rate=args.failure_rate,
-        days=args.days,
-        progress=progress,
+# Besides its days of orders, a history runs on for late cancellations (up to a
+# day and a half), the warehouse's last day and retries: a week covers them.
+_TAIL = timedelta(days=7)
+# The latest time a Python datetime (and so the simulated clock) can show.
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+
+
+def _days(args: argparse.Namespace) -> int:
+    """The days over which the orders arrive (as el.shop.simulate defaults them)."""
+    return args.days or max(3, math.ceil(args.orders / ORDERS_PER_DAY))
+
+
+def _no_room(start: datetime, args: argparse.Namespace) -> el.EventlabError:
+    return el.EventlabError(
+        f"--start {start.isoformat()} leaves no room for the history: {_days(args)} days of "
+        f"orders and up to a week of cancellations, retries and shipping after them would "
+        f"run past {_END_OF_TIME.date().isoformat()}, the last day a timestamp can show; "
+        f"give an earlier --start, e.g. --start 2024-03-04"
     )
+
+
+def _check_room(start: datetime, args: argparse.Namespace) -> None:
+    """Refuse a start so late that the simulated clock would run past the end of time."""
+    if _END_OF_TIME - start < timedelta(days=_days(args)) + _TAIL:
+        raise _no_room(start, args)
+
+
+def _simulate(
+    store: el.EventStore, args: argparse.Namespace, start: datetime, progress: bool
+) -> dict[str, Any]:
+    try:
+        return el.shop.simulate(
+            store,
+            orders=args.orders,
+            seed=args.seed,
+            failure_rate=args.failure_rate,
+            days=args.days,
+            progress=progress,
+        )
+    except OverflowError as error:  # the clock ran past the year 9999 after all
+        raise _no_room(start, args) from error
 
 
 def _side_files(path: Path) -> list[Path]:
@@ -582,6 +618,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+def _out_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "must not be empty; give a store file to create (e.g. shop.duckdb) or a "
+            "directory ending with '/' for Parquet (e.g. shop/)"
+        )
+    return text
 
 
 def _rate(text: str) -> float:

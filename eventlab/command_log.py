@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 import weakref
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from .clock import from_micros, peek_micros, to_micros
-from .errors import CommandError
+from .errors import CommandError, EventlabError, ReadOnlyError
 from .events import to_json
 from .sidetables import register_applier
 
@@ -42,6 +43,7 @@ STATUSES = (QUEUED, RUNNING, SUCCEEDED, REJECTED, FAILED, TIMED_OUT, EXPIRED, DE
 # A command in one of these is done: no scheduler will run it again (unless a
 # dead one is requeued by hand).
 TERMINAL = frozenset({SUCCEEDED, REJECTED, EXPIRED, DEAD})
+_STATUS_SET = frozenset(STATUSES)
 
 COMMANDS_DDL = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -121,15 +123,118 @@ _SELECT_ROW = (
     "correlation_id, CAST(context AS VARCHAR) FROM commands"
 )
 
+# The ranges of the columns a status change writes: a value outside them would be
+# accepted into the journal and then fail every absorb and every reopening.
+MAX_ATTEMPTS = 2**31 - 1  # INTEGER
+_MIN_US = to_micros(datetime.min.replace(tzinfo=UTC))  # TIMESTAMPTZ, as far as datetime goes
+_MAX_US = to_micros(datetime.max.replace(tzinfo=UTC))
+
 _logs: weakref.WeakKeyDictionary[EventStore, CommandLog] = weakref.WeakKeyDictionary()
 
 
-def command_log(store: EventStore) -> CommandLog:
-    """The store's command log, made (and its tables created) on first use."""
+def command_log(store: EventStore, who: str = "the command log") -> CommandLog:
+    """The store's command log, made (and its tables created) on first use.
+
+    ``who`` names the caller in the error for something that is not a store.
+    """
+    from .store import EventStore  # the store module is loaded by then; no import cycle
+
+    if not isinstance(store, EventStore):
+        raise CommandError(
+            f"{who} needs an el.EventStore, got {type(store).__name__}: {store!r:.60}; "
+            f"e.g. el.{who}(el.EventStore('shop.duckdb'))"
+        )
     log = _logs.get(store)
     if log is None:
         log = _logs[store] = CommandLog(store)
     return log
+
+
+def check_command_id(command_id: Any) -> None:
+    """Refuse a command id that is not a string (a clear error instead of a failed lookup)."""
+    if type(command_id) is not str and not isinstance(command_id, str):
+        raise CommandError(
+            f"command_id must be a str, got {type(command_id).__name__}: {command_id!r:.60}"
+        )
+
+
+def read_only_error() -> ReadOnlyError:
+    """The error for a command written to a store opened with ``read_only=True``."""
+    return ReadOnlyError(
+        "this store was opened with read_only=True, so its command store cannot record "
+        "commands (add, set_status, execute, submit); its queries (get, between, "
+        "by_status, history, df) work. Open the file without read_only to run commands "
+        "(one writing process at a time)."
+    )
+
+
+def _checked_attempts(value: Any, name: str, low: int = 0) -> int:
+    """``value`` as an int that fits the INTEGER column, or a CommandError naming ``name``."""
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)  # int, or an integer type such as numpy.int64
+        except TypeError:
+            pass
+        else:
+            if low <= number <= MAX_ATTEMPTS:
+                return number
+    raise CommandError(
+        f"{name} must be an int from {low} to {MAX_ATTEMPTS}, got {type(value).__name__}: "
+        f"{value!r:.60}; pass the number of runs so far, e.g. {name}=1"
+    )
+
+
+def _checked_micros(value: Any, name: str) -> int:
+    """A timestamp (datetime, ISO string, or epoch microseconds) as epoch microseconds
+    within the years 1 to 9999, or a CommandError naming ``name``."""
+    if isinstance(value, datetime | str):
+        try:
+            micros = to_micros(value)
+        except EventlabError as exc:
+            raise CommandError(f"{name}: {exc}") from None
+        except (OverflowError, ValueError) as exc:  # past year 9999 once in UTC
+            raise CommandError(f"{name}: {value!r:.60} is out of range ({exc})") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        micros = value
+    else:
+        micros = None
+    if micros is None or not _MIN_US <= micros <= _MAX_US:
+        raise CommandError(
+            f"{name} must be a datetime, an ISO 8601 string or epoch microseconds (an int) "
+            f"in the years 1 to 9999, got {type(value).__name__}: {value!r:.60}; e.g. "
+            f"{name}=clock.current + timedelta(seconds=10)"
+        )
+    return micros
+
+
+def _check_error(error: Any) -> None:
+    if error is not None and not isinstance(error, str):
+        raise CommandError(
+            f"error must be a str (why) or None, got {type(error).__name__}: {error!r:.60}; "
+            f"pass e.g. error=str(exc)"
+        )
+
+
+# Result texts already checked: the scheduler's are nearly all '{"events":N}', and a
+# set lookup costs a small fraction of parsing the JSON again for every command.
+_GOOD_RESULTS: set[str] = set()
+
+
+def _check_result_text(result: Any) -> None:
+    """Refuse a result that is not the JSON text of an object (it would fail the absorb)."""
+    if result is None or (type(result) is str and result in _GOOD_RESULTS):
+        return
+    try:
+        ok = isinstance(result, str) and type(json.loads(result)) is dict
+    except ValueError:
+        ok = False
+    if not ok:
+        raise CommandError(
+            f"result must be the JSON text of an object or None, got "
+            f"{type(result).__name__}: {result!r:.60}; e.g. result='{{\"events\": 1}}'"
+        )
+    if len(_GOOD_RESULTS) < 4096:  # bounded: a few distinct texts are the usual case
+        _GOOD_RESULTS.add(result)
 
 
 class CommandLog:
@@ -142,19 +247,34 @@ class CommandLog:
     tables = ("commands", "command_history")
 
     def __init__(self, store: EventStore):
-        store._check_writable()
+        from .commands import Command  # commands builds on this module
+
+        store._check_open()
         self.store = store
+        self._command_class = Command
+        # A read-only store is for queries: no tables created, no rows staged.
+        self.read_only = store.read_only
         cursor = store._cursor()
-        cursor.execute(COMMANDS_DDL)
-        # Sequence numbers: FIFO order of commands, and order of status changes.
-        self._seq, self._history_seq = cursor.execute(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM commands), "
-            "(SELECT coalesce(max(seq), 0) FROM command_history)"
-        ).fetchall()[0]
-        terminal = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
-        unfinished = cursor.execute(
-            f"{_SELECT_ROW} WHERE status NOT IN ({terminal}) ORDER BY seq"
-        ).fetchall()
+        if self.read_only:
+            found = cursor.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+            names = {row[0] for row in found}
+            # Without them (a store that never ran a command) the queries answer empty.
+            self.has_tables = {"commands", "command_history"} <= names
+        else:
+            cursor.execute(COMMANDS_DDL)
+            self.has_tables = True
+        unfinished: list[tuple] = []
+        self._seq = self._history_seq = 0
+        if self.has_tables:
+            # Sequence numbers: FIFO order of commands, and order of status changes.
+            self._seq, self._history_seq = cursor.execute(
+                "SELECT (SELECT coalesce(max(seq), 0) FROM commands), "
+                "(SELECT coalesce(max(seq), 0) FROM command_history)"
+            ).fetchall()[0]
+            terminal = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+            unfinished = cursor.execute(
+                f"{_SELECT_ROW} WHERE status NOT IN ({terminal}) ORDER BY seq"
+            ).fetchall()
         self._live: dict[str, tuple] = {}  # every unfinished command's row
         self._commands: dict[str, Command] = {}  # decoded commands, for the queue
         self._ids: set[str] | None = None  # every command id, loaded on first add
@@ -169,14 +289,27 @@ class CommandLog:
         self._pending_history: list[tuple] = []
         for row in unfinished:
             self._track(row)
-        store._register_side(self)
+        if not self.read_only:
+            store._register_side(self)
 
     # ------------------------------------------------------------------ staging changes
 
     def add(self, command: Command) -> bool:
-        """Stage ``command`` as queued; False (and no change) if its id is known."""
+        """Stage ``command`` as queued; False (and no change) if its id is known.
+
+        Raises :class:`~eventlab.CommandError` when the known id holds another
+        type or payload (see :meth:`check_same`).
+        """
+        if self.read_only:
+            raise read_only_error()
+        if not isinstance(command, self._command_class):
+            raise CommandError(
+                f"expected an el.Command, got {type(command).__name__}; wrap it, e.g. "
+                f"el.Command('PlaceOrder', {{'order_id': 'o-1'}})"
+            )
         command_id = command.command_id
         if self._known(command_id):
+            self.check_same(command)
             return False
         now = peek_micros(self.store.clock)
         self._seq += 1
@@ -212,20 +345,35 @@ class CommandLog:
         available_at: datetime | str | int | None = None,
     ) -> None:
         """Stage a status change (``running`` stamps ``started_at``, a terminal status
-        ``finished_at``)."""
+        ``finished_at``).
+
+        Every argument is checked against its column before anything is staged:
+        a bad one raises :class:`~eventlab.CommandError` and records nothing.
+        ``available_at`` may also be epoch microseconds (an int).
+        """
+        if self.read_only:
+            raise read_only_error()
+        check_command_id(command_id)
         if status not in STATUSES:
             raise CommandError(f"unknown command status {status!r}; one of {list(STATUSES)}")
+        _check_error(error)
+        if result is not None and not isinstance(result, Mapping):
+            raise CommandError(
+                f"result must be a dict (a JSON object) or None, got {type(result).__name__}: "
+                f"{result!r:.60}; e.g. result={{'events': 1}}"
+            )
+        if attempts is not None:
+            attempts = _checked_attempts(attempts, "attempts")
+        available = None if available_at is None else _checked_micros(available_at, "available_at")
+        encoded = None if result is None else to_json(result, "command result")
         row = self.row(command_id)
         if row is None:
             raise CommandError(f"no command with id {command_id!r} in the command store")
         now = peek_micros(self.store.clock)
         attempts = row[_ATTEMPTS] if attempts is None else attempts
-        if available_at is None:
+        if available is None:
             available = row[_AVAILABLE]
-        else:
-            available = available_at if isinstance(available_at, int) else to_micros(available_at)
         started = now if status == RUNNING else row[_STARTED]
-        encoded = None if result is None else to_json(result, "command result")
         new = _changed(row, status, attempts, available, started, now, error, encoded)
         self._stage(new, attempts, now, error)
 
@@ -242,10 +390,28 @@ class CommandLog:
         then ``status``, in history, and the command's row once.
 
         The scheduler's fast path: within its batch nobody reads the row between
-        the two changes, and the batch commits both or neither.
+        the two changes, and the batch commits both or neither. ``result`` is
+        the JSON text of an object. Bad arguments raise
+        :class:`~eventlab.CommandError` before anything is staged.
         """
+        # One cheap test for the usual, valid call (this runs for every command).
+        if (
+            type(attempt) is not int
+            or not 0 < attempt <= MAX_ATTEMPTS
+            or type(started) is not int
+            or not _MIN_US <= started <= _MAX_US
+            or status not in _STATUS_SET
+            or (error is not None and type(error) is not str)
+        ):
+            self._check_run(attempt, started, status, error)
+        _check_result_text(result)
         command_id = command.command_id
-        row = self.store._staged_side("commands", command_id) or self._live[command_id]
+        row = self.store._staged_side("commands", command_id) or self._live.get(command_id)
+        if row is None:
+            raise CommandError(
+                f"record_run() is for a command taken from the queue; {command_id!r} is not "
+                f"one (finished, or unknown): use set_status() instead"
+            )
         now = peek_micros(self.store.clock)
         new = _changed(row, status, attempt, row[_AVAILABLE], started, now, error, result)
         self._history_seq += 2
@@ -254,6 +420,38 @@ class CommandLog:
         stage("command_history", (command_id, seq - 1, RUNNING, attempt, started, None))
         stage("commands", new)
         stage("command_history", (command_id, seq, status, attempt, now, error))
+
+    @staticmethod
+    def _check_run(attempt: Any, started: Any, status: Any, error: Any) -> None:
+        """The detailed checks behind :meth:`record_run`'s fast test: raise for the bad one."""
+        _checked_attempts(attempt, "attempt", low=1)
+        _checked_micros(started, "started")
+        if status not in STATUSES:
+            raise CommandError(f"unknown command status {status!r}; one of {list(STATUSES)}")
+        _check_error(error)
+
+    def check_same(self, command: Command) -> None:
+        """Refuse ``command`` if its id is stored with another type or payload.
+
+        The command id is the idempotency key: resubmitting the same command
+        is a no-op, but reusing an id for a different command is a client bug
+        that would otherwise be dropped silently (as the event store refuses an
+        event id stored with other content).
+        """
+        row = self.row(command.command_id)
+        if row is None:
+            return
+        payload = to_json(command.payload, "command payload")
+        if row[_TYPE] == command.type and (
+            row[_PAYLOAD] == payload or _canonical(row[_PAYLOAD]) == _canonical(payload)
+        ):
+            return
+        raise CommandError(
+            f"command id {command.command_id!r} is already stored as a {row[_TYPE]} with "
+            f"payload {row[_PAYLOAD]:.200}; this {command.type} has payload {payload:.200}. "
+            f"A command id is the idempotency key: resubmit the same command unchanged (a "
+            f"no-op), or give a different command a new id (leave command_id out for a UUID)"
+        )
 
     def _stage(self, row: tuple, attempt: int, now: int, error: str | None) -> None:
         self._history_seq += 1
@@ -415,6 +613,14 @@ class CommandLog:
         return write
 
 
+def _canonical(text: str) -> str:
+    """JSON text with sorted keys: equal for equal objects, whatever their key order.
+
+    (Not a comparison of decoded values: Python has ``1 == 1.0 == True``, JSON does not.)
+    """
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
 def _changed(
     row: tuple,
     status: str,
@@ -499,9 +705,10 @@ def decode_command(row: tuple) -> Command:
     from .commands import Command  # commands builds on this module
 
     deadline = row[_DEADLINE]
+    payload = json.loads(row[_PAYLOAD])
     return Command(
         row[_TYPE],
-        json.loads(row[_PAYLOAD]),
+        {} if payload is None else payload,  # a null stored before payloads were checked
         command_id=row[_ID],
         correlation_id=row[_CORRELATION],
         deadline=None if deadline is None else from_micros(deadline),

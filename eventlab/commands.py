@@ -22,6 +22,7 @@ import pandas as pd
 from .checkpoints import dicts
 from .clock import to_micros, to_utc
 from .command_log import (
+    COMMAND_SCHEMA,
     DEAD,
     EXPIRED,
     FAILED,
@@ -32,6 +33,7 @@ from .command_log import (
     SUCCEEDED,
     TERMINAL,
     TIMED_OUT,
+    check_command_id,
     command_log,
 )
 from .errors import CommandError
@@ -62,6 +64,7 @@ _COLUMNS = (
     "submitted_at, available_at, started_at, finished_at, deadline, error, "
     "CAST(result AS VARCHAR) AS result, correlation_id, CAST(context AS VARCHAR) AS context"
 )
+_NAMES = [field.name for field in COMMAND_SCHEMA]  # the columns of df(), in order
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ class Command:
     ----------
     type : str
         What to do, in the imperative: ``"PlaceOrder"``.
-    payload : dict
-        Its JSON-serialisable arguments.
+    payload : dict, optional
+        Its JSON-serialisable arguments; ``{}`` (the default) for none. ``None``
+        is refused: a payload is always a JSON object.
     command_id : str, optional
         A unique id, also the idempotency key: submitting the same id twice
         runs the command once. Defaults to a new UUID.
@@ -112,6 +116,11 @@ class Command:
         check_name("command type", type)
         if payload is NEW_DICT:
             payload = {}
+        elif payload is None:
+            raise CommandError(
+                f"command payload must be a dict (a JSON object), got NoneType for command "
+                f"type {type!r}; pass {{}} (or leave it out) for a command without arguments"
+            )
         for what, value in (("payload", payload), ("context", context)):
             if value is not None and value.__class__ is not dict and not isinstance(value, Mapping):
                 raise CommandError(
@@ -144,8 +153,10 @@ class CommandStore:
     Parameters
     ----------
     store : EventStore
-        A writable store: the ``commands`` and ``command_history`` tables live
-        in its database, next to the events the commands cause.
+        The ``commands`` and ``command_history`` tables live in its database,
+        next to the events the commands cause. On a store opened with
+        ``read_only=True`` the queries work and :meth:`add` and
+        :meth:`set_status` raise :class:`~eventlab.ReadOnlyError`.
 
     Examples
     --------
@@ -158,13 +169,18 @@ class CommandStore:
     """
 
     def __init__(self, store: EventStore):
+        self.log = command_log(store, "CommandStore")  # shared by every command store on it
         self.store = store
-        self.log = command_log(store)  # shared by every command store on this store
 
     # ------------------------------------------------------------------ writing
 
     def add(self, command: Command) -> bool:
-        """Record a new command as ``queued``; False (and no change) if its id is known."""
+        """Record a new command as ``queued``; False (and no change) if its id is known.
+
+        The command id is the idempotency key: adding the same command again is
+        a no-op, but adding another type or payload under a known id raises
+        :class:`~eventlab.CommandError` (a client bug: give it a new id).
+        """
         if not isinstance(command, Command):
             raise CommandError(
                 f"expected an el.Command, got {type(command).__name__}; wrap it, e.g. "
@@ -186,6 +202,29 @@ class CommandStore:
 
         ``running`` stamps ``started_at``; a terminal status stamps ``finished_at``.
         Inside ``store.transaction()`` the change commits (or rolls back) with it.
+
+        Parameters
+        ----------
+        command_id : str
+            A command of this store.
+        status : str
+            One of :data:`STATUSES`.
+        error : str, optional
+            Why it failed (kept in the row and the history).
+        result : dict, optional
+            A JSON object; None keeps the stored one.
+        attempts : int, optional
+            Runs so far, 0 to 2**31 - 1; None keeps the stored count.
+        available_at : datetime or str, optional
+            When it may run next (a queued command); None keeps the stored time.
+
+        Raises
+        ------
+        CommandError
+            An unknown command or status, or an argument of the wrong type or
+            range (nothing is recorded).
+        ReadOnlyError
+            The store was opened with ``read_only=True``.
         """
         self.log.set_status(
             command_id,
@@ -200,11 +239,15 @@ class CommandStore:
 
     def get(self, command_id: str) -> dict[str, Any]:
         """One command as a dict (payload, result and context decoded)."""
-        rows = dicts(
-            self.store._cursor().execute(
-                f"SELECT {_COLUMNS} FROM commands WHERE command_id = $1", [command_id]
+        check_command_id(command_id)
+        if not self.log.has_tables:
+            rows = []
+        else:
+            rows = dicts(
+                self.store._cursor().execute(
+                    f"SELECT {_COLUMNS} FROM commands WHERE command_id = $1", [command_id]
+                )
             )
-        )
         if not rows:
             raise CommandError(
                 f"no command with id {command_id!r} in the command store; list them with "
@@ -217,9 +260,16 @@ class CommandStore:
     ) -> pd.DataFrame:
         """Every command (or those matching a SQL condition, the first ``limit``), in
         submission order."""
+        if limit is not None and (type(limit) is not int or limit < 0):  # bool is not int
+            raise CommandError(
+                f"limit must be an int of 0 or more, or None for every command, got "
+                f"{type(limit).__name__}: {limit!r:.60}"
+            )
+        if not self.log.has_tables:  # a read-only store that never held a command
+            return pd.DataFrame(columns=_NAMES)
         sql = f"SELECT {_COLUMNS} FROM commands {where} ORDER BY seq"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+            sql += f" LIMIT {limit}"
         frame = self.store._cursor().execute(sql, params or []).df()
         for column in ("payload", "result", "context"):
             frame[column] = frame[column].map(_loads)
@@ -257,6 +307,8 @@ class CommandStore:
 
     def counts(self) -> dict[str, int]:
         """How many commands are in each status."""
+        if not self.log.has_tables:
+            return {}
         rows = self.store._cursor().execute(
             "SELECT status, count(*) FROM commands GROUP BY status ORDER BY status"
         )

@@ -10,6 +10,7 @@ tells its subscribers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,12 +18,14 @@ from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
 
 from .aggregate import Aggregate
-from .clock import peek_micros
+from .clock import from_micros, peek_micros
+from .command_log import MAX_ATTEMPTS, command_log, read_only_error
 from .commands import (
     FAILED,
     REJECTED,
     RUNNING,
     SUCCEEDED,
+    TERMINAL,
     TIMED_OUT,
     Command,
     CommandStore,
@@ -86,7 +89,11 @@ class CommandContext:
 
 @dataclass(frozen=True, slots=True)
 class CommandOutcome:
-    """How one execution ended: ``succeeded``, ``rejected`` or ``failed``, and why."""
+    """How one execution ended: ``succeeded``, ``rejected`` or ``failed``, and why.
+
+    (Executing a command that had already finished gives back its recorded
+    outcome, so ``status`` may also be ``expired`` or ``dead``.)
+    """
 
     command_id: str
     status: str
@@ -129,6 +136,8 @@ _OUTCOME = slot_setters(
     CommandOutcome, "command_id", "status", "attempt", "events", "error", "result"
 )
 _MICROSECOND = timedelta(microseconds=1)
+# Columns of a command row (see eventlab.command_log.COMMAND_SCHEMA).
+_ID, _STATUS, _ATTEMPTS, _STARTED, _ERROR, _RESULT = 0, 4, 5, 8, 11, 12
 
 
 Handler = Callable[[Command, CommandContext], Any]
@@ -170,8 +179,17 @@ class CommandExecutor:
         *,
         system: Mapping[str, Any] | None = None,
     ):
+        command_log(store, "CommandExecutor")  # a clear error for something else than a store
+        if commands is None:
+            commands = CommandStore(store)
+        elif not isinstance(commands, CommandStore) or commands.store is not store:
+            # Statuses in one store and events in another would not commit together.
+            raise CommandError(
+                f"commands must be an el.CommandStore on the same store as the executor, "
+                f"got {commands!r:.80}; leave it out to use el.CommandStore(store)"
+            )
         self.store = store
-        self.commands = commands if commands is not None else CommandStore(store)
+        self.commands = commands
         self.system = dict(system or {})
         self._handlers: dict[str, Handler] = {}
         self._subscribers: list[Callable[[CommandOutcome], Any]] = []
@@ -208,17 +226,59 @@ class CommandExecutor:
 
     # ------------------------------------------------------------------ executing
 
-    def execute(self, command: Command, *, attempt: int = 1) -> CommandOutcome:
+    def execute(self, command: Command, *, attempt: int | None = None) -> CommandOutcome:
         """Run one command now: record it if new, execute it, record and announce the outcome.
 
         A :class:`CommandRejected` from the handler gives ``rejected``; any
         other exception gives ``failed`` (a scheduler may retry it). Nothing the
         handler produced is stored unless it succeeds. The command, its statuses
         and its events commit together.
+
+        The command id is the idempotency key. A command that already finished
+        (``succeeded``, ``rejected``, ``expired`` or ``dead``) is not run again:
+        its recorded outcome is returned (subscribers heard it when it
+        happened). A queued or failed one runs as its next attempt
+        (``attempt`` defaults to the stored count plus one).
+
+        Raises
+        ------
+        CommandError
+            The id is stored with another type or payload; or the command is
+            ``running`` right now (running it again could apply it twice).
+        ReadOnlyError
+            The store was opened with ``read_only=True``.
         """
-        with self.store.transaction():
-            self.commands.add(command)  # receive: a no-op for a command already stored
-            self.commands.set_status(command.command_id, RUNNING, attempts=attempt)
+        if attempt is not None and (
+            type(attempt) is not int or not 1 <= attempt <= MAX_ATTEMPTS  # bool is not int
+        ):
+            raise CommandError(
+                f"attempt must be an int of 1 or more, got {type(attempt).__name__}: "
+                f"{attempt!r:.60}; leave it out to count on from the stored attempts"
+            )
+        commands, store = self.commands, self.store
+        if store.read_only:  # before transaction(), whose error speaks of appends
+            raise read_only_error()
+        with store.transaction():
+            # Receive: a new command is recorded; a known one (same type and
+            # payload, else add raises) carries on from where it is.
+            if not commands.add(command):
+                row = commands.log.row(command.command_id)
+                status = row[_STATUS]
+                if status in TERMINAL:
+                    return _recorded(row)  # nothing staged: the transaction is empty
+                if status == RUNNING:
+                    raise CommandError(
+                        f"command {command.command_id!r} is running (attempt {row[_ATTEMPTS]}, "
+                        f"started {from_micros(row[_STARTED]).isoformat()}): executing it "
+                        f"again could apply it twice. Wait for its outcome (commands.get); if "
+                        f"the process running it died, CommandScheduler.scan() or recover() "
+                        f"resolves it"
+                    )
+                if attempt is None:
+                    attempt = row[_ATTEMPTS] + 1
+            if attempt is None:
+                attempt = 1
+            commands.set_status(command.command_id, RUNNING, attempts=attempt)
             outcome = self.run(command, attempt)
             self.stage(outcome)
         self.notify(outcome)
@@ -232,7 +292,9 @@ class CommandExecutor:
         The events are appended in a transaction (a savepoint inside the
         caller's, if any): all of them, or none if the handler fails. With a
         ``timeout``, a run that takes longer by the store's clock is undone and
-        comes back ``timed_out``.
+        comes back ``timed_out``. The time counted is the handler's (its waits
+        and clock readings): a :class:`~eventlab.SimulatedClock` also steps
+        once per appended event, and those steps are bookkeeping, not work.
         """
         fn = self._handlers.get(command.type)
         if fn is None:
@@ -260,7 +322,9 @@ class CommandExecutor:
         # handler itself, is stamped as caused by the command.
         outer_stamp = store._stamp
         store._stamp = _stamp(command.command_id, transaction_id)
-        started = peek_micros(store.clock) if timeout is not None else 0
+        if timeout is not None:
+            started = peek_micros(store.clock)
+            head = store._head  # counts the events this run appends
         try:
             with store.transaction():
                 produced = fn(command, ctx)
@@ -268,8 +332,11 @@ class CommandExecutor:
                 # Integer microseconds: a timedelta built per run cost 3% of a command.
                 if timeout is not None:
                     elapsed_us = peek_micros(store.clock) - started
-                    if elapsed_us > timeout // _MICROSECOND:
-                        raise _Overran(timedelta(microseconds=elapsed_us))
+                    limit_us = timeout // _MICROSECOND
+                    if elapsed_us > limit_us:  # only then: the usual run pays nothing more
+                        elapsed_us -= _stepped_us(store.clock, store._head - head)
+                        if elapsed_us > limit_us:
+                            raise _Overran(timedelta(microseconds=elapsed_us))
         except CommandRejected as exc:
             return CommandOutcome(command.command_id, REJECTED, attempt, error=str(exc))
         except _Overran as overran:
@@ -326,6 +393,29 @@ class CommandExecutor:
             f"the handler of {command.type!r} returned {type(produced).__name__}; return an "
             f"aggregate to save, a list of aggregates, {{stream_id: [events]}}, or None"
         )
+
+
+def _stepped_us(clock: Any, events: int) -> int:
+    """How far appending ``events`` events moved the clock: one step each on a
+    :class:`~eventlab.SimulatedClock`, nothing on the wall clock."""
+    reserve = getattr(clock, "reserve_micros", None)
+    if reserve is None or events <= 0:
+        return 0
+    return events * reserve(0)[1]  # reserving no reading moves nothing; gives the step
+
+
+def _recorded(row: tuple) -> CommandOutcome:
+    """The outcome a finished command's row records (columns: see command_log)."""
+    result = None if row[_RESULT] is None else json.loads(row[_RESULT])
+    events = result.get("events", 0) if isinstance(result, dict) else 0
+    return CommandOutcome(
+        row[_ID],
+        row[_STATUS],
+        row[_ATTEMPTS],
+        events if type(events) is int else 0,
+        row[_ERROR],
+        result,
+    )
 
 
 def _as_list(events: Any) -> list:

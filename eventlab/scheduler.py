@@ -25,7 +25,7 @@ from .commands import (
     Command,
     CommandStore,
 )
-from .errors import CircuitOpenError, CommandError
+from .errors import CircuitOpenError, CommandError, EventlabError
 from .events import to_json
 from .executor import CommandExecutor, CommandOutcome
 from .ratelimit import RateLimiter
@@ -49,10 +49,17 @@ class CommandScheduler:
         A run longer than this (by the store's clock) is undone and counts as
         ``timed_out``; a command stuck in ``running`` this long is requeued by
         :meth:`scan`.
-    max_attempts : int
-        Attempts before a failing command is parked as ``dead``.
+    max_attempts : int, optional
+        Attempts before a failing command is parked as ``dead``. Defaults to
+        the ``backoff`` policy's ``max_attempts``, or 3 without a policy.
     backoff : RetryPolicy, optional
         Delays between attempts; defaults to exponential from 1 s, capped at 60 s.
+        Its ``retry_on`` is honoured: a failure whose exception is not listed
+        there is not retried but parked as ``dead`` at once (a run over the
+        timeout is always retried). A retry that would fall after the latest
+        time a clock can show (an uncapped exponential backoff after many
+        attempts) is not scheduled either: the command is parked as ``dead``,
+        its error saying to give the policy a ``max_delay``.
     batch_size : int
         Commands run inside one transaction (group commit; see :meth:`run_batch`).
     recover : bool
@@ -61,10 +68,20 @@ class CommandScheduler:
         ``{command type: el.CircuitBreaker}`` for flaky participants. While a
         type's breaker is open its commands wait in the queue until it
         half-opens (no attempt is used up); each run's outcome is recorded on
-        the breaker (failed and timed-out runs count as failures).
+        the breaker (failed and timed-out runs count as failures). While its
+        trial calls are all taken by someone else, a command waits one
+        ``timeout`` (by then a trial run has ended).
     limits : dict, optional
         ``{command type: el.RateLimiter}``: a command of that type runs only
-        with a token; otherwise it waits in the queue until one is due.
+        with a token; otherwise it waits in the queue until one is due. The
+        limiter's capacity must hold one token.
+
+    The executor's subscribers hear every outcome once its batch commits:
+    each run (``succeeded``, ``rejected``, ``failed``, ``timed_out``), each
+    ``expired`` command, and ``dead`` after the failed or timed-out run that
+    used up a command's attempts. A command the scheduler itself cannot handle
+    (e.g. its retry cannot be scheduled) is parked as ``dead`` with the reason,
+    undoing only its own run: the rest of its batch goes on.
 
     A command may set its own ``max_attempts`` and ``timeout`` (seconds) in its
     context, e.g. ``context={"max_attempts": 1, "timeout": 5.0}``; they are
@@ -94,7 +111,7 @@ class CommandScheduler:
         executor: CommandExecutor,
         *,
         timeout: timedelta | float = timedelta(seconds=30),
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         backoff: RetryPolicy | None = None,
         batch_size: int = 1,
         recover: bool = True,
@@ -103,19 +120,36 @@ class CommandScheduler:
     ):
         if not isinstance(executor, CommandExecutor):
             raise CommandError(f"executor must be an el.CommandExecutor, got {executor!r}")
+        if backoff is not None and not isinstance(backoff, RetryPolicy):
+            raise CommandError(
+                f"backoff must be an el.RetryPolicy, got {type(backoff).__name__}: "
+                f"{backoff!r:.80}; e.g. backoff=el.RetryPolicy.fixed(5) for 5 s between "
+                f"attempts, or el.RetryPolicy.exponential(1, max_delay=60)"
+            )
+        if max_attempts is None:
+            # The policy's own count when the scheduler is not told otherwise: a
+            # policy built with max_attempts=5 should give five attempts.
+            max_attempts = backoff.max_attempts if backoff is not None else 3
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise CommandError(f"max_attempts must be an int of 1 or more, got {max_attempts!r}")
-        self.timeout = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
-        if self.timeout <= timedelta(0):
-            raise CommandError(
-                f"timeout must be positive, e.g. timedelta(seconds=30), got {timeout}"
-            )
+        self.timeout = _timeout(timeout)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise CommandError(f"batch_size must be an int of 1 or more, got {batch_size!r}")
         self.batch_size = batch_size
         self.breakers = _guards("breakers", breakers, CircuitBreaker, "el.CircuitBreaker()")
         self.limits = _guards("limits", limits, RateLimiter, "el.RateLimiter(rate=5)")
+        for command_type, limiter in self.limits.items():
+            if limiter.capacity < 1:
+                # Each command takes one token: a smaller bucket could never grant it.
+                raise CommandError(
+                    f"limits[{command_type!r}] holds {limiter.capacity} token(s), but each "
+                    f"command takes one, so none would ever run; give the limiter a "
+                    f"capacity of at least 1, e.g. el.RateLimiter(rate={limiter.rate}, "
+                    f"capacity=1) for one command every {1 / limiter.rate:g} s"
+                )
         self._slots: dict[str, Any] = {}  # command type -> last slot given to a held command
+        # Commands last held because someone else holds their breaker's trial calls.
+        self._busy_ids: dict[str, CircuitBreaker] = {}
         self.store = store
         self.executor = executor
         self.commands: CommandStore = executor.commands
@@ -124,6 +158,7 @@ class CommandScheduler:
         self.backoff = backoff or RetryPolicy.exponential(
             1.0, max_delay=60.0, max_attempts=max_attempts
         )
+        self._retry_all = any(issubclass(Exception, kind) for kind in self.backoff.retry_on)
         if recover:
             self.recover()
 
@@ -134,6 +169,11 @@ class CommandScheduler:
 
         Durable when it returns (or, inside ``store.transaction()``, when that commits).
         """
+        if not isinstance(command, Command):
+            raise CommandError(
+                f"submit() takes an el.Command, got {type(command).__name__}: {command!r:.80}; "
+                f"wrap it, e.g. scheduler.submit(el.Command('PlaceOrder', {{'order_id': 'o-1'}}))"
+            )
         if command.context:
             _overrides(command, self.timeout, self.max_attempts)  # reject bad ones now
         self.commands.add(command)
@@ -191,58 +231,115 @@ class CommandScheduler:
         taken = log.take_due(peek_micros(store.clock), limit)
         if not taken:
             return []
-        expired: list[CommandOutcome] = []
-        ran: list[CommandOutcome] = []
+        outcomes: list[CommandOutcome] = []  # for the caller: one per command taken
+        heard: list[CommandOutcome] = []  # for the subscribers, once the batch commits
+        guarded = bool(self.breakers or self.limits)
         try:
             # One commit for the whole batch: the events, every status change and
             # every retry scheduled are durable together (one journal sync). Each
-            # command runs in its own savepoint, so a failing one takes nothing
-            # of the others down.
+            # command's run is a savepoint (see CommandExecutor.run), so a failing
+            # one takes nothing of the others down.
             with paused_gc(), store.transaction():
+                tx = store._tx
+                busy_ids = self._busy_ids
                 for command, attempts, _ in taken:
-                    if command.deadline is not None and self._now() > command.deadline:
-                        error = f"deadline {command.deadline.isoformat()} passed before it ran"
-                        self.commands.set_status(command.command_id, EXPIRED, error=error)
-                        expired.append(CommandOutcome(command.command_id, EXPIRED, attempts))
-                        continue
-                    if self.breakers or self.limits:
-                        held = self._held(command, attempts)
-                        if held is not None:
-                            expired.append(held)
+                    if busy_ids:
+                        busy_ids.pop(command.command_id, None)  # (_held adds it back if so)
+                    # Where this command's rows begin: if the scheduler's own
+                    # bookkeeping fails for it, only they are undone (a nested
+                    # store.transaction() would do the same at a microsecond a command).
+                    mark = (len(tx.rows), len(tx.side))
+                    trial = None  # a breaker whose admitted call awaits this run's outcome
+                    try:
+                        if command.deadline is not None and self._now() > command.deadline:
+                            error = f"deadline {command.deadline.isoformat()} passed before it ran"
+                            self.commands.set_status(command.command_id, EXPIRED, error=error)
+                            outcome = CommandOutcome(
+                                command.command_id, EXPIRED, attempts, error=error
+                            )
+                            outcomes.append(outcome)
+                            heard.append(outcome)
                             continue
-                    attempt = attempts + 1
-                    timeout, max_attempts = (
-                        _overrides(command, self.timeout, self.max_attempts)
-                        if command.context
-                        else (self.timeout, self.max_attempts)
-                    )
-                    started = peek_micros(store.clock)
-                    outcome = self.executor.run(command, attempt, timeout=timeout)
-                    breaker = self.breakers.get(command.type)
-                    if breaker is not None:
-                        if outcome.status in (FAILED, TIMED_OUT):
-                            breaker.record_failure()
-                        else:
-                            breaker.record_success()
-                    log.record_run(
-                        command,
-                        attempt,
-                        started,
-                        outcome.status,
-                        outcome.error,
-                        None if outcome.result is None else to_json(outcome.result, "result"),
-                    )
-                    if outcome.status in (FAILED, TIMED_OUT):
-                        self._retry_or_bury(
-                            outcome.command_id, outcome.attempt, outcome.error, max_attempts
+                        if guarded:
+                            held = self._held(command, attempts)
+                            if held is not None:
+                                outcomes.append(held)
+                                continue
+                            trial = self.breakers.get(command.type)
+                        attempt = attempts + 1
+                        timeout, max_attempts = (
+                            _overrides(command, self.timeout, self.max_attempts)
+                            if command.context
+                            else (self.timeout, self.max_attempts)
                         )
-                    ran.append(outcome)
+                        started = peek_micros(store.clock)
+                        outcome = self.executor.run(command, attempt, timeout=timeout)
+                        failed = outcome.status in (FAILED, TIMED_OUT)
+                        if trial is not None:
+                            if failed:
+                                trial.record_failure()
+                            else:
+                                trial.record_success()
+                            trial = None
+                        log.record_run(
+                            command,
+                            attempt,
+                            started,
+                            outcome.status,
+                            outcome.error,
+                            None if outcome.result is None else to_json(outcome.result, "result"),
+                        )
+                        buried = (
+                            self._retry_or_bury(
+                                outcome.command_id,
+                                attempt,
+                                outcome.error,
+                                max_attempts,
+                                outcome.status,
+                            )
+                            if failed
+                            else None
+                        )
+                    except Exception as error:  # noqa: BLE001 - one command's trouble, not the batch's
+                        tx.rollback_to(*mark)
+                        store._head = tx.start_head + mark[0]
+                        if trial is not None:
+                            trial.release()
+                        outcome = self._bury_unhandled(command, attempts, error)
+                        outcomes.append(outcome)
+                        heard.append(outcome)
+                        continue
+                    except BaseException:
+                        # Interrupted (Ctrl-C, SystemExit, cancelled): the whole batch
+                        # is undone below; a breaker's trial call must not stay taken.
+                        if trial is not None:
+                            trial.release()
+                        raise
+                    outcomes.append(outcome)
+                    heard.append(outcome)
+                    if buried is not None:
+                        heard.append(buried)
         except BaseException:
             log.give_back([ticket for _, _, ticket in taken])
             raise
-        for outcome in ran:
-            self.executor.notify(outcome)
-        return expired + ran
+        notify = self.executor.notify
+        for outcome in heard:
+            notify(outcome)
+        return outcomes
+
+    def _bury_unhandled(self, command: Command, attempts: int, error: Exception) -> CommandOutcome:
+        """Park a command the scheduler could not handle as ``dead``, saying why.
+
+        Its own run (if any) was undone; left queued it would fail the same way
+        in every batch and keep the commands behind it waiting.
+        """
+        reason = (
+            f"the scheduler could not handle this command ({type(error).__name__}: {error}); "
+            f"its run, if any, was undone. Fix the cause, then requeue it with "
+            f"scheduler.requeue({command.command_id!r})"
+        )
+        self.commands.set_status(command.command_id, DEAD, error=reason)
+        return CommandOutcome(command.command_id, DEAD, attempts, error=reason)
 
     def _held(self, command: Command, attempts: int) -> CommandOutcome | None:
         """Keep the command queued while its breaker is open or its rate limit is spent.
@@ -267,8 +364,12 @@ class CommandScheduler:
             try:
                 breaker.check()  # half-open: this run is one of its trial calls
             except CircuitOpenError:
-                # Its trial calls are taken: try again once they are done.
-                return self._hold(command, attempts, self._now(), f"circuit {breaker.name!r} busy")
+                # Someone else holds its trial calls (this scheduler records each
+                # run's outcome at once). A trial run ends within a timeout; trying
+                # again sooner (at now) would take the command back at once, forever.
+                self._busy_ids[command.command_id] = breaker
+                until = self._now() + self.timeout
+                return self._hold(command, attempts, until, f"circuit {breaker.name!r} busy")
         return None
 
     def _hold(self, command: Command, attempts: int, until: Any, reason: str) -> CommandOutcome:
@@ -277,14 +378,63 @@ class CommandScheduler:
         return CommandOutcome(command.command_id, QUEUED, attempts, error=error)
 
     def _retry_or_bury(
-        self, command_id: str, attempt: int, error: str | None, max_attempts: int | None = None
-    ) -> None:
-        """Requeue after the backoff, or dead-letter when out of attempts (keeping the error)."""
+        self,
+        command_id: str,
+        attempt: int,
+        error: str | None,
+        max_attempts: int | None = None,
+        status: str = FAILED,
+    ) -> CommandOutcome | None:
+        """Requeue after the backoff, or dead-letter (keeping the error); returns the
+        ``dead`` outcome when it buried the command.
+
+        Buried: out of attempts, a failure the backoff's ``retry_on`` does not
+        list, or a retry that would fall after the latest time a clock can show.
+        """
+        reason = None
         if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
-            self.commands.set_status(command_id, DEAD, error=error)
-            return
-        due = self._now() + self.backoff.delay(attempt)
-        self.commands.set_status(command_id, QUEUED, error=error, available_at=due)
+            reason = error
+        elif status == FAILED and not self._retry_all and not self._retries(error):
+            reason = (
+                f"{error} (not retried: the backoff retries only "
+                f"{', '.join(kind.__name__ for kind in self.backoff.retry_on)})"
+            )
+        else:
+            delay = self.backoff.delay(attempt)
+            try:
+                due = self._now() + delay
+            except OverflowError:
+                reason = (
+                    f"{error} (not retried: its retry, {delay} from now, would fall after "
+                    f"the year 9999, the latest time a clock can show; give the backoff a "
+                    f"max_delay, e.g. el.RetryPolicy.exponential(1, max_delay=60))"
+                )
+            else:
+                self.commands.set_status(command_id, QUEUED, error=error, available_at=due)
+                return None
+        self.commands.set_status(command_id, DEAD, error=reason)
+        return CommandOutcome(command_id, DEAD, attempt, error=reason)
+
+    def _retries(self, error: str | None) -> bool:
+        """Whether the backoff's ``retry_on`` covers the failure described by ``error``.
+
+        An outcome carries its error as text, ``"ConnectionError: down"``, not the
+        exception: its class is found by name among the listed classes and their
+        subclasses (only on failures, and only for a policy that does not retry
+        every exception).
+        """
+        name = (error or "").partition(":")[0]
+        pending = list(self.backoff.retry_on)
+        seen: set[type] = set()
+        while pending:
+            kind = pending.pop()
+            if kind in seen:
+                continue
+            seen.add(kind)
+            if kind.__name__ == name:
+                return True
+            pending.extend(kind.__subclasses__())
+        return False
 
     def run(self, until_idle: bool = True, *, max_commands: int | None = None) -> int:
         """Run due commands in FIFO order; returns how many were taken.
@@ -292,7 +442,18 @@ class CommandScheduler:
         With ``until_idle``, also waits for commands whose retry is not due yet:
         a :class:`~eventlab.SimulatedClock` is advanced to the next due time,
         so retries with backoff finish at once. Calls :meth:`scan` first.
+
+        It returns early, leaving them queued, when every command left in the
+        queue waits for a circuit breaker whose trial calls someone else holds:
+        advancing the clock cannot end that trial. Run again once it has ended.
         """
+        if max_commands is not None and (
+            isinstance(max_commands, bool) or not isinstance(max_commands, int) or max_commands < 0
+        ):
+            raise CommandError(
+                f"max_commands must be None (no limit) or an int of 0 or more, got "
+                f"{max_commands!r}; e.g. scheduler.run(max_commands=100)"
+            )
         self.scan()
         taken = 0
         while max_commands is None or taken < max_commands:
@@ -305,9 +466,21 @@ class CommandScheduler:
             if outcomes:
                 taken += len(outcomes)
                 continue
-            if not until_idle or not self._wait_for_next():
+            if not until_idle or (self._busy_ids and self._only_busy_left()):
+                break
+            if not self._wait_for_next():
                 break
         return taken
+
+    def _only_busy_left(self) -> bool:
+        """Whether every queued command waits for a trial call someone else still holds."""
+        log = self.log
+        self._busy_ids = {
+            command_id: breaker
+            for command_id, breaker in self._busy_ids.items()
+            if breaker.busy and log.status(command_id) == QUEUED
+        }
+        return len(self._busy_ids) == log.queued()
 
     def _wait_for_next(self) -> bool:
         """Advance a simulated clock to the next queued command's due time."""
@@ -356,10 +529,13 @@ class CommandScheduler:
                     self.commands.set_status(command_id, SUCCEEDED, result={"events": stored})
                     continue
                 self.commands.set_status(command_id, TIMED_OUT, error=reason)
-                _, max_attempts = _overrides(
-                    self.log.command(command_id), self.timeout, self.max_attempts
-                )
-                self._retry_or_bury(command_id, attempts, reason, max_attempts)
+                command = self.log.command(command_id)
+                try:
+                    _, max_attempts = _overrides(command, self.timeout, self.max_attempts)
+                except EventlabError as error:  # stored before submit() checked contexts
+                    self._bury_unhandled(command, attempts, error)
+                    continue
+                self._retry_or_bury(command_id, attempts, reason, max_attempts, TIMED_OUT)
 
     def _events_caused_by(self, command_id: str) -> int:
         found = self.store.sql(
@@ -381,16 +557,43 @@ def _overrides(command: Command, timeout: timedelta, max_attempts: int) -> tuple
     own_timeout = context.get("timeout")
     if own_timeout is None:
         return timeout, own_attempts
-    if (
-        isinstance(own_timeout, bool)
-        or not isinstance(own_timeout, int | float)
-        or not (own_timeout > 0)
-    ):
+    seconds = _positive_seconds(own_timeout)
+    if seconds is None:
         raise CommandError(
             f"command {command.command_id!r} sets timeout={own_timeout!r} in its context; "
-            f"give a positive number of seconds, e.g. context={{'timeout': 5.0}}"
+            f"give a positive number of seconds, at most {_MAX_TIMEOUT_S:.3g} (a timedelta's "
+            f"range), e.g. context={{'timeout': 5.0}}"
         )
-    return timedelta(seconds=own_timeout), own_attempts
+    return seconds, own_attempts
+
+
+# The longest timedelta, in whole seconds: a longer timeout cannot be represented.
+_MAX_TIMEOUT_S = timedelta.max // timedelta(seconds=1)
+
+
+def _positive_seconds(value: object) -> timedelta | None:
+    """``value`` (a timedelta or seconds) as a positive timedelta; None if it is not one."""
+    if isinstance(value, timedelta):
+        return value if value > timedelta(0) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not (0 < value <= _MAX_TIMEOUT_S):  # also refuses nan and inf
+        return None
+    return timedelta(seconds=value)
+
+
+def _timeout(value: object) -> timedelta:
+    """The scheduler's ``timeout`` argument as a positive timedelta, or a clear error."""
+    timeout = _positive_seconds(value)
+    if timeout is None:
+        too_long = isinstance(value, int | float) and value > _MAX_TIMEOUT_S
+        bound = f", at most {_MAX_TIMEOUT_S:.3g} s (a timedelta's range)" if too_long else ""
+        raise CommandError(
+            f"timeout must be a positive timedelta or number of seconds{bound}, got "
+            f"{type(value).__name__}: {value!r:.80}; e.g. timeout=timedelta(seconds=30) "
+            f"or timeout=30"
+        )
+    return timeout
 
 
 def _guards(name: str, given: Mapping[str, Any] | None, kind: type, example: str) -> dict:

@@ -636,6 +636,47 @@ def test_generate_usage_errors(args, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("out", ["", "  "])
+def test_generate_refuses_an_empty_out(out, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--orders", "3", "--out", out]) == 2
+    assert "argument --out: must not be empty; give a store file to create" in (
+        capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
+
+
+@pytest.mark.parametrize("out", ["late.duckdb", "late/"])
+def test_generate_refuses_a_start_too_late_for_the_history(out, tmp_path, capsys):
+    target = tmp_path / out
+    assert main(["generate", "--orders", "3", "--start", "9999-12-31", "--out", str(target)]) == 1
+    assert_error(
+        capsys,
+        "--start 9999-12-31T00:00:00+00:00 leaves no room for the history: 3 days of orders",
+        "would run past 9999-12-31, the last day a timestamp can show; give an earlier --start",
+    )
+    assert list(tmp_path.iterdir()) == []
+    # The room needed grows with --days.
+    args = ["generate", "--orders", "3", "--start", "9999-12-01", "--days", "30"]
+    assert main([*args, "--out", str(target)]) == 1
+    assert_error(capsys, "30 days of orders")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_reports_a_clock_overflow_as_an_error_and_leaves_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    def overflowing(store, **kwargs):
+        store.append("s", [el.Event("Happened", {})])
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(el.shop, "simulate", overflowing)
+    target = tmp_path / "s.duckdb"
+    assert main(["generate", "--orders", "3", "--start", "9999-12-01", "--out", str(target)]) == 1
+    assert_error(capsys, "--start 9999-12-01T00:00:00+00:00 leaves no room for the history")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------- data/
 
 

@@ -162,6 +162,43 @@ def test_a_batch_that_fails_to_commit_gives_its_commands_back(clock_store, monke
     assert scheduler.commands.counts() == {"succeeded": 3}
 
 
+def test_record_run_refuses_bad_arguments_before_staging_anything(clock_store):
+    store = clock_store
+    scheduler = el.CommandScheduler(store, make_executor(store))
+    log = scheduler.log
+    with pytest.raises(el.CommandError, match="expected an el.Command, got dict"):
+        log.add({"type": "Ping"})
+    scheduler.submit(el.Command("Ping", {"n": 1}, command_id="c-1"))
+    [(command, _, ticket)] = log.take_due(store.clock.peek_micros(), 1)
+    now = store.clock.peek_micros()
+    good = {"attempt": 1, "started": now, "status": "succeeded", "error": None}
+    cases = [
+        ({"attempt": 0}, r"attempt must be an int from 1 to 2147483647, got int: 0"),
+        ({"attempt": "1"}, r"attempt must be an int from 1 to 2147483647, got str"),
+        ({"attempt": 2**31}, r"attempt must be an int from 1 to 2147483647"),
+        ({"started": 2**70}, r"started must be a datetime, an ISO 8601 string or epoch"),
+        ({"started": 1.5}, r"started must be a datetime.*got float"),
+        ({"status": "done"}, r"unknown command status 'done'"),
+        ({"error": 5}, r"error must be a str \(why\) or None, got int"),
+        ({"result": "oops"}, r"result must be the JSON text of an object or None, got str"),
+        ({"result": "[1]"}, r"result must be the JSON text of an object"),
+        ({"result": {"events": 1}}, r"result must be the JSON text of an object.*got dict"),
+    ]
+    with store.transaction():
+        for bad, message in cases:
+            args = {**good, "result": None, **bad}
+            with pytest.raises(el.CommandError, match=message):
+                log.record_run(command, args["attempt"], args["started"], args["status"],
+                               args["error"], args["result"])  # fmt: skip
+        assert log.status("c-1") == "queued"
+        assert store._tx.side == []
+    log.give_back([ticket])
+    assert scheduler.run() == 1
+    assert scheduler.commands.get("c-1")["status"] == "succeeded"
+    with pytest.raises(el.CommandError, match="'c-1' is not one"), store.transaction():
+        log.record_run(command, 2, now, "succeeded", None, None)
+
+
 @pytest.fixture
 def clock_store():
     with el.EventStore(clock=el.SimulatedClock(START, step=timedelta(0))) as store:

@@ -65,7 +65,8 @@ def test_command_is_a_frozen_dataclass_with_its_constructor():
 def test_add_is_idempotent_by_command_id(commands):
     cmd = Command("PlaceOrder", {"order_id": "o-1"}, command_id="c-1", correlation_id="t-1")
     assert commands.add(cmd) is True
-    assert commands.add(Command("PlaceOrder", {"order_id": "other"}, command_id="c-1")) is False
+    # The same command again (even rebuilt, a tuple for a list) is a no-op.
+    assert commands.add(Command("PlaceOrder", {"order_id": "o-1"}, command_id="c-1")) is False
     row = commands.get("c-1")
     assert (row["type"], row["payload"], row["status"], row["attempts"]) == (
         "PlaceOrder",
@@ -170,3 +171,130 @@ def test_a_payload_of_another_mapping_type_is_checked_even_when_empty():
     with pytest.raises(el.InvalidEventError, match=message):
         Command("X", types.MappingProxyType({}))
     assert Command("X", {}).payload == {} and Command("X", context={}).context == {}
+
+
+def test_a_command_id_resubmitted_with_other_content_is_refused(commands):
+    commands.add(Command("PlaceOrder", {"order_id": "o-1", "items": [1, 2]}, command_id="c-1"))
+    same = Command("PlaceOrder", {"items": (1, 2), "order_id": "o-1"}, command_id="c-1")
+    assert commands.add(same) is False  # same JSON object: an idempotent resubmission
+    with pytest.raises(el.CommandError, match=r"command id 'c-1' is already stored.*payload"):
+        commands.add(Command("PlaceOrder", {"order_id": "other"}, command_id="c-1"))
+    with pytest.raises(el.CommandError, match=r"already stored as a PlaceOrder.*new id"):
+        commands.add(Command("CancelOrder", {"order_id": "o-1", "items": [1, 2]}, "c-1"))
+    # Inside a transaction, against the row staged in it, too.
+    with commands.store.transaction():
+        commands.add(Command("A", {"n": 1}, command_id="c-2"))
+        with pytest.raises(el.CommandError, match="command id 'c-2' is already stored"):
+            commands.add(Command("A", {"n": 2}, command_id="c-2"))
+    assert commands.get("c-1")["payload"] == {"order_id": "o-1", "items": [1, 2]}
+    assert commands.get("c-2")["payload"] == {"n": 1}
+    assert commands.history("c-1")["status"].tolist() == ["queued"]
+
+
+def test_a_none_payload_is_refused_and_an_omitted_one_is_empty():
+    with pytest.raises(el.CommandError, match=r"payload must be a dict.*got NoneType.*pass \{\}"):
+        Command("P", None)  # type: ignore[arg-type]
+    assert Command("P").payload == {} and Command("P", {}).payload == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attempts": "two"}, r"attempts must be an int from 0 to 2147483647, got str: 'two'"),
+        ({"attempts": 2**31}, r"attempts must be an int from 0 to 2147483647, got int: 2147483648"),
+        ({"attempts": -1}, r"attempts must be an int from 0"),
+        ({"attempts": 1.5}, r"attempts must be an int from 0 to 2147483647, got float"),
+        ({"attempts": True}, r"attempts must be an int from 0 to 2147483647, got bool"),
+        ({"error": 5}, r"error must be a str \(why\) or None, got int: 5; pass e.g. error=str"),
+        ({"error": b"x"}, r"error must be a str \(why\) or None, got bytes"),
+        ({"result": [1]}, r"result must be a dict \(a JSON object\) or None, got list"),
+        ({"result": {"when": datetime(2024, 1, 1)}}, r"command result\['when'\] is not JSON"),
+        (
+            {"available_at": 2**70},
+            r"available_at must be a datetime.*got int: 1180591620717411303424",
+        ),
+        ({"available_at": True}, r"available_at must be a datetime.*got bool"),
+        ({"available_at": "soon"}, r"available_at: cannot read 'soon' as a timestamp"),
+        ({"available_at": 1.5}, r"available_at must be a datetime.*got float: 1.5"),
+        ({"status": None}, r"unknown command status None"),
+    ],
+)
+def test_bad_set_status_arguments_are_refused_and_the_store_reopens(store_path, kwargs, message):
+    kwargs = {"status": "failed", **kwargs}
+    with el.EventStore(store_path, clock=el.SimulatedClock(START)) as store:
+        commands = CommandStore(store)
+        commands.add(Command("P", {}, command_id="c-1"))
+        with pytest.raises((el.CommandError, el.InvalidEventError), match=message):
+            commands.set_status("c-1", **kwargs)
+        with store.transaction():  # nothing staged, in or out of a transaction
+            with pytest.raises((el.CommandError, el.InvalidEventError), match=message):
+                commands.set_status("c-1", **kwargs)
+            assert commands.log.status("c-1") == "queued"
+        assert commands.history("c-1")["status"].tolist() == ["queued"]
+        store.append("s", [el.Event("E", {})])  # the store still writes and reads
+        assert len(store.events()) == 1
+    with el.EventStore(store_path) as again:
+        row = CommandStore(again).get("c-1")
+        assert (row["status"], row["attempts"], row["error"]) == ("queued", 0, None)
+
+
+def test_good_set_status_arguments_at_their_limits_are_kept(commands):
+    commands.add(Command("P", {}, command_id="c-1"))
+    late = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    commands.set_status("c-1", "queued", attempts=2**31 - 1, available_at=late)
+    commands.set_status("c-1", "failed", error="", result={})
+    row = commands.get("c-1")
+    assert (row["attempts"], row["available_at"], row["error"], row["result"]) == (
+        2**31 - 1,
+        late,
+        "",
+        {},
+    )
+    with pytest.raises(el.CommandError, match="command_id must be a str, got list"):
+        commands.set_status(["c-1"], "failed")  # type: ignore[arg-type]
+
+
+def test_a_command_store_needs_an_event_store_and_a_sane_limit(commands):
+    with pytest.raises(el.CommandError, match=r"CommandStore needs an el.EventStore, got NoneType"):
+        CommandStore(None)  # type: ignore[arg-type]
+    commands.add(Command("P", {}, command_id="c-1"))
+    commands.add(Command("P", {}, command_id="c-2"))
+    assert commands.df(limit=1)["command_id"].tolist() == ["c-1"]
+    assert commands.df(limit=0).empty
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(el.CommandError, match="limit must be an int of 0 or more, or None"):
+            commands.df(limit=bad)
+    with pytest.raises(el.CommandError, match="command_id must be a str, got int"):
+        commands.get(5)  # type: ignore[arg-type]
+
+
+def test_a_read_only_store_answers_queries_and_refuses_writes(store_path):
+    with el.EventStore(store_path, clock=el.SimulatedClock(START)) as store:
+        commands = CommandStore(store)
+        commands.add(Command("P", {"n": 1}, command_id="c-1"))
+        commands.set_status("c-1", "succeeded", attempts=1, result={"events": 0})
+    with el.EventStore(store_path, read_only=True) as ro:
+        commands = CommandStore(ro)
+        assert commands.get("c-1")["status"] == "succeeded"
+        assert commands.between(START, START + timedelta(days=1))["command_id"].tolist() == ["c-1"]
+        assert commands.by_status("succeeded")["payload"].tolist() == [{"n": 1}]
+        assert commands.history("c-1")["status"].tolist() == ["queued", "succeeded"]
+        assert len(commands.df()) == 1 and commands.counts() == {"succeeded": 1}
+        message = r"opened with read_only=True, so its command store cannot record commands"
+        with pytest.raises(el.ReadOnlyError, match=message):
+            commands.add(Command("P", {}, command_id="c-2"))
+        with pytest.raises(el.ReadOnlyError, match=message):
+            commands.set_status("c-1", "dead")
+        assert commands.counts() == {"succeeded": 1}
+
+
+def test_a_read_only_store_without_commands_has_an_empty_command_store(store_path):
+    with el.EventStore(store_path, clock=el.SimulatedClock(START)) as store:
+        store.append("s", [el.Event("E", {})])
+    with el.EventStore(store_path, read_only=True) as ro:
+        commands = CommandStore(ro)
+        frame = commands.df()
+        assert frame.empty and list(frame.columns)[:3] == ["command_id", "seq", "type"]
+        assert commands.counts() == {} and commands.by_status("queued").empty
+        with pytest.raises(el.CommandError, match="no command with id 'c-1'"):
+            commands.get("c-1")

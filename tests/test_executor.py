@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from datetime import timedelta
 
 import pytest
 
@@ -164,3 +165,99 @@ def test_context_and_outcome_keep_their_dataclass_behaviour():
     assert pickle.loads(pickle.dumps(outcome)) == outcome
     with pytest.raises(dataclasses.FrozenInstanceError):
         outcome.status = "succeeded"  # type: ignore[misc]
+
+
+def test_a_finished_command_executed_again_returns_its_recorded_outcome(executor, store):
+    heard = []
+    executor.subscribe(heard.append)
+    cmd = Command("PlaceOrder", {"order_id": 1, "items": ["pen"]}, command_id="c-1")
+    first = executor.execute(cmd)
+    again = executor.execute(cmd)  # a client retrying after a lost reply
+    assert (
+        again == first == el.CommandOutcome("c-1", "succeeded", 1, events=1, result={"events": 1})
+    )
+    assert len(executor.seen) == 1 and store.version("order-1") == 1
+    assert executor.commands.history("c-1")["status"].tolist() == ["queued", "running", "succeeded"]
+    assert [o.command_id for o in heard] == ["c-1"]  # subscribers heard it when it happened
+    rejected = Command("PlaceOrder", {"order_id": 2}, command_id="c-2")
+    executor.execute(rejected)
+    outcome = executor.execute(rejected)
+    assert (outcome.status, outcome.error) == ("rejected", "an order needs at least one item")
+    assert len(executor.seen) == 2
+    # Another payload under a finished id is a client bug, not a way round the rejection.
+    with pytest.raises(el.CommandError, match="command id 'c-2' is already stored"):
+        executor.execute(Command("PlaceOrder", {"order_id": 2, "items": ["x"]}, command_id="c-2"))
+    assert executor.commands.get("c-2")["status"] == "rejected" and store.version("order-2") == 0
+
+
+@pytest.mark.parametrize("status", ["dead", "expired"])
+def test_a_dead_or_expired_command_is_not_run_by_execute(executor, store, status):
+    cmd = Command("PlaceOrder", {"order_id": 3, "items": ["pen"]}, command_id="c-3")
+    executor.commands.add(cmd)
+    executor.commands.set_status("c-3", status, attempts=2, error="gave up")
+    outcome = executor.execute(cmd)
+    assert outcome == el.CommandOutcome("c-3", status, 2, error="gave up")
+    assert executor.seen == [] and store.version("order-3") == 0
+
+
+def test_a_running_command_is_refused_and_a_failed_one_runs_as_its_next_attempt(executor, store):
+    cmd = Command("PlaceOrder", {"order_id": 4, "items": ["pen"]}, command_id="c-4")
+    executor.commands.add(cmd)
+    executor.commands.set_status("c-4", "running", attempts=1)
+    with pytest.raises(el.CommandError, match=r"'c-4' is running \(attempt 1, started "):
+        executor.execute(cmd)
+    assert executor.seen == [] and executor.commands.get("c-4")["status"] == "running"
+    executor.commands.set_status("c-4", "failed", error="RuntimeError: boom")
+    outcome = executor.execute(cmd)
+    assert (outcome.status, outcome.attempt) == ("succeeded", 2)
+    assert executor.seen == [("c-4", None, 2, "EUR")] and store.version("order-4") == 1
+    with pytest.raises(el.CommandError, match="attempt must be an int of 1 or more, got int: 0"):
+        executor.execute(Command("PlaceOrder", {"order_id": 5}), attempt=0)
+
+
+def test_an_executor_needs_an_event_store_and_a_command_store_on_it(store):
+    with pytest.raises(
+        el.CommandError, match="CommandExecutor needs an el.EventStore, got NoneType"
+    ):
+        CommandExecutor(None)  # type: ignore[arg-type]
+    with el.EventStore() as other:
+        with pytest.raises(
+            el.CommandError, match="commands must be an el.CommandStore on the same"
+        ):
+            CommandExecutor(store, CommandStore(other))
+    with pytest.raises(el.CommandError, match="commands must be an el.CommandStore"):
+        CommandExecutor(store, "commands")  # type: ignore[arg-type]
+
+
+def test_a_read_only_store_cannot_execute(store_path):
+    with el.EventStore(store_path) as store:
+        store.append("s", [el.Event("E", {})])
+    with el.EventStore(store_path, read_only=True) as ro:
+        executor = CommandExecutor(ro)
+        executor.register("P", lambda command, ctx: None)
+        with pytest.raises(el.ReadOnlyError, match="its command store cannot record commands"):
+            executor.execute(Command("P", {}, command_id="c-1"))
+
+
+def test_the_timeout_counts_the_handler_time_not_the_clock_steps_of_its_events(store, clock):
+    # The store's clock steps 1 s per appended event (see conftest).
+    executor = CommandExecutor(store)
+
+    @executor.handler("Import")
+    def import_rows(command, ctx):
+        ctx.store.append("log-1", [el.Event("Started", {})])  # appended by the handler itself
+        clock.advance(timedelta(seconds=command.payload["wait"]))
+        return {"batch-1": [el.Event("Row", {"i": i}) for i in range(command.payload["n"])]}
+
+    scheduler = el.CommandScheduler(store, executor, max_attempts=1)  # timeout 30 s
+    scheduler.submit(el.Command("Import", {"n": 40, "wait": 30}, command_id="big"))
+    scheduler.submit(el.Command("Import", {"n": 40, "wait": 31}, command_id="slow"))
+    scheduler.run()
+    big, slow = scheduler.commands.get("big"), scheduler.commands.get("slow")
+    assert (big["status"], big["result"]) == ("succeeded", {"events": 40})
+    assert store.version("batch-1") == 40 and store.version("log-1") == 1
+    assert (slow["status"], slow["attempts"]) == ("dead", 1)
+    assert slow["error"] == "ran 0:00:31, longer than the timeout 0:00:30; undone"
+    # The events keep their stepped timestamps: 1 s apart.
+    rows = store.read_stream("batch-1")
+    assert rows[1].recorded_at - rows[0].recorded_at == timedelta(seconds=1)

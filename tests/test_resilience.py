@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -336,6 +337,56 @@ def test_half_open_admits_only_max_calls_and_needs_that_many_successes():
     breaker.record_success()
     assert breaker.state == "closed"
     breaker.check()  # closed: everything goes through
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, asyncio.CancelledError])
+def test_a_trial_ended_by_a_base_exception_gives_its_slot_back_uncounted(interruption):
+    clock = sim()
+    breaker = el.CircuitBreaker(failure_threshold=1, cool_down=30, clock=clock, name="pay")
+    breaker.record_failure()
+    clock.advance(31 * S)
+
+    def interrupted():
+        raise interruption()
+
+    with pytest.raises(interruption):
+        breaker.call(interrupted)
+    # Not a failure (it would have reopened) nor a success (it would have closed).
+    assert breaker.state == "half-open"
+    assert breaker.call(lambda: "ok") == "ok"  # the slot is free for the next trial
+    assert breaker.state == "closed"
+    assert list(breaker.events()["kind"]) == ["CircuitOpened", "CircuitHalfOpened", "CircuitClosed"]
+
+
+def test_release_frees_a_checked_trial_slot_and_only_one():
+    clock = sim()
+    breaker = el.CircuitBreaker(
+        failure_threshold=1, cool_down=5, half_open_max_calls=2, clock=clock, name="b"
+    )
+    breaker.release()  # closed: nothing to give back
+    assert breaker.state == "closed"
+    breaker.record_failure()
+    breaker.release()  # open: nothing to give back either
+    clock.advance(5 * S)
+    breaker.check()
+    assert not breaker.busy  # one trial slot of two is still free
+    breaker.check()
+    assert breaker.busy
+    with pytest.raises(el.CircuitOpenError, match="trial call\\(s\\) are already in progress"):
+        breaker.check()
+    breaker.release()
+    assert not breaker.busy
+    breaker.release()
+    breaker.release()  # more than were taken: frees nothing more
+    breaker.check()
+    breaker.check()
+    with pytest.raises(el.CircuitOpenError, match="already in progress"):
+        breaker.check()
+    breaker.record_success()
+    breaker.release()  # the one trial still in flight gave up
+    breaker.check()
+    breaker.record_success()
+    assert breaker.state == "closed" and not breaker.busy
 
 
 def test_one_trial_at_a_time_by_default():

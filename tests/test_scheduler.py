@@ -193,7 +193,10 @@ def test_bad_settings(setup):
     store, scheduler, _, _ = setup
     with pytest.raises(el.CommandError, match="max_attempts"):
         el.CommandScheduler(store, scheduler.executor, max_attempts=0)
-    with pytest.raises(el.CommandError, match="timeout must be positive"):
+    with pytest.raises(
+        el.CommandError,
+        match="timeout must be a positive timedelta or number of seconds, got int: 0",
+    ):
         el.CommandScheduler(store, scheduler.executor, timeout=0)
     with pytest.raises(el.CommandError, match="executor must be"):
         el.CommandScheduler(store, "executor")
@@ -412,3 +415,309 @@ def test_next_due_is_the_earliest_queued_command(setup, clock):
     assert scheduler.next_due() == clock.current
     scheduler.run(until_idle=False)
     assert scheduler.next_due() == clock.current + timedelta(seconds=10)
+
+
+# ---------------------------------------------------------------------- review fixes
+
+
+def bounded(scheduler, batches=200):
+    """Make ``scheduler.run`` fail, not hang, if it keeps taking batches."""
+    real = scheduler._run_batch
+    count = {"batches": 0}
+
+    def run_batch(limit):
+        count["batches"] += 1
+        if count["batches"] > batches:
+            raise AssertionError(f"run() took more than {batches} batches: a busy loop")
+        return real(limit)
+
+    scheduler._run_batch = run_batch
+    return count
+
+
+def half_open_breaker(clock, name="pay"):
+    breaker = el.CircuitBreaker(failure_threshold=1, cool_down=30, clock=clock, name=name)
+    breaker.record_failure()
+    clock.advance(timedelta(seconds=31))
+    assert breaker.state == "half-open"
+    return breaker
+
+
+def test_a_trial_run_interrupted_by_ctrl_c_does_not_leak_the_breakers_slot(setup, clock):
+    store, scheduler, calls, _ = setup
+    executor = scheduler.executor
+    interrupt = {"once": True}
+
+    @executor.handler("Charge")
+    def charge(command, ctx):
+        calls.append((command.command_id, ctx.attempt))
+        if interrupt.pop("once", False):
+            raise KeyboardInterrupt  # the user pressed Ctrl-C in the notebook
+        return {"charge-1": [el.Event("Charged", {})]}
+
+    breaker = half_open_breaker(clock)
+    guarded = el.CommandScheduler(store, executor, breakers={"Charge": breaker})
+    guarded.submit(el.Command("Charge", {}, command_id="c-1"))
+    with pytest.raises(KeyboardInterrupt):
+        guarded.run()
+    assert status(guarded, "c-1") == "queued" and store.version("charge-1") == 0
+    assert breaker.state == "half-open"  # the interrupted trial counted neither way
+    count = bounded(guarded)
+    assert guarded.run() == 1
+    assert count["batches"] == 2  # the command's, then an empty one
+    assert status(guarded, "c-1") == "succeeded" and breaker.state == "closed"
+    assert calls == [("c-1", 1), ("c-1", 1)]  # the interrupted attempt was undone
+    assert guarded.commands.history("c-1")["status"].tolist() == ["queued", "running", "succeeded"]
+
+
+def test_a_command_behind_a_trial_someone_else_holds_waits_and_run_returns(setup, clock):
+    store, scheduler, calls, _ = setup
+    breaker = half_open_breaker(clock)
+    guarded = el.CommandScheduler(
+        store, scheduler.executor, timeout=timedelta(seconds=5), breakers={"Ping": breaker}
+    )
+    breaker.check()  # another caller's trial call is in flight
+    guarded.submit(el.Command("Ping", {"n": 1}, command_id="p-1"))
+    began = clock.current
+    count = bounded(guarded)
+    assert guarded.run() == 1  # returns: advancing the clock cannot end that trial
+    assert calls == [] and status(guarded, "p-1") == "queued"
+    holds = guarded.commands.history("p-1")
+    assert holds["status"].tolist() == ["queued", "queued"]  # submitted, held once
+    assert holds["error"].iloc[1] == (
+        f"circuit 'pay' busy; waits until {(began + timedelta(seconds=5)).isoformat()}"
+    )
+    assert count["batches"] == 2  # the hold, then none due
+    assert clock.current == began and guarded.next_due() == began + timedelta(seconds=5)
+    breaker.record_success()  # that trial ended well: the breaker closes
+    guarded.run()
+    assert status(guarded, "p-1") == "succeeded" and calls == [("p-1", 1)]
+
+
+def test_holds_behind_a_busy_breaker_do_not_stop_other_work(setup, clock):
+    store, scheduler, calls, flaky = setup
+    breaker = half_open_breaker(clock)
+    guarded = el.CommandScheduler(
+        store,
+        scheduler.executor,
+        timeout=timedelta(seconds=5),
+        backoff=el.RetryPolicy.fixed(60, max_attempts=3),
+        breakers={"Ping": breaker},
+    )
+    breaker.check()
+    began = clock.current
+    flaky["failures"] = 2
+    guarded.submit(el.Command("Ping", {"n": 1}, command_id="p-1"))
+    guarded.submit(el.Command("Flaky", {}, command_id="f-1"))
+    bounded(guarded)
+    guarded.run()
+    # The Flaky retries (a minute apart) ran to the end; the Ping still waits for the
+    # trial, held again every timeout (5 s) meanwhile, and run() then returned.
+    assert status(guarded, "f-1") == "succeeded"
+    assert [c for c in calls if c[0] == "f-1"] == [("f-1", 1), ("f-1", 2), ("f-1", 3)]
+    assert clock.current == began + timedelta(seconds=120)
+    assert status(guarded, "p-1") == "queued"
+    assert guarded.commands.history("p-1")["status"].tolist() == ["queued"] * 26
+
+
+def test_an_uncapped_exponential_backoff_buries_the_command_instead_of_jamming(setup, clock):
+    store, scheduler, calls, flaky = setup
+    flaky["failures"] = 100
+    patient = el.CommandScheduler(
+        store,
+        scheduler.executor,
+        max_attempts=50,
+        backoff=el.RetryPolicy.exponential(1, max_attempts=50),
+        batch_size=2,
+    )
+    patient.submit(el.Command("Flaky", {}, command_id="f-1"))
+    patient.submit(el.Command("Ping", {"n": 1}, command_id="p-1"))
+    patient.run()
+    row = patient.commands.get("f-1")
+    # 2**37 s after the 38th attempt (in year 8000-something) would pass the year 9999.
+    assert (row["status"], row["attempts"]) == ("dead", 38)
+    assert row["error"].startswith("ConnectionError: payment service down (not retried: ")
+    assert "would fall after the year 9999" in row["error"]
+    assert "give the backoff a max_delay" in row["error"]
+    assert status(patient, "p-1") == "succeeded"
+    assert patient.run() == 0  # nothing jammed
+
+
+def test_a_failure_in_the_schedulers_bookkeeping_buries_only_that_command(setup, monkeypatch):
+    store, scheduler, calls, _ = setup
+    grouped = el.CommandScheduler(store, scheduler.executor, batch_size=3)
+    heard = []
+    grouped.executor.subscribe(lambda o: heard.append((o.command_id, o.status)))
+    real = grouped.log.record_run
+
+    def record_run(command, *args):
+        if command.command_id == "c-2":
+            raise RuntimeError("disk on fire")
+        return real(command, *args)
+
+    monkeypatch.setattr(grouped.log, "record_run", record_run)
+    grouped.submit_many([el.Command("Ping", {"n": n}, command_id=f"c-{n}") for n in (1, 2, 3)])
+    outcomes = grouped.run_batch()
+    assert [(o.command_id, o.status) for o in outcomes] == [
+        ("c-1", "succeeded"),
+        ("c-2", "dead"),
+        ("c-3", "succeeded"),
+    ]
+    assert heard == [("c-1", "succeeded"), ("c-2", "dead"), ("c-3", "succeeded")]
+    # c-2's run went through its handler, then was undone with its bookkeeping.
+    assert [c for c, _ in calls] == ["c-1", "c-2", "c-3"]
+    assert (store.version("ping-1"), store.version("ping-2"), store.version("ping-3")) == (1, 0, 1)
+    row = grouped.commands.get("c-2")
+    assert (row["status"], row["attempts"]) == ("dead", 0)
+    assert row["error"] == (
+        "the scheduler could not handle this command (RuntimeError: disk on fire); its run, "
+        "if any, was undone. Fix the cause, then requeue it with scheduler.requeue('c-2')"
+    )
+    assert grouped.commands.history("c-2")["status"].tolist() == ["queued", "dead"]
+    monkeypatch.undo()
+    grouped.requeue("c-2")
+    grouped.run()
+    assert status(grouped, "c-2") == "succeeded" and store.version("ping-2") == 1
+
+
+def test_a_stored_command_with_a_bad_context_is_buried_not_jamming_the_queue(setup):
+    store, scheduler, calls, _ = setup
+    # Added straight to the command store, so submit() never checked its context.
+    scheduler.commands.add(el.Command("Ping", {"n": 1}, command_id="bad", context={"timeout": 0}))
+    scheduler.submit(el.Command("Ping", {"n": 2}, command_id="good"))
+    scheduler.run()
+    row = scheduler.commands.get("bad")
+    assert row["status"] == "dead"
+    assert (
+        "could not handle this command (CommandError: command 'bad' sets timeout=0"
+        in (row["error"])
+    )
+    assert status(scheduler, "good") == "succeeded" and calls == [("good", 1)]
+    # The same when a restart finds it left running.
+    scheduler.commands.add(
+        el.Command("Ping", {"n": 3}, command_id="orphan", context={"timeout": 0})
+    )
+    scheduler.commands.set_status("orphan", "running", attempts=1)
+    again = el.CommandScheduler(store, scheduler.executor)
+    assert status(again, "orphan") == "dead"
+
+
+def test_backoff_must_be_a_retry_policy(setup):
+    store, scheduler, _, _ = setup
+    for backoff in (5, "fixed", timedelta(seconds=5)):
+        with pytest.raises(el.CommandError, match=r"backoff must be an el.RetryPolicy, got "):
+            el.CommandScheduler(store, scheduler.executor, backoff=backoff)
+
+
+def test_a_rate_limiter_too_small_for_one_command_is_refused(setup, clock):
+    store, scheduler, _, _ = setup
+    limiter = el.RateLimiter(rate=0.5, capacity=0.5, clock=clock, name="api")
+    with pytest.raises(
+        el.CommandError,
+        match=r"limits\['Ping'\] holds 0.5 token\(s\), but each command takes one.*"
+        r"capacity=1\) for one command every 2 s",
+    ):
+        el.CommandScheduler(store, scheduler.executor, limits={"Ping": limiter})
+
+
+def test_subscribers_hear_expired_and_dead_outcomes(setup, clock):
+    store, scheduler, _, flaky = setup
+    heard = []
+    scheduler.executor.subscribe(lambda o: heard.append((o.command_id, o.status, o.attempt)))
+    flaky["failures"] = 5
+    scheduler.submit(el.Command("Ping", {"n": 1}, command_id="late", deadline=START))
+    scheduler.submit(el.Command("Flaky", {}, command_id="f-1"))
+    clock.advance(timedelta(seconds=1))
+    scheduler.run()
+    assert heard == [
+        ("late", "expired", 0),
+        ("f-1", "failed", 1),
+        ("f-1", "failed", 2),
+        ("f-1", "failed", 3),
+        ("f-1", "dead", 3),
+    ]
+    assert status(scheduler, "late") == "expired" and status(scheduler, "f-1") == "dead"
+
+
+def test_the_backoffs_retry_on_is_honoured(setup):
+    store, scheduler, calls, _ = setup
+    executor = scheduler.executor
+    errors = {"bug": KeyError("order_id"), "refused": ConnectionRefusedError("no")}
+
+    @executor.handler("Raise")
+    def raise_(command, ctx):
+        calls.append((command.command_id, ctx.attempt))
+        raise errors[command.command_id]
+
+    policy = el.RetryPolicy.fixed(10, max_attempts=3, retry_on=(ConnectionError, TimeoutError))
+    picky = el.CommandScheduler(store, executor, backoff=policy)
+    picky.submit(el.Command("Raise", {}, command_id="bug"))
+    picky.submit(el.Command("Raise", {}, command_id="refused"))
+    picky.run()
+    row = picky.commands.get("bug")
+    assert (row["status"], row["attempts"]) == ("dead", 1)
+    assert row["error"] == (
+        "KeyError: 'order_id' (not retried: the backoff retries only ConnectionError, TimeoutError)"
+    )
+    # A subclass of a listed exception is retried, up to max_attempts.
+    assert [c for c in calls if c[0] == "refused"] == [
+        ("refused", 1),
+        ("refused", 2),
+        ("refused", 3),
+    ]
+    assert picky.commands.get("refused")["error"] == "ConnectionRefusedError: no"
+
+
+def test_the_backoffs_max_attempts_applies_unless_the_scheduler_sets_its_own(setup):
+    store, scheduler, calls, flaky = setup
+    policy = el.RetryPolicy.fixed(10, max_attempts=5)
+    assert el.CommandScheduler(store, scheduler.executor, backoff=policy).max_attempts == 5
+    assert el.CommandScheduler(store, scheduler.executor).max_attempts == 3
+    own = el.CommandScheduler(store, scheduler.executor, backoff=policy, max_attempts=2)
+    assert own.max_attempts == 2
+    flaky["failures"] = 10
+    el.CommandScheduler(store, scheduler.executor, backoff=policy).submit(
+        el.Command("Flaky", {}, command_id="f-5")
+    )
+    el.CommandScheduler(store, scheduler.executor, backoff=policy).run()
+    assert calls == [("f-5", n) for n in range(1, 6)]
+    assert status(scheduler, "f-5") == "dead"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda s: el.CommandScheduler(s.store, s.executor, timeout="30"),
+            r"timeout must be a positive timedelta or number of seconds, got str: '30'; "
+            r"e\.g\. timeout=timedelta\(seconds=30\)",
+        ),
+        (lambda s: el.CommandScheduler(s.store, s.executor, timeout=None), r"got NoneType: None"),
+        (
+            lambda s: el.CommandScheduler(s.store, s.executor, timeout=float("inf")),
+            r"at most 8\.64e\+13 s \(a timedelta's range\), got float: inf",
+        ),
+        (lambda s: el.CommandScheduler(s.store, s.executor, timeout=float("nan")), r"float: nan"),
+        (lambda s: el.CommandScheduler(s.store, s.executor, timeout=True), r"got bool: True"),
+        (
+            lambda s: s.submit(el.Command("Ping", {"n": 1}, context={"timeout": 1e15})),
+            r"sets timeout=1000000000000000.0 in its context; give a positive number of "
+            r"seconds, at most 8.64e\+13",
+        ),
+        (
+            lambda s: s.submit({"type": "Ping"}),
+            r"submit\(\) takes an el\.Command, got dict: \{'type': 'Ping'\}; wrap it",
+        ),
+        (lambda s: s.submit(None), r"submit\(\) takes an el\.Command, got NoneType"),
+        (
+            lambda s: s.run(max_commands="a"),
+            r"max_commands must be None \(no limit\) or an int of 0 or more, got 'a'",
+        ),
+        (lambda s: s.run(max_commands=-1), r"got -1"),
+    ],
+)
+def test_bad_arguments_raise_command_errors_naming_the_fix(setup, make, message):
+    store, scheduler, calls, _ = setup
+    with pytest.raises(el.CommandError, match=message):
+        make(scheduler)
+    assert scheduler.pending() == 0 and calls == []
