@@ -186,11 +186,32 @@ class CommandScheduler:
             return [self.submit(command) for command in commands]
 
     def requeue(self, command_id: str) -> None:
-        """Bring a ``dead`` (dead-lettered) command back to the queue with fresh attempts."""
-        status = self.commands.get(command_id)["status"]
+        """Bring a ``dead`` (dead-lettered) command back to the queue with fresh attempts.
+
+        A saga's step command is refused: each attempt of a step is its own
+        command, and its saga (not the dead-letter queue) decides whether the
+        step runs again. Run behind its back, a step could run after the saga
+        compensated or aborted. Ask the saga's coordinator instead
+        (``coordinator.retry(transaction_id)`` for a stuck saga).
+        """
+        row = self.commands.get(command_id)
+        status = row["status"]
         if status != DEAD:
             raise CommandError(
                 f"only dead commands are requeued by hand; {command_id!r} is {status}"
+            )
+        context = row["context"] or {}
+        saga, step, kind, attempt = (context.get(k) for k in ("saga", "step", "kind", "attempt"))
+        # A saga's commands are named <transaction id>:<step>:<kind>:<attempt> and say
+        # so in their context (see SagaCoordinator._submit): both must hold.
+        transaction_id = row["correlation_id"]
+        if saga is not None and command_id == f"{transaction_id}:{step}:{kind}:{attempt}":
+            raise CommandError(
+                f"command {command_id!r} is attempt {attempt} of step {step!r} of saga "
+                f"{saga!r} (transaction {transaction_id!r}); its saga decides whether the "
+                f"step runs again, and requeued here it could run after the saga compensated "
+                f"or aborted. See where the saga stands with coordinator.status(); a stuck "
+                f"one is tried again with coordinator.retry({transaction_id!r})"
             )
         self.commands.set_status(command_id, QUEUED, attempts=0, available_at=self._now())
 

@@ -128,6 +128,27 @@ def test_a_warehouse_outage_refunds_the_payment_then_releases_the_stock(store):
     assert check_checkout(store)["violations"] == []
 
 
+def test_draining_the_dead_letters_does_not_ship_an_aborted_checkout(store):
+    # Every failed attempt of a step is a dead command; requeued once the warehouse is
+    # back, it used to ship an order whose payment was refunded and stock released.
+    warehouse = Faults("warehouse", outages=[(START, START + 10 * timedelta(minutes=1))])
+    shop = Checkout(store, warehouse=warehouse, retry=el.RetryPolicy.fixed(1, max_attempts=2))
+    shop.stock({"MUG-001": 5})
+    shop.start("000001", [["MUG-001", 1]])
+    shop.run()
+    assert shop.status()["state"].tolist() == ["aborted"]
+    dead = shop.scheduler.commands.by_status("dead")["command_id"].tolist()
+    assert dead == ["000001:ship:action:1", "000001:ship:action:2"]
+    store.clock.advance(HOUR)
+    head = store.head
+    for command_id in dead:
+        with pytest.raises(el.CommandError, match=r"its saga decides whether the step runs"):
+            shop.scheduler.requeue(command_id)
+    shop.run()
+    assert store.head == head and store.version("shipment-000001") == 0
+    assert check_checkout(store) == {"orders": 1, "outcomes": {"aborted": 1}, "violations": []}
+
+
 def test_a_flaky_gateway_is_retried_on_the_policy(store):
     payments = Faults("payments", failure_rate=0.5, seed=3)
     shop = Checkout(store, payments=payments, retry=el.RetryPolicy.fixed(1, max_attempts=10))
@@ -163,6 +184,23 @@ def test_a_release_that_keeps_failing_is_stuck_until_an_operator_retries(store):
     shop.run()
     assert saga_types(store, "000001")[-1] == "SagaAborted"
     assert check_checkout(store) == {"orders": 1, "outcomes": {"aborted": 1}, "violations": []}
+
+
+def test_an_abandoned_checkout_leaves_what_it_did_not_undo_to_the_operator(store):
+    inventory = Faults("inventory", outages=[(at(5), START + HOUR)])
+    shop = Checkout(store, inventory=inventory, warehouse=Faults("warehouse", failure_rate=1.0))
+    shop.stock({"MUG-001": 5})
+    shop.start("000001", [["MUG-001", 2]])
+    shop.run()
+    assert shop.status()["state"].tolist() == ["stuck"]
+    shop.coordinator.abandon("000001", "the warehouse releases the stock by hand")
+    assert shop.status()["state"].tolist() == ["aborted"]
+    assert store.read_stream("saga-000001")[-1].data["uncompensated"] == ["reserve"]
+    assert check_checkout(store) == {
+        "orders": 1,
+        "outcomes": {"aborted": 1},
+        "violations": ["order 000001 was not shipped but holds {'MUG-001': 2}"],
+    }
 
 
 def test_the_invariant_check_finds_broken_checkouts(store):

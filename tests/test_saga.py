@@ -1,12 +1,14 @@
 """The saga coordinator on a simulated clock, with scripted participants.
 
 Each participant command type follows a script: what its n-th call does
-(``ok``, ``fail``, ``decline`` or ``slow``), per transaction. Every call is
+(``ok``, ``fail`` (a ConnectionError), ``bad`` (a ValueError), ``decline`` or
+``slow``), per transaction. Every call is
 logged, so a test can check which commands ran, in which order, how often.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import timedelta
 
@@ -49,6 +51,8 @@ class Participants:
             what = plan[n] if n < len(plan) else (plan[-1] if plan else "ok")
             if what == "fail":
                 raise ConnectionError(f"{command_type} is down")
+            if what == "bad":
+                raise ValueError(f"{command_type} got a bad request")
             if what == "decline":
                 raise el.CommandRejected(f"{command_type} declined")
             if what == "slow":
@@ -381,6 +385,171 @@ def test_a_declined_compensation_parks_the_saga_at_once(world):
     assert store.read_stream("saga-t")[-1].data["error"] == "Release declined"
 
 
+def test_a_step_retries_only_the_failures_its_policy_lists(world):
+    store, coordinator, participants = world
+    # OSError covers ConnectionError (a subclass); a ValueError is not retried.
+    policy = el.RetryPolicy.fixed(1, max_attempts=4, retry_on=OSError)
+    saga = el.Saga(
+        "s",
+        [
+            el.Step("reserve", "Reserve", "Release"),
+            el.Step("charge", "Charge", "Refund", retry=policy, timeout=30),
+        ],
+    )
+    participants.script("Charge", "bad", transaction="bad")
+    participants.script("Charge", "fail", "fail", "ok", transaction="down")
+    participants.script("Charge", "slow", "ok", transaction="slow")  # a timeout: retried
+    for transaction in ("bad", "down", "slow"):
+        coordinator.start(saga, transaction_id=transaction)
+    coordinator.run()
+    assert participants.count["bad", "Charge"] == 1
+    assert steps(store, "bad")[3:] == [
+        ("StepRequested", "charge", "action", 1),
+        ("StepFailed", "charge", "action", 1),
+        ("CompensationRequested", "reserve", "compensation", 1),
+        ("StepCompensated", "reserve", "compensation", 1),
+        ("SagaAborted", None, None, None),
+    ]
+    failed = store.read_stream("saga-bad")[4]
+    assert failed.data["error"] == (
+        "ValueError: Charge got a bad request (not retried: the step's retry policy "
+        "retries only OSError)"
+    )
+    assert failed.data["declined"] is False
+    assert participants.count["down", "Charge"] == 3
+    assert participants.count["slow", "Charge"] == 2
+    assert types(store, "down")[-1] == types(store, "slow")[-1] == "SagaCompleted"
+
+
+def test_a_retry_that_would_fall_after_the_year_9999_gives_up_the_step(world):
+    store, coordinator, participants = world
+    # Uncapped: the 13th retry waits 10**12 s (31,700 years).
+    uncapped = el.RetryPolicy.exponential(1, factor=10, max_attempts=30)
+    saga = el.Saga(
+        "s",
+        [
+            el.Step("reserve", "Reserve", "Release", compensation_retry=uncapped),
+            el.Step("charge", "Charge", "Refund", retry=uncapped),
+        ],
+    )
+    participants.script("Charge", "fail", transaction="action")
+    participants.script("Charge", "decline", transaction="compensation")
+    participants.script("Release", "fail", transaction="compensation")
+    coordinator.start(saga, transaction_id="action")
+    coordinator.start(saga, transaction_id="compensation")
+    coordinator.run()  # used to raise OverflowError, in this run and every later one
+    # A failing action gives up and compensates ...
+    assert types(store, "action")[-4:] == [
+        "StepFailed",
+        "CompensationRequested",
+        "StepCompensated",
+        "SagaAborted",
+    ]
+    gave_up = store.read_stream("saga-action")[-4].data["error"]
+    assert re.fullmatch(
+        r"ConnectionError: Charge is down \(not retried: its next attempt, [\d,]+ days, "
+        r"[\d:]+ from now, would fall after the year 9999, the latest time a clock can "
+        r"show; give the step's RetryPolicy a max_delay, e.g. "
+        r"el\.RetryPolicy\.exponential\(1, max_delay=60\)\)",
+        gave_up,
+    )
+    # ... a failing compensation parks the saga for an operator.
+    assert types(store, "compensation")[-2:] == ["StepFailed", "SagaStuck"]
+    stuck = coordinator.status(states="stuck")
+    assert stuck["transaction_id"].tolist() == ["compensation"]
+    assert "give the step's RetryPolicy a max_delay" in stuck["error"].iloc[0]
+    # Nothing is jammed: another saga still runs.
+    coordinator.start(el.Saga("o", [el.Step("ship", "Ship")]), transaction_id="other")
+    assert coordinator.run() == 1 and types(store, "other")[-1] == "SagaCompleted"
+
+
+def test_a_saga_step_command_is_not_requeued_behind_the_sagas_back(world):
+    store, coordinator, participants = world
+    participants.script("Ship", "fail")
+    coordinator.start(checkout(retry=el.RetryPolicy.fixed(1, max_attempts=2)), transaction_id="t")
+    coordinator.run()
+    assert types(store, "t")[-1] == "SagaAborted"
+    commands = coordinator.scheduler.commands
+    assert commands.by_status("dead")["command_id"].tolist() == [
+        "t:ship:action:1",
+        "t:ship:action:2",
+    ]
+    head = store.head
+    with pytest.raises(
+        el.CommandError,
+        match=r"command 't:ship:action:2' is attempt 2 of step 'ship' of saga 'checkout' "
+        r"\(transaction 't'\); its saga decides whether the step runs again, "
+        r"and requeued here it could run after the saga compensated or aborted.*"
+        r"coordinator.status\(\).* coordinator.retry\('t'\)",
+    ):
+        coordinator.scheduler.requeue("t:ship:action:2")
+    assert store.head == head and coordinator.scheduler.pending() == 0
+    assert commands.get("t:ship:action:2")["status"] == "dead"
+    # A command that only mentions a saga in its context is anybody's to requeue.
+    coordinator.scheduler.submit(
+        el.Command("Ship", {}, command_id="mine", context={"saga": "checkout", "max_attempts": 1})
+    )
+    coordinator.scheduler.run()
+    participants.script("Ship", "ok")
+    coordinator.scheduler.requeue("mine")
+    coordinator.scheduler.run()
+    assert commands.get("mine")["status"] == "succeeded"
+
+
+def test_an_operator_abandons_a_stuck_saga(world, clock):
+    store, coordinator, participants = world
+    participants.script("Ship", "decline")
+    participants.script("Refund", "decline")  # e.g. the bank no longer knows the charge
+    coordinator.start(checkout(), transaction_id="t")
+    coordinator.start(checkout(), transaction_id="u")
+    participants.script("Ship", "ok", transaction="u")
+    coordinator.run()
+    assert coordinator.status()[["transaction_id", "state"]].values.tolist() == [
+        ["t", "stuck"],
+        ["u", "completed"],
+    ]
+    coordinator.retry("t")
+    coordinator.run()  # declined again: only an operator can close it
+    assert coordinator.state("t").state == "stuck"
+    head = store.head
+    with pytest.raises(el.SagaError, match=r"only a stuck saga is abandoned; 'u' is not open"):
+        coordinator.abandon("u", "done")
+    with pytest.raises(el.SagaError, match="reason must be a non-empty string"):
+        coordinator.abandon("t", "")
+    with pytest.raises(el.SagaError, match=r"abandon\(\) commits its own transaction"):
+        with store.transaction():
+            coordinator.abandon("t", "refunded by hand")
+    with pytest.raises(el.SagaError, match=r"retry\(\) commits its own transaction"):
+        with store.transaction():
+            coordinator.retry("t")
+    assert store.head == head
+    coordinator.abandon("t", "refunded by hand at the bank")
+    assert types(store, "t")[-2:] == ["SagaStuck", "SagaAborted"]
+    ended = store.read_stream("saga-t")[-1]
+    assert ended.data == {
+        "failed_step": "charge",
+        "reason": "refunded by hand at the bank",
+        "compensated": [],
+        "abandoned": True,
+        "uncompensated": ["charge", "reserve"],
+    }
+    assert ended.correlation_id == "t"
+    assert coordinator.open_sagas == [] and coordinator.state("t").state == "aborted"
+    status = coordinator.status()
+    assert status[["transaction_id", "state"]].values.tolist() == [
+        ["t", "aborted"],
+        ["u", "completed"],
+    ]
+    assert status["error"].iloc[0] == "Refund declined"
+    with pytest.raises(el.SagaError, match="only a stuck saga is abandoned; 't' is not open"):
+        coordinator.abandon("t", "again")
+    # Nothing of the old definition is open: a changed one may be registered now.
+    coordinator.register(el.Saga("checkout", [el.Step("reserve", "Reserve", "Release")]))
+    # A new coordinator does not resume it.
+    _, again, _ = make_world(store, clock)
+    assert again.open_sagas == []
+
+
 # ---------------------------------------------------------------------- steps as functions
 
 
@@ -453,18 +622,54 @@ def test_a_step_whose_command_cannot_be_built_fails_without_retry(world):
 # ---------------------------------------------------------------------- starting
 
 
-def test_start_is_idempotent_by_transaction_id(world):
+def test_start_is_idempotent_by_transaction_id(world, clock):
     store, coordinator, _ = world
     saga = checkout()
-    coordinator.start(saga, {"n": 1}, transaction_id="t")
+    coordinator.start(saga, {"n": 1, "lines": [["MUG", 2]]}, transaction_id="t")
     head = store.head
-    assert coordinator.start(saga, {"n": 2}, transaction_id="t") == "t"
+    # The same start again (keys in another order, a tuple for a list) is a no-op.
+    assert coordinator.start(saga, {"lines": [("MUG", 2)], "n": 1}, transaction_id="t") == "t"
     assert store.head == head
+    # Other data under the same id is a client bug, refused as the command side does.
+    with pytest.raises(
+        el.SagaError,
+        match=r"transaction 't' already runs saga 'checkout' with data "
+        r'\{"n":1,"lines":\[\["MUG",2\]\]\}, not \{"n":2\}; .* leave transaction_id out',
+    ):
+        coordinator.start(saga, {"n": 2}, transaction_id="t")
     other = el.Saga("refund", [el.Step("refund", "Refund")])
     with pytest.raises(el.SagaError, match="transaction 't' already runs saga 'checkout'"):
         coordinator.start(other, transaction_id="t")
+    assert store.head == head and coordinator.scheduler.pending() == 1
+    # A new coordinator reads the stored start back and decides the same.
+    _, again, _ = make_world(store, clock)
+    assert again.start(saga, {"n": 1, "lines": [["MUG", 2]]}, transaction_id="t") == "t"
+    with pytest.raises(el.SagaError, match="already runs saga 'checkout' with data"):
+        again.start(saga, {}, transaction_id="t")
+    assert store.head == head
     fresh = coordinator.start(saga)
     assert len(fresh) == 32 and fresh != "t"
+
+
+def test_a_start_retried_after_the_callers_transaction_rolled_back_starts_the_saga(world):
+    store, coordinator, participants = world
+    saga = checkout()
+    for retried_inside_a_transaction in (False, True):
+        transaction = f"t-{retried_inside_a_transaction}"
+        with pytest.raises(RuntimeError), store.transaction():
+            coordinator.start(saga, {"n": 1}, transaction_id=transaction)
+            raise RuntimeError("the caller's transaction fails")
+        assert store.version(f"saga-{transaction}") == 0
+        if retried_inside_a_transaction:
+            with store.transaction():
+                assert coordinator.start(saga, {"n": 1}, transaction_id=transaction)
+        else:
+            assert coordinator.start(saga, {"n": 1}, transaction_id=transaction)
+        assert types(store, transaction) == ["SagaStarted", "StepRequested"]
+        assert coordinator.scheduler.pending() == 1
+        assert coordinator.run() == 1
+        assert types(store, transaction)[-1] == "SagaCompleted"
+    assert [c[1] for c in participants.calls] == ["Reserve", "Charge", "Ship"] * 2
 
 
 def test_sagas_started_inside_a_transaction_count_once_it_commits(world):
@@ -545,10 +750,28 @@ def test_answers_the_coordinator_never_heard_are_read_from_the_command_store(wor
 def test_a_changed_definition_is_refused_while_its_sagas_are_open(world, clock):
     store, coordinator, _ = world
     coordinator.start(checkout(), transaction_id="t")
+    changed = el.Saga("checkout", [el.Step("reserve", "Reserve", "Release")])
+    refused = (
+        r"saga 'checkout' is defined here with steps \['reserve'\], but 1 open saga\(s\) of "
+        r"that name \(e.g. 't'\) run with \['reserve', 'charge', 'ship'\]; finish them first "
+        r".*coordinator.abandon.*or give the new definition another name"
+    )
+    # Refused before anything is written: on register, start, or a new coordinator.
+    head = store.head
     _, again, _ = make_world(store, clock)
-    again.register(el.Saga("checkout", [el.Step("reserve", "Reserve", "Release")]))
-    with pytest.raises(el.SagaError, match=r"saga 'checkout' now has steps \['reserve'\], but"):
-        again.run()
+    with pytest.raises(el.SagaError, match=refused):
+        again.register(changed)
+    with pytest.raises(el.SagaError, match=refused):
+        again.start(changed, transaction_id="new")
+    with pytest.raises(el.SagaError, match=refused):
+        el.SagaCoordinator(store, again.scheduler, sagas=[changed])
+    assert store.head == head and store.version("saga-new") == 0
+    # The old definition (a new object with the same steps) is still welcome.
+    again.register(checkout())
+    assert again.run() == 1
+    again.register(changed)  # nothing of the old one is open any more
+    again.start(changed, transaction_id="new")
+    assert again.run() == 1 and types(store, "new")[-1] == "SagaCompleted"
 
 
 # ---------------------------------------------------------------------- guards
@@ -579,6 +802,11 @@ def test_bad_definitions_and_arguments(world):
         el.Step("a", "X", retry=3)
     with pytest.raises(el.SagaError, match="timeout must be positive"):
         el.Step("a", "X", timeout=0)
+    # What the scheduler cannot take is refused now, not at run time in every saga.
+    for too_long in (float("inf"), 1e300, timedelta.max):
+        with pytest.raises(el.SagaError, match=r"timeout must be positive and at most 8.64e\+13"):
+            el.Step("a", "X", timeout=too_long)
+    assert el.Step("a", "X", timeout=timedelta(days=10**8)).timeout == 8.64e12
     with pytest.raises(el.SagaError, match="needs a non-empty list of el.Step"):
         el.Saga("empty", [])
     with pytest.raises(el.SagaError, match=r"has steps named \['a'\] more than once"):
@@ -598,6 +826,29 @@ def test_bad_definitions_and_arguments(world):
         coordinator.register("checkout")
     with pytest.raises(el.SagaError, match="no saga with transaction id 'nope'"):
         coordinator.state("nope")
+
+
+def test_bad_arguments_of_the_coordinator_name_the_fix(world):
+    store, coordinator, _ = world
+    coordinator.start(checkout(), transaction_id="t")
+    head, pending = store.head, coordinator.scheduler.pending()
+    for bad in ("5", -1, 1.5, True):
+        with pytest.raises(
+            el.SagaError, match=r"max_commands must be None \(no limit\) or an int of 0 or more"
+        ):
+            coordinator.run(max_commands=bad)
+    for bad in (None, 5, ""):
+        with pytest.raises(el.SagaError, match="transaction_id must be a non-empty string"):
+            coordinator.state(bad)
+    saga = checkout()
+    for bad in (saga, 5, "checkout"):
+        with pytest.raises(el.SagaError, match=r"sagas must be a list of el.Saga, e.g. sagas=\["):
+            el.SagaCoordinator(store, coordinator.scheduler, sagas=bad)
+    for bad in (None, 5):
+        with pytest.raises(el.SagaError, match="transaction_id must be a non-empty string"):
+            coordinator.abandon(bad, "why")
+    assert store.head == head and coordinator.scheduler.pending() == pending
+    assert coordinator.run(max_commands=0) == 0
 
 
 # ---------------------------------------------------------------------- timelines

@@ -8,14 +8,15 @@ the correlation id every event and command carries.
 
 Two things a coordinator gives for free have to be built in here:
 
-- A participant that gives up (its command is declined, or runs out of
-  attempts) produces no event by itself, so the others would never hear of
+- A participant that gives up (its command is declined, runs out of
+  attempts, or expires before it ran) produces no event by itself, so the others would never hear of
   it. :meth:`Choreography.on_failure` makes it announce the failure as an
   event (``PaymentFailed``) that others react to.
 - Reactions live on the bus, which delivers after the commit: a crash in
   between loses them. A choreography therefore catches up with the stored
   history when it starts (every reaction command has an id derived from the
-  event that caused it, so one already sent is not sent again) and announces
+  event that caused it, so one already sent is not sent again, even if the
+  reaction would build it differently now) and announces
   failures that a crash left unannounced.
 """
 
@@ -118,8 +119,10 @@ class Choreography:
         is ``once_per(event)``, by default ``<stream>@<version>`` (the event
         itself: a redelivered event sends it once). Give e.g.
         ``once_per=lambda e: e.causation_id`` to react once to all the events
-        one command caused. ``service`` only names who reacts (in the
-        command's context).
+        one command caused. A command whose id was sent already is not sent
+        again, even when ``react`` builds it differently this time (another
+        event of the same key, or a payload with the time it was sent).
+        ``service`` only names who reacts (in the command's context).
         """
         check_name("event_type", event_type)
         if not callable(react):
@@ -133,7 +136,8 @@ class Choreography:
             self._listen()
 
     def on_failure(self, command_type: str, event_type: str, *, service: str) -> None:
-        """Announce a ``command_type`` command that failed for good as an ``event_type`` event.
+        """Announce a ``command_type`` command that failed for good (declined, out of
+        attempts, or expired) as an ``event_type`` event.
 
         The event goes to stream ``<service>-<correlation id>`` with data
         ``command_id``, ``command_type``, ``payload``, ``error`` and ``declined``;
@@ -189,10 +193,19 @@ class Choreography:
         )
 
     def _react(self, event: RecordedEvent) -> None:
+        known = self.scheduler.log._known
         for service, react, once_per in self._reactions.get(event.type, ()):
             made = react(event)
             key = f"{event.stream_id}@{event.version}" if once_per is None else once_per(event)
             for command in _commands(made, event):
+                command_id = f"{command.type}:{key}"
+                # Sent already (a redelivered event, the catch-up at start, or another
+                # event of the same once_per key): the reaction is done. Not submitted
+                # again, since its payload may differ this time (the time it was sent,
+                # the event that triggered it), and the command log refuses an id
+                # resubmitted with another payload: that would fail the subscription.
+                if known(command_id):
+                    continue
                 context = {**(command.context or {}), "caused_by": event.event_id}
                 if service is not None:
                     context["service"] = service
@@ -200,7 +213,7 @@ class Choreography:
                     Command(
                         command.type,
                         command.payload,
-                        command_id=f"{command.type}:{key}",
+                        command_id=command_id,
                         correlation_id=event.correlation_id or command.correlation_id,
                         deadline=command.deadline,
                         context=context,
@@ -210,7 +223,10 @@ class Choreography:
     # ------------------------------------------------------------------ failures
 
     def _heard(self, outcome: CommandOutcome) -> None:
-        if outcome.status not in ("failed", "timed_out", "rejected") or not self._failures:
+        # The scheduler tells when a command gives up for good: rejected, expired, or
+        # dead (after the failed or timed-out run that used up its attempts, which
+        # it announces first: that one is not final, so only ``dead`` is heard).
+        if outcome.status not in _GAVE_UP or not self._failures:
             return
         log = self.scheduler.log
         row = log.row(outcome.command_id)

@@ -29,7 +29,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from json.encoder import encode_basestring as _quote
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from ..command_log import DEAD, EXPIRED, FAILED, REJECTED, SUCCEEDED, TERMINAL, 
 from ..errors import SagaError
 from ..events import Event, check_name, to_json
 from ..replay import paused_gc
+from ..resilience import RetryPolicy
 from ..scheduler import CommandScheduler
 from .definition import ACTION, COMPENSATION, Saga, Step
 from .state import (
@@ -142,11 +143,14 @@ class SagaCoordinator:
                 "the scheduler works on another store; a saga's events and its commands "
                 "must commit together, so give the coordinator the scheduler's store"
             )
+        if isinstance(sagas, Saga | str) or not isinstance(sagas, Iterable):
+            raise SagaError(
+                f"sagas must be a list of el.Saga, e.g. sagas=[saga], got "
+                f"{type(sagas).__name__}: {sagas!r:.80}"
+            )
         self.store = store
         self.scheduler = scheduler
         self._sagas: dict[str, Saga] = {}
-        for saga in sagas:
-            self.register(saga)
         self._open: dict[str, SagaState] = {}  # every open saga, by transaction id
         self._unconfirmed: dict[str, SagaState] = {}  # started inside a caller's transaction
         self._outstanding: dict[str, str] = {}  # command id -> transaction id, awaiting answer
@@ -156,19 +160,49 @@ class SagaCoordinator:
         self._seq = itertools.count()
         self._settled = 0  # sagas that completed, aborted or got stuck under this coordinator
         self._check_deadlines = False
-        scheduler.executor.subscribe(self._heard)
         self._resume()
+        for saga in sagas:  # after _resume: a definition must fit the open sagas of its name
+            self.register(saga)
+        scheduler.executor.subscribe(self._heard)
 
     # ------------------------------------------------------------------ definitions
 
     def register(self, saga: Saga) -> None:
-        """Make ``saga`` runnable (and resumable) by this coordinator, by its name."""
+        """Make ``saga`` runnable (and resumable) by this coordinator, by its name.
+
+        Raises :class:`~eventlab.SagaError` (and registers nothing) when open
+        sagas of that name run with other steps: their streams record the steps
+        they were started with, and this definition could not carry them on.
+        """
         if not isinstance(saga, Saga):
             raise SagaError(
                 f"expected an el.Saga, got {type(saga).__name__}; e.g. "
                 f"el.Saga('checkout', [el.Step('reserve', 'ReserveStock', 'ReleaseStock')])"
             )
+        known = self._sagas.get(saga.name)
+        # start() registers its saga every time: the same definition again costs a lookup.
+        if known is not saga and (known is None or known.step_names != saga.step_names):
+            self._check_fits_open(saga)
         self._sagas[saga.name] = saga
+
+    def _check_fits_open(self, saga: Saga) -> None:
+        """Refuse a definition whose steps differ from those of open sagas of its name."""
+        steps = saga.step_names
+        clash = [
+            state
+            for state in itertools.chain(self._open.values(), self._unconfirmed.values())
+            if state.saga == saga.name and state.steps != steps
+        ]
+        if clash:
+            first = clash[0]
+            raise SagaError(
+                f"saga {saga.name!r} is defined here with steps {steps}, but {len(clash)} open "
+                f"saga(s) of that name (e.g. {first.transaction_id!r}) run with {first.steps}; "
+                f"finish them first (coordinator.run() with the old definition registered; "
+                f"coordinator.retry(transaction_id) or coordinator.abandon(transaction_id, "
+                f"reason) for stuck ones), or give the new definition another name, e.g. "
+                f"el.Saga({saga.name + '-v2'!r}, steps)"
+            )
 
     @property
     def sagas(self) -> dict[str, Saga]:
@@ -189,7 +223,9 @@ class SagaCoordinator:
         The ``SagaStarted`` event, the first ``StepRequested`` and the first
         step's command commit together (inside ``store.transaction()``, when
         that commits). Starting a transaction id that already has a saga
-        changes nothing and returns the id (an idempotent retry).
+        with the same saga and data changes nothing and returns the id (an
+        idempotent retry); with another saga or other data it raises
+        :class:`~eventlab.SagaError` (a transaction id names one saga).
 
         Parameters
         ----------
@@ -208,18 +244,36 @@ class SagaCoordinator:
                 f"saga data must be a dict (a JSON object), got {type(data).__name__}; e.g. "
                 f"{{'order_id': 'o-1'}}"
             )
-        to_json(data, "saga data")  # names a key that is not JSON, before anything is written
+        # Names a key that is not JSON, before anything is written.
+        encoded = to_json(data, "saga data")
         if transaction_id is None:
             transaction_id = uuid.uuid4().hex
         check_name("transaction_id", transaction_id)
         stream = stream_of(transaction_id)
-        known = self._open.get(transaction_id) or self._unconfirmed.get(transaction_id)
+        known = self._open.get(transaction_id)
+        if known is None:
+            known = self._unconfirmed.get(transaction_id)
+            if known is not None and self.store.version(stream) == 0:
+                # Started inside a caller's transaction that rolled back: nothing of it
+                # was written, so this is a first start again.
+                del self._unconfirmed[transaction_id]
+                known = None
         if known is not None or self.store.version(stream) > 0:
-            name = known.saga if known is not None else self._stored_name(stream)
+            name, stored = (
+                (known.saga, known.data) if known is not None else self._stored_start(stream)
+            )
             if name != saga.name:
                 raise SagaError(
                     f"transaction {transaction_id!r} already runs saga {name!r}, not "
                     f"{saga.name!r}; give this saga another transaction_id"
+                )
+            stored_text = to_json(stored, "saga data")
+            if stored_text != encoded and _canonical(stored_text) != _canonical(encoded):
+                raise SagaError(
+                    f"transaction {transaction_id!r} already runs saga {name!r} with data "
+                    f"{stored_text:.200}, not {encoded:.200}; starting it again with the same "
+                    f"data is a no-op (a retry), but other data is another saga: give it "
+                    f"another transaction_id, or leave transaction_id out for a random one"
                 )
             return transaction_id
         state = SagaState(transaction_id)
@@ -246,9 +300,12 @@ class SagaCoordinator:
             self._track(state)
         return transaction_id
 
-    def _stored_name(self, stream: str) -> str | None:
+    def _stored_start(self, stream: str) -> tuple[str | None, dict[str, Any]]:
+        """The saga name and data a stored saga was started with."""
         events = self.store.read_stream(stream, to_version=1)
-        return events[0].data.get("saga") if events else None
+        if not events:
+            return None, {}
+        return events[0].data.get("saga"), events[0].data.get("data") or {}
 
     # ------------------------------------------------------------------ running
 
@@ -270,6 +327,14 @@ class SagaCoordinator:
             Stop after the scheduler has taken this many commands (to advance
             step by step, e.g. in a lesson).
         """
+        if max_commands is not None and (
+            isinstance(max_commands, bool) or not isinstance(max_commands, int) or max_commands < 0
+        ):
+            raise SagaError(
+                f"max_commands must be None (no limit) or an int of 0 or more, got "
+                f"{type(max_commands).__name__}: {max_commands!r:.80}; e.g. "
+                f"coordinator.run(max_commands=10)"
+            )
         if self.store._tx is not None:
             raise SagaError(
                 "run() commits its own transactions; call it outside store.transaction()"
@@ -362,6 +427,25 @@ class SagaCoordinator:
             self._give_up(state, saga, error, events)
             return
         timed_out = status in (TIMED_OUT, EXPIRED)
+        # Decide first: a failure that is not retried says why in its own event.
+        policy = step.retry if kind == ACTION else step.compensation_retry
+        retry_at = None
+        if policy.should_retry(attempt):
+            # Like the scheduler: a run over the timeout is always retried, a
+            # failure only if the policy's retry_on lists its exception.
+            if not timed_out and not _retries(policy, error):
+                listed = ", ".join(exc.__name__ for exc in policy.retry_on)
+                error = f"{error} (not retried: the step's retry policy retries only {listed})"
+            else:
+                delay = policy.delay(attempt)
+                retry_at = _retry_at(self.store.clock, delay)
+                if retry_at is None:
+                    error = (
+                        f"{error} (not retried: its next attempt, {delay} from now, would fall "
+                        f"after the year 9999, the latest time a clock can show; give the "
+                        f"step's RetryPolicy a max_delay, e.g. "
+                        f"el.RetryPolicy.exponential(1, max_delay=60))"
+                    )
         self._emit(
             state,
             events,
@@ -370,9 +454,8 @@ class SagaCoordinator:
             if timed_out
             else {**answer, "error": error, "declined": False},
         )
-        policy = step.retry if kind == ACTION else step.compensation_retry
-        if policy.should_retry(attempt):
-            self._schedule_retry(state, step, kind, attempt + 1, policy.delay(attempt), events)
+        if retry_at is not None:
+            self._schedule_retry(state, step, kind, attempt + 1, delay, retry_at, events)
         else:
             self._give_up(state, saga, error, events)
 
@@ -410,15 +493,21 @@ class SagaCoordinator:
         )
 
     def _schedule_retry(
-        self, state: SagaState, step: Step, kind: str, attempt: int, delay: timedelta, events: list
+        self,
+        state: SagaState,
+        step: Step,
+        kind: str,
+        attempt: int,
+        delay: timedelta,
+        due: datetime,
+        events: list,
     ) -> None:
-        due = peek_micros(self.store.clock) + delay // timedelta(microseconds=1)
         data = {
             "step": step.name,
             "kind": kind,
             "attempt": attempt,
             "delay_s": delay.total_seconds(),
-            "due": from_micros(due).isoformat(),
+            "due": due.isoformat(),
         }
         self._emit(state, events, STEP_RETRIED, data)
 
@@ -635,7 +724,8 @@ class SagaCoordinator:
                 raise SagaError(
                     f"saga {state.saga!r} now has steps {saga.step_names}, but open saga "
                     f"{state.transaction_id!r} was started with {state.steps}; finish the open "
-                    f"sagas with the old definition, or give the new one another name"
+                    f"sagas with the old definition (coordinator.abandon(transaction_id, "
+                    f"reason) closes a stuck one), or give the new one another name"
                 )
         if missing:
             raise SagaError(
@@ -692,8 +782,13 @@ class SagaCoordinator:
     def retry(self, transaction_id: str) -> None:
         """Try a stuck saga's compensation again (after an operator fixed its cause).
 
-        Records a ``StepRetried`` due now; :meth:`run` sends the attempt.
+        Records a ``StepRetried`` due now; :meth:`run` sends the attempt. A
+        compensation that can never succeed is closed with :meth:`abandon`.
         """
+        if self.store._tx is not None:
+            raise SagaError(
+                "retry() commits its own transaction; call it outside store.transaction()"
+            )
         self._confirm()
         state = self._open.get(transaction_id)
         if state is None or state.state != STUCK:
@@ -708,9 +803,69 @@ class SagaCoordinator:
         events: list[Event] = []
         try:
             with self.store.transaction():
+                now = from_micros(peek_micros(self.store.clock))
                 self._schedule_retry(
-                    state, step, state.kind, state.attempt + 1, timedelta(0), events
+                    state, step, state.kind, state.attempt + 1, timedelta(0), now, events
                 )
+                self._flush(state, events)
+        except BaseException:
+            self._reload()
+            raise
+        self._track(state)
+
+    def abandon(self, transaction_id: str, reason: str) -> None:
+        """Close a stuck saga for good, leaving what it did not compensate as it is.
+
+        For a compensation that can never succeed (declined every time: the
+        reservation it would release is gone, the payment was refunded by
+        hand), where :meth:`retry` would only park the saga again. Records a
+        ``SagaAborted`` with ``abandoned: true``, the operator's ``reason``,
+        the steps ``compensated`` and those left ``uncompensated`` (latest
+        first). The saga is then ``aborted``: no longer open, not resumed by a
+        new coordinator, and no longer in the way of a changed definition of
+        its saga (see :meth:`register`). Setting right what it left undone is
+        the operator's job.
+
+        Parameters
+        ----------
+        transaction_id : str
+            A saga in state ``stuck`` (``coordinator.status(states="stuck")``).
+        reason : str
+            Why, for the record, e.g. ``"refunded by hand at the bank"``.
+        """
+        if not isinstance(transaction_id, str) or not transaction_id:
+            raise SagaError(
+                f"transaction_id must be a non-empty string, e.g. coordinator.abandon('t-1', "
+                f"'refunded by hand'), got {type(transaction_id).__name__}: {transaction_id!r:.80}"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise SagaError(
+                f"reason must be a non-empty string saying why the saga is abandoned, e.g. "
+                f"'refunded by hand at the bank', got {reason!r:.80}"
+            )
+        if self.store._tx is not None:
+            raise SagaError(
+                "abandon() commits its own transaction; call it outside store.transaction()"
+            )
+        self._confirm()
+        state = self._open.get(transaction_id)
+        if state is None or state.state != STUCK:
+            now = "not open" if state is None else state.state
+            raise SagaError(
+                f"only a stuck saga is abandoned; {transaction_id!r} is {now}. "
+                f"coordinator.status(states='stuck') lists the stuck sagas"
+            )
+        data = {
+            "failed_step": state.failed_step,
+            "reason": reason,
+            "compensated": list(state.compensated),
+            "abandoned": True,
+            "uncompensated": [s for s in reversed(state.done) if s not in state.compensated],
+        }
+        events: list[Event] = []
+        try:
+            with self.store.transaction():
+                self._emit(state, events, SAGA_ABORTED, data)
                 self._flush(state, events)
         except BaseException:
             self._reload()
@@ -733,6 +888,11 @@ class SagaCoordinator:
 
     def state(self, transaction_id: str) -> SagaState:
         """One saga's state, folded from its stream."""
+        if not isinstance(transaction_id, str) or not transaction_id:
+            raise SagaError(
+                f"transaction_id must be a non-empty string, e.g. coordinator.state('t-1'), "
+                f"got {type(transaction_id).__name__}: {transaction_id!r:.80}"
+            )
         events = self.store.read_stream(stream_of(transaction_id))
         if not events:
             raise SagaError(
@@ -771,6 +931,45 @@ def _stamp(transaction_id: str, causation_id: str | None) -> tuple:
             f'{{"correlation_id":{_quote(transaction_id)},"causation_id":{_quote(causation_id)}}}'
         )
     return metadata, encoded, transaction_id, causation_id
+
+
+def _retries(policy: RetryPolicy, error: str | None) -> bool:
+    """Whether the policy's ``retry_on`` covers the failure described by ``error``.
+
+    An outcome carries its error as text, ``"ConnectionError: down"``, not the
+    exception: its class is found by name among the listed classes and their
+    subclasses, as the scheduler does (only for a policy that does not retry
+    every exception).
+    """
+    kinds = policy.retry_on
+    if any(issubclass(Exception, kind) for kind in kinds):
+        return True
+    name = (error or "").partition(":")[0]
+    pending = list(kinds)
+    seen: set[type] = set()
+    while pending:
+        kind = pending.pop()
+        if kind in seen:
+            continue
+        seen.add(kind)
+        if kind.__name__ == name:
+            return True
+        pending.extend(kind.__subclasses__())
+    return False
+
+
+def _retry_at(clock: Any, delay: timedelta) -> datetime | None:
+    """When a retry ``delay`` from now falls; None when after the latest time a clock
+    can show (the year 9999: an uncapped exponential backoff after many attempts)."""
+    try:
+        return from_micros(peek_micros(clock) + delay // timedelta(microseconds=1))
+    except OverflowError:
+        return None
+
+
+def _canonical(text: str) -> str:
+    """JSON text with sorted keys: equal for equal objects, whatever their key order."""
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
 def _answer_status(status: str, error: str | None) -> str:

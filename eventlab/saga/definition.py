@@ -17,6 +17,7 @@ from ..commands import Command
 from ..errors import SagaError
 from ..events import check_name
 from ..resilience import RetryPolicy
+from ..scheduler import _MAX_TIMEOUT_S
 
 ACTION, COMPENSATION = "action", "compensation"
 
@@ -44,16 +45,19 @@ class Step:
         with nothing to undo (a read, or the last step: nothing after it can fail).
     retry : RetryPolicy, optional
         How often and when to try the action again after it failed or timed out
-        (by ``max_attempts`` and ``delay``, on the store's clock). A participant
-        that declines (a rejected command) is never retried. Defaults to three
-        attempts, 1 s and 2 s apart.
+        (by ``max_attempts`` and ``delay``, on the store's clock). A failure
+        whose exception the policy's ``retry_on`` does not list is not retried
+        (a timeout always is), nor is one whose next attempt would fall after
+        the year 9999 (give an exponential policy a ``max_delay``). A
+        participant that declines (a rejected command) is never retried.
+        Defaults to three attempts, 1 s and 2 s apart.
     compensation_retry : RetryPolicy, optional
         The same for the compensation; defaults to ``retry``. A compensation
         that is declined or keeps failing parks the saga as ``stuck``.
     timeout : timedelta or float, optional
         How long (seconds) the participant may take to answer one attempt; a
-        longer run is undone and counts as timed out. Defaults to the
-        scheduler's timeout.
+        longer run is undone and counts as timed out. At most about 8.64e13 s
+        (a timedelta's range). Defaults to the scheduler's timeout.
 
     Examples
     --------
@@ -251,6 +255,13 @@ def _timeout(step: str, value: Any) -> float | None:
         raise SagaError(
             f"step {step!r}: timeout must be positive, e.g. timedelta(seconds=10) or 10.0, "
             f"got {value!r}"
+        )
+    # The scheduler's bound (a timedelta's range): refused now, not in every saga at run time.
+    if not seconds <= _MAX_TIMEOUT_S:  # also inf
+        raise SagaError(
+            f"step {step!r}: timeout must be positive and at most {_MAX_TIMEOUT_S:.3g} s (a "
+            f"timedelta's range), e.g. timedelta(seconds=10) or 10.0, got {value!r}; leave it "
+            f"out for the scheduler's timeout"
         )
     return float(seconds)
 

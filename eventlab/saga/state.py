@@ -19,10 +19,13 @@ event                       data (besides ``step``, ``kind``, ``attempt``)
 ``CompensationRequested``   ``command_id`` (``kind`` is ``"compensation"``)
 ``StepCompensated``         ``command_id``
 ``SagaCompleted``           ``steps``
-``SagaAborted``             ``failed_step``, ``reason``, ``compensated``
+``SagaAborted``             ``failed_step``, ``reason``, ``compensated``; when
+                            an operator abandoned a stuck saga, also
+                            ``abandoned`` (true) and ``uncompensated`` (see
+                            ``SagaCoordinator.abandon``)
 ``SagaStuck``               ``error``: a compensation was declined or ran out
                             of attempts; an operator decides (see
-                            ``SagaCoordinator.retry``)
+                            ``SagaCoordinator.retry`` and ``abandon``)
 ==========================  ====================================================
 
 Every event carries the transaction id as its ``correlation_id``; the events

@@ -414,6 +414,8 @@ def check_checkout(store: EventStore) -> dict[str, Any]:
     - An order that was shipped holds its reservation and its payment; one
       that was not holds neither (no reservation, no charge without a refund),
       unless its saga is stuck (a compensation gave up: an operator's case).
+      A stuck saga the operator abandoned (``SagaCoordinator.abandon``) is
+      aborted: what it left undone is reported, until set right.
     - Every saga ended completed, aborted or stuck; completed ones shipped.
     - No step ran twice: at most one succeeded command per saga step, one
       reservation per order and product, one invoice and one shipment per order.
