@@ -82,7 +82,8 @@ class Aggregate:
         ``version=n`` stops after the first n events; ``at`` keeps events that
         occurred by then (business time); ``known_at`` keeps events recorded by
         then (knowledge time). A stream that does not exist yet gives a blank
-        aggregate at version 0.
+        aggregate at version 0. An aggregate loaded as of the past (a ``version``
+        before the stream's end, or ``at``/``known_at``) refuses to :meth:`save`.
         """
         return store.state_at(stream_id, cls, version=version, at=at, known_at=known_at)
 
@@ -90,13 +91,18 @@ class Aggregate:
         """Append the queued events, expecting the version the aggregate was loaded at.
 
         Raises :class:`~eventlab.ConcurrencyError` (and writes nothing) when
-        someone else appended to the stream since.
+        someone else appended to the stream since. An aggregate loaded as of the
+        past (``version`` before the end, ``at`` or ``known_at``) refuses to save.
+
+        When the save crosses a multiple of ``snapshot_every``, the snapshot
+        commits with the events, in the same transaction: inside a
+        ``store.transaction()`` block that rolls back, neither is kept.
         """
         if getattr(self, "_as_of", None):
             raise EventlabError(
                 f"this {type(self).__name__} was loaded as of the past ({self._as_of}), so its "
-                f"state may leave out events that exist today; load it without at/known_at "
-                f"to change it"
+                f"state may leave out events that exist today; load it without "
+                f"version/at/known_at to change it"
             )
         before, after = self._loaded_version, self.version
         snapshot = None
@@ -107,11 +113,16 @@ class Aggregate:
             if policy is not None and before // policy.every < after // policy.every:
                 # Encoded before appending, so a state that is not JSON writes nothing.
                 snapshot = snapshots.encode_state(policy, self, self.id)
-        recorded = store.append(self.id, self._pending, expected_version=before)
+        if snapshot is None:
+            recorded = store.append(self.id, self._pending, expected_version=before)
+        else:
+            # Staged as a side row of the append's transaction (the caller's, if one is
+            # open), so it commits, or rolls back, with the events it folds.
+            with store.transaction():
+                recorded = store.append(self.id, self._pending, expected_version=before)
+                snapshots.stage(store, policy, self.id, after, snapshot)
         self._loaded_version = after
         self._pending = []
-        if snapshot is not None:
-            snapshots.write(store, policy, [(self.id, after, snapshot)])
         return recorded
 
     @property
@@ -160,10 +171,18 @@ class Aggregate:
         if handler is not None:
             handler(self, event)
         elif not self.ignore_unknown:
+            name = type(self).__name__
+            if event.type.isidentifier():
+                fix = f"add a method apply_{event.type}(self, event)"
+            else:  # e.g. "order.placed": no method can be named after it
+                fix = (
+                    f"{event.type!r} is not a Python name, so no apply_ method can handle "
+                    f"it: fold such events with a function reducer (state, event) -> state "
+                    f"that checks event.type (el.replay, store.state_at)"
+                )
             raise UnknownEventError(
-                f"{type(self).__name__} has no handler for {event.type} events (stream "
-                f"{self.id!r}); add a method apply_{event.type}(self, event), or set "
-                f"ignore_unknown = True on the class to skip such events"
+                f"{name} has no handler for {event.type} events (stream {self.id!r}); "
+                f"{fix}, or set ignore_unknown = True on the class to skip such events"
             )
 
     def _replay(self, event: RecordedEvent) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -12,7 +13,16 @@ from tqdm.auto import tqdm
 
 from .events import RecordedEvent
 from .reading import decoded_batches, log_filter
-from .replay import REVERTED, _Fold, effective_events, paused_gc, state_at
+from .replay import (
+    REVERTED,
+    _as_of,
+    _Fold,
+    _is_atom,
+    check_category,
+    effective_events,
+    paused_gc,
+    state_at,
+)
 from .schema import SELECT_RECORD
 
 if TYPE_CHECKING:
@@ -26,8 +36,11 @@ def history(
 
     Columns: ``version``, ``type``, ``recorded_at``, ``occurred_at``, then one
     column per field of the state (nested fields joined with dots, e.g.
-    ``customer.city``). ``Reverted`` events appear too, with the state they
-    restore.
+    ``customer.city``). A state field named like one of the event's four
+    columns is prefixed with ``state.`` (a field ``type`` becomes
+    ``state.type``), so the event's columns always hold the event's values.
+    Each row holds a deep copy of the state's values as they were after its
+    event. ``Reverted`` events appear too, with the state they restore.
 
     Examples
     --------
@@ -57,14 +70,25 @@ def history(
             "recorded_at": event.recorded_at,
             "occurred_at": event.occurred_at,
         }
-        row.update(flatten(state_fields(state)))
+        row.update(state_columns(state))
         rows.append(row)
-    frame = pd.DataFrame(
-        rows, columns=None if rows else ["version", "type", "recorded_at", "occurred_at"]
-    )
+    frame = pd.DataFrame(rows, columns=None if rows else list(EVENT_COLUMNS))
     for column in ("recorded_at", "occurred_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
+
+
+# The event's columns of a history row, ahead of the state's.
+EVENT_COLUMNS = ("version", "type", "recorded_at", "occurred_at")
+
+
+def state_columns(state: Any) -> dict[str, Any]:
+    """A state as :func:`history` puts it in a row: flattened, and a field named like an
+    event column prefixed with ``state.``."""
+    return {
+        f"state.{name}" if name in EVENT_COLUMNS else name: value
+        for name, value in flatten(state_fields(state)).items()
+    }
 
 
 def state_fields(state: Any) -> dict[str, Any]:
@@ -81,7 +105,8 @@ def state_fields(state: Any) -> dict[str, Any]:
 
 
 def flatten(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts (and dataclasses) as one level of dotted keys; other values copied."""
+    """Nested dicts (and dataclasses) as one level of dotted keys; other values deep-copied
+    (the state may change in place after this row), sets as lists."""
     flat: dict[str, Any] = {}
     for key, value in fields.items():
         name = f"{prefix}{key}"
@@ -90,11 +115,20 @@ def flatten(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         ):
             nested = flatten(state_fields(value), f"{name}.")
             flat.update(nested if nested else {name: {}})
-        elif isinstance(value, (list, set)):
-            flat[name] = list(value)  # a copy: the state may change after this row
-        else:
+        elif _is_atom(value):
             flat[name] = value
+        else:
+            flat[name] = _copy(list(value) if isinstance(value, set) else value)
     return flat
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of ``value``, or ``value`` itself when it cannot be copied (a lock, a
+    file): a row then shows such a value as it is now, the rest as it was."""
+    try:
+        return copy.deepcopy(value)
+    except (TypeError, copy.Error):
+        return value
 
 
 def replay_all(
@@ -122,8 +156,11 @@ def replay_all(
     Returns
     -------
     dict
-        Stream id to state, in order of each stream's first event.
+        Stream id to state, in order of each stream's first event. Aggregates
+        folded as of a past time (``at`` or ``known_at``) refuse to save, like
+        those :meth:`Aggregate.load` gives for the same times.
     """
+    check_category(category)
     where, params = log_filter(category=category, at=at, known_at=known_at)
     cursor = store._cursor()
     total = None
@@ -151,6 +188,10 @@ def replay_all(
     states: dict[str, Any] = {}
     with paused_gc():
         fold.fold_streams(batches, states, rebuild)
+    as_of = _as_of(at, known_at)
+    if fold.is_aggregate and as_of is not None:
+        for aggregate in states.values():
+            aggregate._as_of = as_of
     return states
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import EventlabError, ReplayError, VersionNotFoundError
-from .events import RecordedEvent
+from .errors import EventlabError, InvalidEventError, ReplayError, VersionNotFoundError
+from .events import RecordedEvent, check_name
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -290,15 +290,31 @@ def stream_history(
 ) -> list[RecordedEvent]:
     """The stream's events after version ``after`` and up to ``version``, occurred by ``at``
     and recorded by ``known_at``."""
+    check_name("stream_id", stream_id)
     if version is not None:
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise EventlabError(f"version must be a non-negative int or None, got {version!r}")
-        current = store.version(stream_id)
-        if version > current:
-            raise VersionNotFoundError(stream_id, version, current)
+        _check_version(store, stream_id, version)
     return store._read_stream_as_of(
         stream_id, version=version, at=at, known_at=known_at, after=after
     )
+
+
+def _check_version(store: EventStore, stream_id: str, version: Any) -> int:
+    """The stream's current version, once ``version`` is known to be one of its versions."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise EventlabError(f"version must be a non-negative int or None, got {version!r}")
+    current = store.version(stream_id)
+    if version > current:
+        raise VersionNotFoundError(stream_id, version, current)
+    return current
+
+
+def check_category(category: Any) -> None:
+    """Refuse a ``category`` (a stream-id prefix) that is not a str."""
+    if category is not None and not isinstance(category, str):
+        raise InvalidEventError(
+            f"category is the start of the stream ids to fold, a str such as 'order-', got "
+            f"{type(category).__name__}: {category!r:.60}; leave it out for every stream"
+        )
 
 
 def state_at(
@@ -317,6 +333,13 @@ def state_at(
     """
     from . import snapshots
 
+    # Checked here, not only by the reads: a snapshot lookup would take any value.
+    check_name("stream_id", stream_id)
+    # A version before the end is the past too: saving on top of it would be refused
+    # by the concurrency check, with a message blaming a concurrent writer.
+    as_of = _as_of(at, known_at)
+    if version is not None and version < _check_version(store, stream_id, version):
+        as_of = ", ".join(filter(None, [f"version={version}", as_of]))
     policy = snapshots.policy_of(reducer)
     found = None
     if policy is not None:
@@ -332,12 +355,12 @@ def state_at(
             for event in rest:
                 state = fold.apply(state, event)
             if fold.is_aggregate:
-                state._loaded(rest[-1].version if rest else start, as_of=_as_of(at, known_at))
+                state._loaded(rest[-1].version if rest else start, as_of=as_of)
             return state
     events = stream_history(store, stream_id, version=version, at=at, known_at=known_at)
     state = _Fold(reducer, initial).run(effective_events(events), stream_id)
     if isinstance(state, _aggregate_type()):
-        state._loaded(events[-1].version if events else 0, as_of=_as_of(at, known_at))
+        state._loaded(events[-1].version if events else 0, as_of=as_of)
     return state
 
 

@@ -66,7 +66,13 @@ class Upcasters:
         return bool(self._steps)
 
     def upcast(self, event_type: str, schema_version: int, data: dict[str, Any]) -> dict[str, Any]:
-        """``data`` stored at ``schema_version``, brought to the current version."""
+        """``data`` stored at ``schema_version``, brought to the current version.
+
+        Every read goes through here, so a step that raises, or returns something
+        other than a dict, raises :class:`~eventlab.UpcastError` naming the event
+        type, the versions and the step, whichever read met the event (a
+        reducer's ``ReplayError`` passes it on unchanged).
+        """
         steps = self._steps.get(event_type)
         if not steps:
             return data
@@ -80,9 +86,37 @@ class Upcasters:
                     f"{target}: there is no step from version {version} to {version + 1}. "
                     f"Register one with @el.upcaster({event_type!r}, from_version={version})."
                 )
-            data = step(data)
+            try:
+                data = step(data)
+            except Exception as exc:
+                raise _step_failed(event_type, schema_version, version, step, exc) from exc
+            if not isinstance(data, dict):
+                raise _step_failed(event_type, schema_version, version, step, None, data)
             version += 1
         return data
+
+
+def _step_failed(
+    event_type: str,
+    stored: int,
+    version: int,
+    step: Step,
+    cause: BaseException | None,
+    result: Any = None,
+) -> UpcastError:
+    """The error of a step that raised ``cause``, or returned ``result`` (not a dict)."""
+    name = getattr(step, "__qualname__", None) or repr(step)
+    what = (
+        f"raised {type(cause).__name__}: {cause}"
+        if cause is not None
+        else f"returned {type(result).__name__} {result!r:.60}, not a dict"
+    )
+    return UpcastError(
+        f"upcaster {name} ({event_type} from schema version {version} to {version + 1}) "
+        f"{what}, upcasting data stored at schema version {stored}. Fix the upcaster "
+        f"(registered with @el.upcaster({event_type!r}, from_version={version})); the "
+        f"stored events are unchanged."
+    )
 
 
 upcasters = Upcasters()

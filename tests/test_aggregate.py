@@ -254,10 +254,25 @@ def test_an_aggregate_loaded_in_the_past_cannot_save_over_the_present(placed, sn
     old = Order.load(placed, "order-1", version=2)
     old.add_line("fig", 1, 1)
     before = snapshot(placed)
-    with pytest.raises(el.ConcurrencyError) as caught:
+    # Refused as loaded in the past, not as a conflict with someone else's write.
+    with pytest.raises(el.EventlabError, match=r"loaded as of the past \(version=2\)") as caught:
         old.save(placed)
-    assert (caught.value.expected, caught.value.actual) == (2, 3)
+    assert not isinstance(caught.value, el.ConcurrencyError)
+    assert "without version/at/known_at" in str(caught.value)
     before.assert_same(placed)
+
+
+def test_an_aggregate_loaded_at_its_current_version_can_save(placed):
+    order = Order.load(placed, "order-1", version=3)
+    order.add_line("fig", 1, 1)
+    order.save(placed)
+    assert Order.load(placed, "order-1").lines == {"apple": 2, "pear": 1, "fig": 1}
+
+
+def test_a_version_load_combined_with_a_time_names_both(placed):
+    old = Order.load(placed, "order-1", version=1, at="2099-01-01")
+    with pytest.raises(el.EventlabError, match=r"as of the past \(version=1, at=2099-01-01\)"):
+        old.save(placed)
 
 
 def test_the_aggregate_id_is_its_stream(store):
@@ -299,6 +314,24 @@ def test_an_event_without_a_handler_raises_unknown_event_error_naming_type_and_c
         placed.state_at("order-1", Order)
     # Time travel to before the unknown event is fine.
     assert Order.load(placed, "order-1", version=3).total == 11
+
+
+def test_an_event_type_that_is_no_python_name_gets_a_fix_that_works(store):
+    store.append("order-1", el.Event("order.placed", {}))
+    with pytest.raises(el.UnknownEventError) as caught:
+        Order.load(store, "order-1")
+    message = str(caught.value)
+    assert "Order has no handler for order.placed events" in message
+    assert "apply_order.placed" not in message
+    assert "'order.placed' is not a Python name" in message
+    assert "function reducer" in message and "ignore_unknown = True" in message
+    assert LenientOrder.load(store, "order-1").version == 1
+
+
+@pytest.mark.parametrize("stream_id", ["", "  ", None, 123, ["order-1"]])
+def test_load_with_a_bad_stream_id_raises_invalid_event_error(placed, stream_id):
+    with pytest.raises(el.InvalidEventError, match="stream_id must be a non-empty string"):
+        Order.load(placed, stream_id)
 
 
 def test_emitting_an_event_without_a_handler_raises_and_queues_nothing(store):

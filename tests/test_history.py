@@ -248,3 +248,93 @@ def test_replay_all_leaves_the_garbage_collector_as_it_found_it(carts):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_history_rows_keep_nested_values_of_their_time():
+    class Order(el.Aggregate):
+        def __init__(self, id):
+            super().__init__(id)
+            self.lines = []
+            self.tags = {"notes": [["first"]]}
+
+        def apply_ItemAdded(self, event):
+            self.lines.append({"sku": event.data["sku"], "qty": event.data["qty"]})
+
+        def apply_QtyChanged(self, event):
+            self.lines[0]["qty"] = event.data["qty"]  # changes a dict inside the list
+            self.tags["notes"][0].append("changed")
+
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append(
+        "o-1", [el.Event("ItemAdded", {"sku": "A", "qty": 1}), el.Event("QtyChanged", {"qty": 5})]
+    )
+    frame = el.history(store, "o-1", Order)
+    assert frame["lines"].tolist() == [[{"sku": "A", "qty": 1}], [{"sku": "A", "qty": 5}]]
+    assert frame["tags.notes"].tolist() == [[["first"]], [["first", "changed"]]]
+
+
+def test_a_state_field_named_like_an_event_column_is_prefixed_with_state():
+    store = el.EventStore(clock=el.SimulatedClock(START))
+    store.append(
+        "acct-1", [el.Event("Opened", {"type": "savings"}), el.Event("Deposited", {"amount": 5})]
+    )
+
+    def account(state, event):
+        if event.type == "Opened":
+            return {"type": event.data["type"], "version": 7, "balance": 0}
+        return {**state, "balance": state["balance"] + event.data["amount"]}
+
+    frame = el.history(store, "acct-1", account, initial={})
+    assert list(frame.columns) == [
+        "version",
+        "type",
+        "recorded_at",
+        "occurred_at",
+        "state.type",
+        "state.version",
+        "balance",
+    ]
+    assert frame["type"].tolist() == ["Opened", "Deposited"]
+    assert frame["version"].tolist() == [1, 2]
+    assert frame["state.type"].tolist() == ["savings", "savings"]
+    assert frame["state.version"].tolist() == [7, 7]
+    assert frame["balance"].tolist() == [0, 5]
+
+
+def test_aggregates_replayed_as_of_a_time_refuse_to_save():
+    class Account(el.Aggregate):
+        def __init__(self, id):
+            super().__init__(id)
+            self.balance = 0
+
+        def apply_Deposited(self, event):
+            self.balance += event.data["n"]
+
+        def apply_Withdrawn(self, event):
+            self.balance -= event.data["n"]
+
+    store = el.EventStore(clock=el.SimulatedClock("2024-05-10"))
+    store.append(
+        "acct-1",
+        [
+            el.Event("Deposited", {"n": 100}, occurred_at="2024-05-01"),
+            el.Event("Withdrawn", {"n": 100}, occurred_at="2024-05-09"),
+            el.Event("Deposited", {"n": 5}, occurred_at="2024-05-02"),  # backdated
+        ],
+    )
+    for when in ({"at": "2024-05-03"}, {"known_at": "2024-05-10"}):
+        past = el.replay_all(store, Account, **when)["acct-1"]
+        past.emit("Withdrawn", {"n": 105})
+        with pytest.raises(el.EventlabError, match="loaded as of the past"):
+            past.save(store)
+    assert store.version("acct-1") == 3
+    today = el.replay_all(store, Account)["acct-1"]
+    today.emit("Withdrawn", {"n": 5})
+    today.save(store)
+    assert Account.load(store, "acct-1").balance == 0
+
+
+@pytest.mark.parametrize("category", [1, ["cart-"], b"cart-"])
+def test_replay_all_refuses_a_category_that_is_not_a_str(carts, category):
+    with pytest.raises(el.InvalidEventError, match="category is the start of the stream ids"):
+        el.replay_all(carts, Cart, category=category)

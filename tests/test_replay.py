@@ -144,6 +144,28 @@ def test_state_at_version_is_the_state_after_the_first_n_events(counter, version
     assert counter.state_at("c-1", add, version=version, initial=0) == expected
 
 
+@pytest.mark.parametrize("stream_id", ["", " ", None, 123, ["c-1"]])
+@pytest.mark.parametrize("version", [None, 0])
+def test_state_at_with_a_bad_stream_id_raises_invalid_event_error(counter, stream_id, version):
+    with pytest.raises(el.InvalidEventError, match="stream_id must be a non-empty string"):
+        counter.state_at(stream_id, add, version=version, initial=0)
+    with pytest.raises(el.InvalidEventError, match="stream_id must be a non-empty string"):
+        counter.state_at(stream_id, Counter, version=version)
+
+
+def test_state_at_with_a_bad_stream_id_and_snapshots_raises_invalid_event_error(counter):
+    counter.rebuild_snapshots(el.Snapshots(add, every=1, name="totals"), initial=0)
+    with pytest.raises(el.InvalidEventError, match="stream_id must be a non-empty string"):
+        counter.state_at(None, el.Snapshots(add, every=1, name="totals"), initial=0)
+
+
+def test_stream_history_checks_the_stream_id_without_a_version(counter):
+    from eventlab.replay import stream_history
+
+    with pytest.raises(el.InvalidEventError, match="stream_id must be a non-empty string"):
+        stream_history(counter, 123)
+
+
 def test_state_at_version_zero_is_the_initial_state(counter):
     assert counter.state_at("c-1", add, version=0, initial=-5) == -5
     assert counter.state_at("c-1", add, version=0) is None

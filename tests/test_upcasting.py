@@ -114,3 +114,63 @@ def test_bad_registrations_are_refused(event_type, from_version, step):
     with pytest.raises(el.EventlabError):
         el.upcaster(event_type, from_version)(step)
     assert not el.upcasters
+
+
+class Items(el.Aggregate):
+    def __init__(self, id):
+        super().__init__(id)
+        self.cents = 0
+
+    def apply_ItemAdded(self, event):
+        self.cents += event.data["cents"]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda store: store.state_at("cart-1", price_in_cents, initial=0),
+        lambda store: Items.load(store, "cart-1"),
+        lambda store: el.replay_all(store, price_in_cents, initial=0),
+        lambda store: el.replay_all(store, Items),
+        lambda store: el.history(store, "cart-1", price_in_cents, initial=0),
+        lambda store: store.rebuild_snapshots(el.Snapshots(price_in_cents, every=1), initial=0),
+        lambda store: [event.data for event in store.read_stream("cart-1")],
+        lambda store: [event.data for event in store.read_all()],
+    ],
+    ids=[
+        "state_at",
+        "load",
+        "replay_all",
+        "replay_all_aggregate",
+        "history",
+        "rebuild",
+        "read_stream",
+        "read_all",
+    ],
+)
+def test_an_upcaster_that_raises_gives_upcast_error_whichever_read_meets_it(store, read):
+    store_old_events(store)
+
+    @el.upcaster("ItemAdded", from_version=1)
+    def euros_to_cents(data):
+        return {"cents": data["amount"]}  # a bug: the key is "euros"
+
+    with pytest.raises(el.UpcastError) as raised:
+        read(store)
+    message = str(raised.value)
+    assert "upcaster " in message and "euros_to_cents" in message
+    assert "ItemAdded from schema version 1 to 2" in message
+    assert "raised KeyError: 'amount'" in message
+    assert "Fix the upcaster" in message
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
+def test_an_upcaster_that_returns_no_dict_gives_upcast_error(store):
+    store_old_events(store)
+
+    @el.upcaster("ItemAdded", from_version=1)
+    def forgot_to_return(data):
+        data["cents"] = 1
+
+    with pytest.raises(el.UpcastError, match=r"forgot_to_return .*returned NoneType None, not"):
+        store.state_at("cart-1", price_in_cents, initial=0)

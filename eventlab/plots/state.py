@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PlotError
-from ..history import flatten, history, state_fields
+from ..history import history, state_columns
 from ._base import check_choice, date_axis, new_axes, plain_times
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def state_series(
     rows = []
     for moment in sorted(times.unique()):
         state = store.state_at(stream_id, reducer, at=moment.to_pydatetime(), initial=initial)
-        flat = flatten(state_fields(state))
+        flat = state_columns(state)  # the columns history() gives the same state
         rows.append([moment, *(flat.get(f) for f in fields)])
     result = pd.DataFrame(rows, columns=[clock, *fields])
     result[clock] = pd.to_datetime(result[clock], utc=True)
