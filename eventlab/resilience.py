@@ -309,6 +309,28 @@ class RetryPolicy(_Recorded):
         """Whether to retry after ``attempt`` attempts have failed."""
         return attempt < self.max_attempts
 
+    def retries_error(self, error: str | None) -> bool:
+        """Whether ``retry_on`` covers a failure known only by its text, ``"Type: why"``.
+
+        A command's outcome carries its error as text, not the exception, so its
+        class is found by name among the listed classes and their subclasses
+        (a same-named class from elsewhere would match too).
+        """
+        if any(issubclass(Exception, kind) for kind in self.retry_on):
+            return True
+        name = (error or "").partition(":")[0]
+        pending = list(self.retry_on)
+        seen: set[type] = set()
+        while pending:
+            kind = pending.pop()
+            if kind in seen:
+                continue
+            seen.add(kind)
+            if kind.__name__ == name:
+                return True
+            pending.extend(kind.__subclasses__())
+        return False
+
     def call(
         self,
         fn: Callable[..., T],

@@ -415,7 +415,7 @@ class CommandScheduler:
         reason = None
         if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
             reason = error
-        elif status == FAILED and not self._retry_all and not self._retries(error):
+        elif status == FAILED and not self._retry_all and not self.backoff.retries_error(error):
             reason = (
                 f"{error} (not retried: the backoff retries only "
                 f"{', '.join(kind.__name__ for kind in self.backoff.retry_on)})"
@@ -435,27 +435,6 @@ class CommandScheduler:
                 return None
         self.commands.set_status(command_id, DEAD, error=reason)
         return CommandOutcome(command_id, DEAD, attempt, error=reason)
-
-    def _retries(self, error: str | None) -> bool:
-        """Whether the backoff's ``retry_on`` covers the failure described by ``error``.
-
-        An outcome carries its error as text, ``"ConnectionError: down"``, not the
-        exception: its class is found by name among the listed classes and their
-        subclasses (only on failures, and only for a policy that does not retry
-        every exception).
-        """
-        name = (error or "").partition(":")[0]
-        pending = list(self.backoff.retry_on)
-        seen: set[type] = set()
-        while pending:
-            kind = pending.pop()
-            if kind in seen:
-                continue
-            seen.add(kind)
-            if kind.__name__ == name:
-                return True
-            pending.extend(kind.__subclasses__())
-        return False
 
     def run(self, until_idle: bool = True, *, max_commands: int | None = None) -> int:
         """Run due commands in FIFO order; returns how many were taken.

@@ -578,3 +578,15 @@ def test_a_bucket_smaller_than_one_token_refuses_a_request_for_one():
         with pytest.raises(el.ResilienceError, match=r"more than the bucket holds \(capacity=0.5"):
             ask(1)
     assert el.RateLimiter(rate=1, capacity=2).try_acquire(1) is True
+
+
+def test_a_policy_tells_whether_it_retries_an_error_known_by_its_text():
+    class GatewayDown(ConnectionError):
+        pass
+
+    policy = el.RetryPolicy.fixed(1, retry_on=(ConnectionError, TimeoutError))
+    assert policy.retries_error("ConnectionError: refused")
+    assert policy.retries_error("GatewayDown: 503")  # a subclass, found by its name
+    assert not policy.retries_error("KeyError: 'sku'")
+    assert not policy.retries_error(None)
+    assert el.RetryPolicy.fixed(1).retries_error("KeyError: 'sku'")  # retry_on=Exception

@@ -40,7 +40,6 @@ from ..command_log import DEAD, EXPIRED, FAILED, REJECTED, SUCCEEDED, TERMINAL, 
 from ..errors import SagaError
 from ..events import Event, check_name, to_json
 from ..replay import paused_gc
-from ..resilience import RetryPolicy
 from ..scheduler import CommandScheduler
 from .definition import ACTION, COMPENSATION, Saga, Step
 from .state import (
@@ -433,7 +432,7 @@ class SagaCoordinator:
         if policy.should_retry(attempt):
             # Like the scheduler: a run over the timeout is always retried, a
             # failure only if the policy's retry_on lists its exception.
-            if not timed_out and not _retries(policy, error):
+            if not timed_out and not policy.retries_error(error):
                 listed = ", ".join(exc.__name__ for exc in policy.retry_on)
                 error = f"{error} (not retried: the step's retry policy retries only {listed})"
             else:
@@ -931,31 +930,6 @@ def _stamp(transaction_id: str, causation_id: str | None) -> tuple:
             f'{{"correlation_id":{_quote(transaction_id)},"causation_id":{_quote(causation_id)}}}'
         )
     return metadata, encoded, transaction_id, causation_id
-
-
-def _retries(policy: RetryPolicy, error: str | None) -> bool:
-    """Whether the policy's ``retry_on`` covers the failure described by ``error``.
-
-    An outcome carries its error as text, ``"ConnectionError: down"``, not the
-    exception: its class is found by name among the listed classes and their
-    subclasses, as the scheduler does (only for a policy that does not retry
-    every exception).
-    """
-    kinds = policy.retry_on
-    if any(issubclass(Exception, kind) for kind in kinds):
-        return True
-    name = (error or "").partition(":")[0]
-    pending = list(kinds)
-    seen: set[type] = set()
-    while pending:
-        kind = pending.pop()
-        if kind in seen:
-            continue
-        seen.add(kind)
-        if kind.__name__ == name:
-            return True
-        pending.extend(kind.__subclasses__())
-    return False
 
 
 def _retry_at(clock: Any, delay: timedelta) -> datetime | None:
