@@ -778,24 +778,29 @@ class SagaCoordinator:
 
     # ------------------------------------------------------------------ operators
 
-    def retry(self, transaction_id: str) -> None:
-        """Try a stuck saga's compensation again (after an operator fixed its cause).
-
-        Records a ``StepRetried`` due now; :meth:`run` sends the attempt. A
-        compensation that can never succeed is closed with :meth:`abandon`.
-        """
+    def _stuck(self, transaction_id: str, action: str, done: str) -> Any:
+        """The state of the stuck saga an operator's ``action`` is for, else SagaError."""
         if self.store._tx is not None:
             raise SagaError(
-                "retry() commits its own transaction; call it outside store.transaction()"
+                f"{action}() commits its own transaction; call it outside store.transaction()"
             )
         self._confirm()
         state = self._open.get(transaction_id)
         if state is None or state.state != STUCK:
             now = "not open" if state is None else state.state
             raise SagaError(
-                f"only a stuck saga is retried by hand; {transaction_id!r} is {now}. "
-                f"coordinator.status() lists the sagas and their states"
+                f"only a stuck saga is {done}; {transaction_id!r} is {now}. "
+                f"coordinator.status(states='stuck') lists the stuck sagas"
             )
+        return state
+
+    def retry(self, transaction_id: str) -> None:
+        """Try a stuck saga's compensation again (after an operator fixed its cause).
+
+        Records a ``StepRetried`` due now; :meth:`run` sends the attempt. A
+        compensation that can never succeed is closed with :meth:`abandon`.
+        """
+        state = self._stuck(transaction_id, "retry", "retried by hand")
         step = self._sagas[state.saga].step(state.step) if state.saga in self._sagas else None
         if step is None:
             raise SagaError(f"saga {state.saga!r} has no definition here; register it first")
@@ -842,18 +847,7 @@ class SagaCoordinator:
                 f"reason must be a non-empty string saying why the saga is abandoned, e.g. "
                 f"'refunded by hand at the bank', got {reason!r:.80}"
             )
-        if self.store._tx is not None:
-            raise SagaError(
-                "abandon() commits its own transaction; call it outside store.transaction()"
-            )
-        self._confirm()
-        state = self._open.get(transaction_id)
-        if state is None or state.state != STUCK:
-            now = "not open" if state is None else state.state
-            raise SagaError(
-                f"only a stuck saga is abandoned; {transaction_id!r} is {now}. "
-                f"coordinator.status(states='stuck') lists the stuck sagas"
-            )
+        state = self._stuck(transaction_id, "abandon", "abandoned")
         data = {
             "failed_step": state.failed_step,
             "reason": reason,
