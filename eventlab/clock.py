@@ -31,10 +31,18 @@ def to_utc(value: datetime | str) -> datetime:
                 f"cannot read {value!r} as a timestamp; use ISO 8601, e.g. "
                 f"'2024-05-01T12:00:00Z', or pass a datetime"
             ) from None
-    if not isinstance(value, datetime):
-        raise EventlabError(
-            f"expected a datetime or an ISO 8601 string, got {type(value).__name__}: {value!r}"
-        )
+    if value.__class__ is not datetime:  # a plain datetime needs none of these checks
+        if not isinstance(value, datetime):
+            raise EventlabError(
+                f"expected a datetime or an ISO 8601 string, got {type(value).__name__}: {value!r}"
+            )
+        # pandas' NaT passes for a datetime but is no point in time: it would become a
+        # NaN timestamp that neither DuckDB nor the journal can hold.
+        if value != value:
+            raise EventlabError(
+                f"{value!r} is a missing value, not a point in time; pass a real datetime "
+                f"or ISO 8601 string, or leave the timestamp out (None) where it is optional"
+            )
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

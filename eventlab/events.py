@@ -66,7 +66,8 @@ class Event:
         event_id: str | None = None,
         occurred_at: datetime | None = None,
     ) -> None:
-        if type.__class__ is not str or not type.strip():
+        # (isascii: a non-ASCII name may hold a lone surrogate, which check_name refuses.)
+        if type.__class__ is not str or not type.isascii() or not type.strip():
             check_name("event type", type)
         if data is NEW_DICT:
             data = {}
@@ -126,13 +127,33 @@ _set_type, _set_data, _set_metadata, _set_event_id, _set_occurred_at = slot_sett
 
 
 def check_name(what: str, value: object) -> None:
-    """Raise :class:`InvalidEventError` unless ``value`` is a non-empty string."""
+    """Raise :class:`InvalidEventError` unless ``value`` is a non-empty string that UTF-8
+    can encode."""
     if not isinstance(value, str):
         raise InvalidEventError(
             f"{what} must be a non-empty string, got {type(value).__name__}: {value!r:.80}"
         )
     if not value.strip():
         raise InvalidEventError(f"{what} must be a non-empty string, got {value!r}")
+    if not value.isascii() and not is_utf8(value):
+        raise InvalidEventError(f"{what} {value!r:.80} {SURROGATE_FIX}")
+
+
+# What to say about a str holding a lone surrogate, e.g. from json.loads('"\\ud800"').
+SURROGATE_FIX = (
+    "holds a lone surrogate (a code point from U+D800 to U+DFFF), which is not text and "
+    "cannot be stored as UTF-8; fix the decoding that produced it, or replace it, e.g. "
+    "value.encode('utf-8', 'replace').decode()"
+)
+
+
+def is_utf8(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (False when it holds a lone surrogate)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _plain_value(value: object) -> object:
@@ -165,6 +186,9 @@ def _make_encoder() -> Callable[[Any], str]:
       254): the standard encoder then encodes or refuses it. A circular
       structure surfaces as RecursionError.
     - Both write a UUID as its string and an enum member as its value.
+    - orjson refuses a str holding a lone surrogate, which the standard encoder
+      would write: its output is checked, so that such text is refused too (a
+      ValueError) instead of failing later in DuckDB or the journal.
     """
     standard = json.encoder.c_make_encoder(
         None, _plain_value, json.encoder.encode_basestring, None, ":", ",", False, False, False
@@ -177,7 +201,10 @@ def _make_encoder() -> Callable[[Any], str]:
         try:
             text = dumps(value, default=reject, option=options).decode()
         except TypeError:  # orjson.JSONEncodeError is a TypeError
-            return "".join(standard(value, 0))
+            text = "".join(standard(value, 0))
+            if not text.isascii() and not is_utf8(text):
+                raise ValueError("a str holds a lone surrogate") from None
+            return text
         # (Searching the str: ``in`` on the bytes costs several times more.)
         if "null" in text:  # a None, or a NaN orjson turned into null
             return "".join(standard(value, 0))
@@ -199,6 +226,8 @@ def to_json(value: Mapping[str, Any], what: str) -> str:
         ) from None
     except (TypeError, ValueError) as exc:
         path, bad = _find_unserialisable(value, what)
+        if isinstance(bad, str):
+            raise InvalidEventError(f"{path} {SURROGATE_FIX}") from exc
         raise InvalidEventError(
             f"{path} is not JSON-serialisable ({type(bad).__name__}: {bad!r:.60}); "
             f"store plain JSON values (str, int, float, bool, None, list, dict), e.g. "
@@ -212,7 +241,13 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
         if not isinstance(value, dict):  # JSON encoders take dicts, not other mappings
             return path, value
         for key, item in value.items():
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
+            if isinstance(key, str):
+                if not key.isascii() and not is_utf8(key):
+                    return f"{path} key {key!r}", key
+            elif isinstance(key, float):
+                if not math.isfinite(key):  # NaN and infinities have no JSON form
+                    return f"{path} key {key!r}", key
+            elif not isinstance(key, (int, bool)) and key is not None:
                 return f"{path} key {key!r}", key
             found = _find_unserialisable(item, f"{path}[{key!r}]")
             if found[0]:
@@ -228,7 +263,9 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
         return path, value
     if isinstance(value, enum.Enum):
         return _find_unserialisable(value.value, path)
-    if value is None or isinstance(value, (str, int, float, bool, uuid.UUID)):
+    if isinstance(value, str):
+        return ("", None) if value.isascii() or is_utf8(value) else (path, value)
+    if value is None or isinstance(value, (int, float, bool, uuid.UUID)):
         return "", None
     return path, value
 
@@ -277,6 +314,12 @@ class EventIds:
             self._block_head = f"{self.prefix}{block:09x}"
         head = self._block_head
         return [head + tail for tail in _LAST_THREE_HEX[low : low + count]]
+
+    def give_back(self, count: int) -> None:
+        """Take back the last ``count`` ids handed out (by :meth:`take` or :meth:`reserve`),
+        for a caller that failed before storing any of them, so that seeded ids do not
+        depend on failures. Nothing may have been taken in between."""
+        self._next -= count
 
     def reserve(self, count: int) -> int:
         """Reserve ``count`` ids for a bulk insert that formats them itself; returns the first."""

@@ -8,7 +8,9 @@ in order, so no sort is needed. Either every row is written or none is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -17,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .clock import reserve_micros
+from .clock import SimulatedClock, reserve_micros, to_micros
 from .errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -25,7 +27,7 @@ from .errors import (
     InvalidEventError,
     MissingColumnsError,
 )
-from .events import to_json
+from .events import SURROGATE_FIX, to_json
 from .upcasting import upcasters
 
 if TYPE_CHECKING:
@@ -44,11 +46,17 @@ OPTIONAL_COLUMNS = (
     "position",
 )
 _UTC = pa.timestamp("us", tz="UTC")
+_MICROSECOND = timedelta(microseconds=1)
+_PAYLOADS = ("data", "metadata")
+# The times a record can hold: it reads them back as Python datetimes (years 1 to 9999).
+_EARLIEST_US = to_micros(datetime.min)
+_LATEST_US = to_micros(datetime.max)
 
 
 def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
     """Append a DataFrame or Arrow table of events; see :meth:`EventStore.append_frame`."""
     if isinstance(frame, pd.DataFrame):
+        _check_unique_names(list(frame.columns))
         table = _frame_to_arrow(frame)
     elif isinstance(frame, pa.Table):
         table = frame
@@ -58,8 +66,20 @@ def append_table(store: EventStore, frame: pd.DataFrame | pa.Table) -> int:
         raise EventlabError(
             f"append_frame takes a pandas DataFrame or a pyarrow Table, got {type(frame).__name__}"
         )
+    _check_unique_names(table.column_names)
     check_columns(table.column_names, "the frame", allow_extra=False)
     return ingest(store, table, what="frame row")
+
+
+def _check_unique_names(names: list) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise InvalidEventError(
+                f"the frame has more than one column named {name!r}; keep one of them "
+                f"(e.g. frame.loc[:, ~frame.columns.duplicated()]) or rename the others"
+            )
+        seen.add(name)
 
 
 def _frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -67,10 +87,21 @@ def _frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
     columns = {}
     for name in frame.columns:
         series = frame[name]
-        if name in ("data", "metadata") and series.dtype == object:
-            columns[name] = pa.array(_json_column(series, name), type=pa.string())
-        else:
-            columns[name] = pa.Array.from_pandas(series)
+        try:
+            if name in ("data", "metadata") and series.dtype == object:
+                columns[name] = pa.array(_json_column(series, name), type=pa.string())
+            else:
+                columns[name] = pa.Array.from_pandas(series)
+        except UnicodeEncodeError:
+            raise InvalidEventError(f"column {name!r} holds a str that {SURROGATE_FIX}") from None
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidEventError):
+                raise
+            raise InvalidEventError(
+                f"column {name!r} cannot be read as one type ({exc}); give every value of "
+                f"a column the same type, e.g. text for stream_id, type and event_id "
+                f"(frame[{name!r}].astype(str) if that is what you mean)"
+            ) from None
     return pa.table(columns)
 
 
@@ -126,8 +157,24 @@ def ingest(store: EventStore, table: pa.Table, *, what: str) -> int:
         staged = _stage(cursor, table, head, store, what)
         _check_duplicate_ids(cursor, staged, what)
         _insert(cursor, staged, table.column_names, store, what)
+        if isinstance(store.clock, SimulatedClock):
+            # Its readings were peeked (see _stamps): take them now that the rows are in.
+            store.clock.reserve_micros(count)
         store._after_bulk_insert(head + count)
         return count
+
+
+def _stamps(clock: object, count: int) -> tuple[int, int]:
+    """The first of ``count`` clock readings and the step between them.
+
+    A SimulatedClock is only peeked here, and moved by :func:`ingest` once the
+    rows are in: a rejected frame must not shift the timestamps of later
+    appends. (The store's lock keeps its other appends from reading it in
+    between.) Reading any other clock changes nothing.
+    """
+    if isinstance(clock, SimulatedClock):
+        return clock.peek_micros(), clock.step // _MICROSECOND
+    return reserve_micros(clock, count)
 
 
 def _stage(cursor, table: pa.Table, head: int, store: EventStore, what: str) -> pa.Table:
@@ -140,13 +187,15 @@ def _stage(cursor, table: pa.Table, head: int, store: EventStore, what: str) -> 
     if "metadata" in table.column_names:
         metadata = _json_text(cursor, table, "metadata", what)
     versions = _versions(cursor, stream_ids, table, what)
-    first_us, step_us = reserve_micros(store.clock, count)
+    event_ids = _event_ids(table, what)
+    schema_versions = _schema_versions(table, types)
+    first_us, step_us = _stamps(store.clock, count)
     stamps = pa.array(first_us + np.arange(count, dtype=np.int64) * step_us, type=_UTC)
     recorded = _timestamps(cursor, table, "recorded_at", stamps, what)
     occurred = _timestamps(cursor, table, "occurred_at", recorded, what)
     columns = {
         "position": pa.array(np.arange(head + 1, head + 1 + count, dtype=np.int64)),
-        "event_id": _optional(table, "event_id", pa.string()),
+        "event_id": event_ids,
         "stream_id": stream_ids,
         "version": pa.array(versions, type=pa.int32()),
         "type": types,
@@ -156,7 +205,7 @@ def _stage(cursor, table: pa.Table, head: int, store: EventStore, what: str) -> 
         "causation_id": _optional(table, "causation_id", pa.string()),
         "recorded_at": recorded,
         "occurred_at": occurred,
-        "schema_version": _schema_versions(table, types),
+        "schema_version": schema_versions,
     }
     return pa.table(columns)
 
@@ -170,12 +219,7 @@ def _first_bad(mask: pa.ChunkedArray | pa.Array) -> int | None:
 
 
 def _name_column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
-    column = table[name]
-    if not pa.types.is_string(column.type):
-        try:
-            column = column.cast(pa.string())
-        except pa.ArrowException:
-            raise InvalidEventError(f"column {name!r} must hold text, not {column.type}") from None
+    column = _text_column(table[name], name)
     # Empty or whitespace only, checked without building trimmed copies of the strings.
     blank = pc.or_(pc.equal(pc.binary_length(column), 0), pc.utf8_is_space(column))
     bad = _first_bad(blank)
@@ -183,6 +227,35 @@ def _name_column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
         raise InvalidEventError(
             f"{what} {bad}: {name} is empty or missing; every event needs a stream_id, a "
             f"type and data"
+        )
+    return column
+
+
+def _text_column(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """A column of text (or of nulls only) as Arrow strings; any other type is refused,
+    not turned into text: an int stream id 1 is not the stream '1'."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):  # e.g. a pandas categorical
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or kind == pa.null()):
+        raise InvalidEventError(
+            f"column {name!r} must hold text (str), not {column.type}; convert it if you "
+            f"mean its values as text, e.g. frame[{name!r}] = frame[{name!r}].astype(str)"
+        )
+    return column if column.type == pa.string() else column.cast(pa.string())
+
+
+def _event_ids(table: pa.Table, what: str) -> pa.ChunkedArray | pa.Array:
+    """The given event ids (text; a null asks for a generated one), else all nulls."""
+    if "event_id" not in table.column_names:
+        return pa.nulls(table.num_rows, pa.string())
+    column = _text_column(table["event_id"], "event_id")
+    blank = pc.or_(pc.equal(pc.binary_length(column), 0), pc.utf8_is_space(column))
+    bad = _first_bad(pc.fill_null(blank, False))
+    if bad is not None:
+        raise InvalidEventError(
+            f"{what} {bad}: event_id is empty; give a non-empty id, or None (null) to have "
+            f"one generated"
         )
     return column
 
@@ -223,6 +296,28 @@ def _json_text(cursor, table: pa.Table, name: str, what: str) -> pa.ChunkedArray
     return column
 
 
+def _check_finite(cursor, names: list[str], first_position: int, what: str) -> None:
+    """Refuse payload text in ``_staged`` holding NaN or an infinity, which JSON has no
+    value for (see _insert: only called when some payload holds such a word)."""
+    for name in names:
+        rows = cursor.execute(
+            f"SELECT position, {name} FROM _staged WHERE {_MAY_BE_NON_FINITE.format(name)} "
+            f"ORDER BY position"
+        ).fetchall()
+        for position, text in rows:
+            try:  # the words may also stand in a string: only a number counts
+                json.loads(text, parse_constant=_refuse_constant)
+            except ValueError:
+                raise InvalidEventError(
+                    f"{what} {position - first_position}: {name} holds NaN or an infinity, "
+                    f"which JSON has no value for; store None (null) or a number instead"
+                ) from None
+
+
+def _refuse_constant(word: str) -> float:
+    raise ValueError(f"{word} is not JSON")
+
+
 def _versions(cursor, stream_ids: pa.ChunkedArray, table: pa.Table, what: str) -> np.ndarray:
     """Each row's version: its stream's stored version plus its rank within the frame."""
     encoded = pc.dictionary_encode(stream_ids).combine_chunks()
@@ -242,7 +337,7 @@ def _versions(cursor, stream_ids: pa.ChunkedArray, table: pa.Table, what: str) -
     stored[rows["code"].astype(np.int64)] = rows["version"]
     versions = stored[codes] + rank + 1
     if "version" in table.column_names:
-        given = table["version"].to_numpy()
+        given = _number_column(table["version"], "version").to_numpy()
         mismatch = np.flatnonzero(pd.notna(given) & (given != versions))
         if len(mismatch):
             row = int(mismatch[0])
@@ -301,13 +396,30 @@ def _timestamps(cursor, table: pa.Table, name: str, default: pa.Array, what: str
                 f"as '2024-05-01T12:00:00Z' or a datetime column"
             )
         column = parsed["t"].cast(_UTC)
+    micros = column.cast(pa.int64())
+    bounds = pc.min_max(micros)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is not None and (low < _EARLIEST_US or high > _LATEST_US):
+        outside = pc.or_(pc.less(micros, _EARLIEST_US), pc.greater(micros, _LATEST_US))
+        bad = _first_bad(pc.fill_null(outside, False))
+        raise InvalidEventError(
+            f"{what} {bad}: {name} is not a date from year 1 to 9999 (e.g. 'infinity'); "
+            f"give a real point in time, or a missing value (None/NaT) to default it"
+        )
     return pc.if_else(pc.is_null(column), default, column).combine_chunks()
 
 
 def _schema_versions(table: pa.Table, types: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """The given schema versions, else each type's current one (1 without upcasters)."""
     if "schema_version" in table.column_names:
-        return table["schema_version"].cast(pa.int32())
+        column = _number_column(table["schema_version"], "schema_version")
+        try:
+            return column.cast(pa.int32())
+        except pa.ArrowException:
+            raise InvalidEventError(
+                "column 'schema_version' must hold whole numbers (the payload's schema "
+                "version, from 1), or be left out to use each type's current one"
+            ) from None
     if not upcasters:
         return pa.nulls(table.num_rows, pa.int32())  # the insert stores 1
     encoded = pc.dictionary_encode(types).combine_chunks()
@@ -315,6 +427,17 @@ def _schema_versions(table: pa.Table, types: pa.ChunkedArray) -> pa.Array | pa.C
         [upcasters.current_version(t) for t in encoded.dictionary.to_pylist()], dtype=np.int32
     )
     return pa.array(current[encoded.indices.to_numpy(zero_copy_only=False)])
+
+
+def _number_column(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """A column of numbers (or of nulls only); text or booleans are refused."""
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or kind == pa.null()):
+        raise InvalidEventError(
+            f"column {name!r} must hold numbers, not {kind}; convert it (e.g. "
+            f"pd.to_numeric(frame[{name!r}])) or leave it out to have it assigned"
+        )
+    return column
 
 
 def _optional(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
@@ -357,15 +480,27 @@ def _insert(cursor, staged: pa.Table, given: Sequence[str], store: EventStore, w
     if ids.null_count:
         ids = generated if ids.null_count == len(ids) else pc.coalesce(ids, generated)
         staged = staged.set_column(staged.column_names.index("event_id"), "event_id", ids)
-    sql = _insert_sql(staged, given)
     cursor.register("_staged", staged)
     try:
-        cursor.execute(sql)
+        try:
+            cursor.execute(_insert_sql(staged, given, guard=True))
+        except duckdb.InvalidInputException as exc:
+            if _NON_FINITE not in str(exc):
+                raise
+            # A payload holds the word NaN or Infinity: refused if it stands for a number;
+            # if it only stands in strings, the insert runs again without the guard.
+            payloads = [name for name in _PAYLOADS if name in given]
+            _check_finite(cursor, payloads, staged["position"][0].as_py(), what)
+            cursor.execute(_insert_sql(staged, given, guard=False))
     except (duckdb.ConversionException, duckdb.InvalidInputException):
+        store._new_ids.give_back(staged.num_rows)  # nothing stored: seeded ids stay as they were
         # The JSON type rejects malformed text; find the row to name it.
         raise InvalidEventError(
             _bad_json_message(cursor, what, staged["position"][0].as_py())
         ) from None
+    except BaseException:
+        store._new_ids.give_back(staged.num_rows)
+        raise
     finally:
         cursor.unregister("_staged")
 
@@ -415,12 +550,20 @@ def _bad_json_message(cursor, what: str, first_position: int) -> str:
     return f"a {what.split()[0]} value could not be stored; check its types"
 
 
-def _insert_sql(staged: pa.Table, given: Sequence[str]) -> str:
+def _insert_sql(staged: pa.Table, given: Sequence[str], *, guard: bool) -> str:
     """The INSERT over ``_staged``, with constants for the columns the frame left out.
 
     A constant costs DuckDB nothing per row, while a column of a million ``"{}"``
     still has to be scanned, parsed as JSON and compressed (a tenth of a bulk
     append's time when the frame had no metadata).
+
+    With ``guard``, a payload holding the word NaN or Infinity fails the insert.
+    DuckDB's JSON type takes NaN and infinities (and writes a struct's NaN double
+    as NaN), and Python's json module writes them so too, but JSON has no value for
+    them. Two substring searches in the insert's own pass cost about 20 ms per
+    million events, a separate pass about twice that. (Other spellings DuckDB
+    takes, such as nan or inf in any case, are not looked for: no encoder writes
+    them, and finding them in strings would need a parse of every payload.)
     """
     # Ids in metadata only need looking for when the frame had a metadata column.
     metadata = "metadata" in given
@@ -432,18 +575,32 @@ def _insert_sql(staged: pa.Table, given: Sequence[str]) -> str:
         return f"coalesce({name}, {from_metadata})" if metadata else name
 
     fixed_schema = staged["schema_version"].null_count == staged.num_rows
+
+    def payload(name: str) -> str:
+        if not guard:
+            return name
+        return (
+            f"CASE WHEN {_MAY_BE_NON_FINITE.format(name)} THEN error('{_NON_FINITE}') "
+            f"ELSE {name} END"
+        )
+
     return _INSERT_SQL.format(
-        metadata="metadata" if metadata else "'{}'",
+        data=payload("data"),
+        metadata=payload("metadata") if metadata else "'{}'",
         correlation=metadata_id("correlation_id"),
         causation=metadata_id("causation_id"),
         schema_version="1" if fixed_schema else "coalesce(schema_version, 1)",
     )
 
 
+# The words Python's json module and DuckDB write for NaN and the infinities.
+_MAY_BE_NON_FINITE = "(contains({0}, 'NaN') OR contains({0}, 'Infinity'))"
+_NON_FINITE = "eventlab: a payload holds NaN or Infinity"
+
 _INSERT_SQL = """
 INSERT INTO events
 SELECT
-    position, event_id, stream_id, version, type, data, {metadata},
+    position, event_id, stream_id, version, type, {data}, {metadata},
     {correlation}, {causation},
     recorded_at, occurred_at, {schema_version}
 FROM _staged

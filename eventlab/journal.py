@@ -189,7 +189,17 @@ class Journal:
         while offset + _HEADER.size <= len(raw):
             kind, length, checksum = _HEADER.unpack_from(raw, offset)
             payload = raw[offset + _HEADER.size : offset + _HEADER.size + length]
-            decoded = _decode(kind, payload, length, checksum)
+            try:
+                decoded = _decode(kind, payload, length, checksum)
+            except TypeError as exc:
+                # Intact (its checksum holds), so acknowledged: never dropped silently.
+                raise JournalError(
+                    f"the journal {path} holds an intact record at byte {offset} with a value "
+                    f"the events table cannot take ({exc}), such as a NaT timestamp that "
+                    f"eventlab versions before this check accepted. Nothing was changed. To "
+                    f"open the store, move that file aside: its events (acknowledged, not yet "
+                    f"in the database) are then missing from the store, and stay in the file."
+                ) from exc
             if decoded is None:
                 break
             batches.append(decoded[0])

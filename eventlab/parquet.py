@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
+import pyarrow as pa
 
 from .errors import ParquetError
 from .ingest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, check_columns, ingest
@@ -21,7 +22,8 @@ def _parquet_files(path_or_glob: str | Path) -> list[str]:
     text = str(path_or_glob)
     path = Path(text)
     if path.is_dir():
-        files = sorted(glob.glob(str(path / "**" / "*.parquet"), recursive=True))
+        # Escaped: a directory named like "run[1]" is a name, not a pattern.
+        files = sorted(glob.glob(str(Path(glob.escape(text)) / "**" / "*.parquet"), recursive=True))
     elif path.is_file():
         files = [text]
     else:
@@ -52,8 +54,9 @@ def import_parquet(store: EventStore, path_or_glob: str | Path) -> int:
         raise _unreadable(path_or_glob, exc) from None
     names = [n for n in schema.names if n not in ("_file", "file_row_number")]
     check_columns(names, f"the Parquet data at {str(path_or_glob)!r}", allow_extra=True)
+    types = dict(zip(schema.names, schema.types, strict=True))
     keep = [
-        f"CAST({n} AS VARCHAR) AS {n}" if n in ("data", "metadata") else n
+        _payload(n, types[n]) if n in ("data", "metadata") else n
         for n in names
         if n in REQUIRED_COLUMNS + OPTIONAL_COLUMNS
     ]
@@ -66,6 +69,16 @@ def import_parquet(store: EventStore, path_or_glob: str | Path) -> int:
     except duckdb.Error as exc:
         raise _unreadable(path_or_glob, exc) from None
     return ingest(store, table, what="Parquet row")
+
+
+def _payload(name: str, kind: pa.DataType) -> str:
+    """How a data or metadata column is read: JSON text as text, and nested values (a
+    struct or map, as pandas writes dicts) kept as they are, for ingest to turn them
+    into JSON (as append_frame does): CAST to text would give DuckDB's struct literal
+    ``{'a': 1}``, which is not JSON."""
+    if pa.types.is_struct(kind) or pa.types.is_map(kind):
+        return name
+    return f"CAST({name} AS VARCHAR) AS {name}"
 
 
 def _unreadable(path_or_glob: str | Path, exc: Exception) -> ParquetError:

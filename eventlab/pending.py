@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .events import RecordedEvent
 from .journal import Journal, SideRows
@@ -64,6 +65,21 @@ class PendingEvents:
         """A pending record by the event id its caller supplied."""
         return self._supplied.get(event_id)
 
+    def find_rows(self, event_ids: set[str]) -> dict[str, tuple]:
+        """Pending rows (RecordedEvent layout) by event id, whoever chose the id: a scan,
+        for the rare lookup of an id the store generated (see EventStore._lookup_ids)."""
+        found: dict[str, tuple] = {}
+        wanted = pa.array(list(event_ids), pa.string())
+        for chunk in self._chunks:
+            if isinstance(chunk, pa.RecordBatch):
+                ids = chunk.column(1)
+                hits = pc.is_in(ids, value_set=wanted)
+                for index in pc.indices_nonzero(hits).to_pylist():
+                    found[ids[index].as_py()] = _batch_row(chunk, index)
+            else:
+                found.update((row[1], row) for row in chunk if row[1] in event_ids)
+        return found
+
     def table(self) -> pa.Table:
         """Everything pending as one Arrow table."""
         batches: list[pa.RecordBatch] = []
@@ -98,3 +114,12 @@ class PendingEvents:
         self._supplied = {}
         self.count = 0
         self.side_count = 0
+
+
+def _batch_row(batch: pa.RecordBatch, index: int) -> tuple:
+    """Row ``index`` of a pending batch as a tuple in the RecordedEvent layout (the
+    timestamps as epoch microseconds)."""
+    return tuple(
+        value.value if pa.types.is_timestamp(value.type) else value.as_py()
+        for value in (column[index] for column in batch.columns)
+    )

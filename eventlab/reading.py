@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
@@ -28,9 +29,7 @@ def filters(
     clauses = ["position > $1"]
     params: list[Any] = [after]
     if types is not None:
-        if isinstance(types, str):
-            types = [types]
-        params.append(list(types))
+        params.append(_names(types, "types", EventlabError))
         clauses.append(f"list_contains(${len(params)}, type)")
     if until is not None:
         if isinstance(until, int) and not isinstance(until, bool):
@@ -117,9 +116,15 @@ def event_filter(
 def _names(values: Iterable[str] | str, what: str, error: type[EventlabError]) -> list[str]:
     if isinstance(values, str):
         return [values]
-    values = list(values)
+    try:
+        values = list(values)
+    except TypeError:
+        raise error(
+            f"{what} must be a string or a list of strings, got {type(values).__name__}: "
+            f"{values!r:.80}"
+        ) from None
     if not all(isinstance(v, str) for v in values):
-        raise error(f"{what} must be strings, got {values!r:.80}")
+        raise error(f"{what} must be strings, got {values!r:.80}; e.g. {what}=['OrderPlaced']")
     return values
 
 
@@ -264,6 +269,14 @@ def _int_values(values: np.ndarray) -> list:
 # change what every later read returns.
 _READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 
+# Statements a SELECT can hold (DuckDB runs ``WITH x AS (DELETE ... RETURNING *)
+# SELECT ...``, a statement of type SELECT). A query that mentions one runs in a
+# read-only transaction: DuckDB then refuses the write. Others pay nothing for it.
+_MAY_WRITE = re.compile(r"\b(?:insert|update|delete|merge)\b", re.IGNORECASE)
+
+# What may stand between EXPLAIN and the statement it explains.
+_EXPLAIN_OPTIONS = {"ANALYZE", "ANALYSE", "VERBOSE"}
+
 
 def read_query(
     cursor: duckdb.DuckDBPyConnection,
@@ -271,18 +284,89 @@ def read_query(
     params: Sequence[Any] | Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run a query that may only read (store.sql() and read models as of a time)."""
+    if not isinstance(query, str):
+        raise EventlabError(
+            f"the SQL query must be a string, got {type(query).__name__}: {query!r:.80}; "
+            f"e.g. store.sql('SELECT count(*) FROM events')"
+        )
     try:
         statements = cursor.extract_statements(query)
     except duckdb.Error as exc:
         raise EventlabError(f"cannot parse the SQL query: {exc}") from None
-    writes = [s for s in statements if s.type.name not in _READ_STATEMENTS]
-    if writes:
-        raise EventlabError(
-            f"store.sql() is for reading, but the query contains a {writes[0].type.name} "
-            f"statement. The event log is append-only: write through store.append() or "
-            f"store.append_frame(); and settings stay fixed (timestamps are always UTC)."
-        )
+    guard = False
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in _READ_STATEMENTS:
+            raise _not_a_read(kind)
+        if kind != "EXPLAIN":
+            guard = guard or _MAY_WRITE.search(statement.query) is not None
+            continue
+        # A plain EXPLAIN only plans, whatever it explains; EXPLAIN ANALYZE runs it.
+        analyze, explained = _explained(cursor, statement.query)
+        if analyze:
+            if explained != "SELECT":
+                raise _not_a_read(f"{explained or 'non-SELECT'} statement under EXPLAIN ANALYZE")
+            guard = True
+    if guard:
+        return _read_only(cursor, query, params)
     try:
         return cursor.execute(query, params).df()
     except duckdb.Error as exc:
         raise EventlabError(f"SQL query failed: {exc}") from None
+
+
+def _not_a_read(what: str) -> EventlabError:
+    if " " not in what:
+        what += " statement"
+    article = "an" if what[0] in "AEIOUaeiou" else "a"
+    return EventlabError(
+        f"store.sql() is for reading, but the query contains {article} {what}. The event log is "
+        f"append-only: write through store.append() or store.append_frame(); and settings "
+        f"stay fixed (timestamps are always UTC)."
+    )
+
+
+def _explained(cursor: duckdb.DuckDBPyConnection, text: str) -> tuple[bool, str | None]:
+    """Whether an EXPLAIN statement analyzes (runs) the statement it explains, and that
+    statement's type (None when it cannot be told)."""
+    tokens = duckdb.tokenize(text)
+    ends = [start for start, _ in tokens[1:]] + [len(text)]
+    words = [
+        (text[start:end].strip().upper(), start)
+        for (start, kind), end in zip(tokens, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    analyze, depth = False, 0
+    for word, start in words[1:]:  # the first is EXPLAIN
+        if word == "(":
+            depth += 1
+        elif word == ")":
+            depth -= 1
+        elif word in _EXPLAIN_OPTIONS:
+            analyze = analyze or word != "VERBOSE"
+        elif depth == 0:
+            try:
+                [inner] = cursor.extract_statements(text[start:])
+            except (duckdb.Error, ValueError):
+                return analyze, None
+            return analyze, inner.type.name
+    return analyze, None
+
+
+def _read_only(
+    cursor: duckdb.DuckDBPyConnection,
+    query: str,
+    params: Sequence[Any] | Mapping[str, Any] | None,
+) -> pd.DataFrame:
+    """Run ``query`` in a read-only transaction, which DuckDB keeps from writing."""
+    cursor.execute("BEGIN TRANSACTION READ ONLY")
+    try:
+        return cursor.execute(query, params).df()
+    except duckdb.TransactionException as exc:
+        if "read-only" not in str(exc):
+            raise EventlabError(f"SQL query failed: {exc}") from None
+        raise _not_a_read("statement that writes (an INSERT, UPDATE or DELETE)") from None
+    except duckdb.Error as exc:
+        raise EventlabError(f"SQL query failed: {exc}") from None
+    finally:
+        cursor.execute("ROLLBACK")

@@ -210,6 +210,9 @@ class EventStore:
         self._read_aheads = ReadAheads()  # see read_all
         self._versions: dict[str, int] | None = None  # loaded on the first append
         self._new_ids = EventIds()
+        # The prefixes of every id this store generated since it opened: rows with such
+        # ids may be pending (see _lookup_ids).
+        self._id_prefixes = {self._new_ids.prefix}
         self._con: duckdb.DuckDBPyConnection | None = None
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
         self._bus: EventBus | None = None
@@ -217,6 +220,7 @@ class EventStore:
         self._side_owners: dict[str, SideTable] = {}  # see eventlab.sidetables
         self._sole_side_owner: SideTable | None = None  # when one owner has every table
         self._stamp: tuple | None = None  # see _make_stamp
+        self._simulated_step = 0  # the step of the last SimulatedClock reading, see _append_in
         if self.read_only and self.path is None:
             raise EventlabError(
                 "an in-memory store cannot be read-only: it starts empty. Pass the path "
@@ -308,10 +312,24 @@ class EventStore:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Absorb pending events and close the database. Safe to call twice."""
+        """Absorb pending events and close the database. Safe to call twice.
+
+        Inside a ``store.transaction()`` block it raises :class:`EventlabError`
+        and leaves the store open and the transaction as it was: its appends
+        commit (or roll back) when the block ends, and then the store can close.
+        """
         with self._lock:
             if self._con is None:
                 return
+            if self._tx is not None:
+                # Closing now would drop the staged appends the block's callers were
+                # handed, or commit them into a closed journal: neither is what they meant.
+                raise EventlabError(
+                    "close() was called inside a store.transaction() block, whose appends "
+                    "are not committed yet; nothing was closed. Close the store after the "
+                    "block ends (e.g. put the `with store.transaction():` block inside "
+                    "`with el.EventStore(...) as store:`)"
+                )
             journal = self._pending.journal
             # DuckDB will not close a connection while a cursor is fetching.
             self._read_aheads.stop_all()
@@ -486,7 +504,13 @@ class EventStore:
         # The checks call out only when something looks wrong: this runs for every append.
         if self._con is None or self.read_only:
             self._check_writable()
-        if type(stream_id) is not str or not stream_id or stream_id.isspace():
+        # (isascii: a non-ASCII id may hold a lone surrogate, which check_name refuses.)
+        if (
+            type(stream_id) is not str
+            or not stream_id.isascii()
+            or not stream_id
+            or stream_id.isspace()
+        ):
             check_name("stream_id", stream_id)
         if expected_version is not None and (
             type(expected_version) is not int or expected_version < 0
@@ -532,6 +556,7 @@ class EventStore:
                     "already staged in it; call it before store.transaction()"
                 )
             self._new_ids = EventIds(f"{seed}@{self._head}")
+            self._id_prefixes.add(self._new_ids.prefix)
 
     def _append_in(
         self, tx: _Transaction, stream_id: str, batch: list[Event], expected_version: int | None
@@ -552,7 +577,15 @@ class EventStore:
         if expected_version is not None and expected_version != current:
             raise ConcurrencyError(stream_id, expected_version, current)
         size = len(batch)
-        first_us, step_us = reserve_micros(self.clock, size)
+        clock = self.clock
+        # A SimulatedClock moves only once the append is sure to succeed: its readings
+        # are peeked now and taken after the loop (a rejected append must not shift
+        # the timestamps of later ones). Reading other clocks changes nothing.
+        simulated = clock.__class__ is SimulatedClock
+        if simulated:
+            first_us, step_us = clock.peek_micros(), self._simulated_step
+        else:
+            first_us, step_us = reserve_micros(clock, size)
         new_ids = self._new_ids.take(size)
         position = self._head + 1
         version = current + 1
@@ -592,9 +625,17 @@ class EventStore:
                         1 if schema_version is None else schema_version(event.type),
                     )
                 )
-        except (TypeError, ValueError, RecursionError):
-            _raise_unserialisable(batch)
+        except BaseException as exc:
+            # Seeded ids must not depend on how many appends failed either.
+            self._new_ids.give_back(size)
+            if isinstance(exc, TypeError | ValueError | RecursionError):
+                _raise_unserialisable(batch)
             raise
+        if simulated:
+            taken = clock.reserve_micros(size)
+            if taken != (first_us, step_us):  # the step changed, or another thread read it
+                self._simulated_step = taken[1]
+                rows = _restamp(rows, batch, *taken)
         # Nothing above changes the store, so a bad payload leaves no trace.
         self._head += size
         tx.rows.extend(rows)  # plain tuples: see _Transaction
@@ -628,13 +669,24 @@ class EventStore:
                 f"Give new events new ids."
             )
         records = [stored[event.event_id] for event in batch]
-        for event, record in zip(batch, records, strict=True):
+        stamp = self._stamp
+        for index, (event, record) in enumerate(zip(batch, records, strict=True)):
+            # The stored JSON text against the new payload encoded as an append would
+            # store it (metadata with the store's stamp): not the decoded values of the
+            # record handed out before, which its holder may have changed, and which
+            # compare True == 1 == 1.0.
+            data_json = to_json(event.data, f"events[{index}].data")
+            try:
+                metadata_json = _metadata_columns(event.metadata, stamp, json_encoder)[0]
+            except (TypeError, ValueError, RecursionError):
+                to_json(event.metadata, f"events[{index}].metadata")
+                raise
             same = (
-                record.stream_id == stream_id
-                and record.type == event.type
-                and record.data == _json_roundtrip(event.data)
-                and record.metadata == _json_roundtrip(event.metadata or {})
-                and (event.occurred_at is None or record.occurred_at == event.occurred_at)
+                record[2] == stream_id
+                and record[4] == event.type
+                and _same_json(record[5], data_json)
+                and _same_json(record[6], metadata_json)
+                and (event.occurred_at is None or record[10] == to_micros(event.occurred_at))
             )
             if not same:
                 raise DuplicateEventError(
@@ -645,12 +697,26 @@ class EventStore:
         return records
 
     def _lookup_ids(self, event_ids: list[str]) -> dict[str, RecordedEvent]:
+        """Stored, pending and staged records by event id."""
+        tx = self._tx
         found: dict[str, RecordedEvent] = {}
+        generated: set[str] = set()
+        prefixes = self._id_prefixes
         for event_id in event_ids:
-            record = self._tx.supplied.get(event_id) if self._tx is not None else None
+            record = tx.supplied.get(event_id) if tx is not None else None
             record = record or self._pending.find(event_id)
             if record is not None:
                 found[event_id] = record
+            elif len(event_id) == 36 and event_id[:24] in prefixes:
+                generated.add(event_id)
+        if generated:
+            # An id this store generated (see EventIds), given back by a caller: such
+            # rows are not in the maps of caller-supplied ids above, and DuckDB does not
+            # hold them before they are absorbed. Rare, so a scan.
+            rows = self._pending.find_rows(generated)
+            if tx is not None:
+                rows.update((row[1], row) for row in tx.rows if row[1] in generated)
+            found.update((event_id, make_record(row)) for event_id, row in rows.items())
         missing = [i for i in event_ids if i not in found]
         if missing:
             # Pending rows were checked above, so DuckDB need not absorb them first; but
@@ -813,6 +879,18 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """The events of one stream in version order, optionally a version range (inclusive)."""
         check_name("stream_id", stream_id)
+        if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 0:
+            raise EventlabError(
+                f"from_version must be a version, an int from 1 up (1 reads from the start), "
+                f"got {from_version!r}"
+            )
+        if to_version is not None and (
+            isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 0
+        ):
+            raise EventlabError(
+                f"to_version must be None (to the end) or a version, an int from 0 up, "
+                f"got {to_version!r}"
+            )
         return self._read_stream_as_of(
             stream_id, version=to_version, at=None, known_at=None, after=from_version - 1
         )
@@ -844,6 +922,11 @@ class EventStore:
         batch_size : int
             Rows fetched from DuckDB at a time.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise EventlabError(
+                f"batch_size must be a positive int (rows fetched at a time), got "
+                f"{batch_size!r}; the default is {READ_BATCH_SIZE}"
+            )
         where, params = filters(after=after, types=types, until=until)
         sql = SELECT_RECORD.format(src="events") + where
         if self._overlay is not None:
@@ -1219,6 +1302,35 @@ def _raise_unserialisable(batch: list[Event]) -> None:
             to_json(event.metadata, f"events[{index}].metadata")
 
 
+def _restamp(rows: list[tuple], batch: list[Event], first_us: int, step_us: int) -> list[tuple]:
+    """``rows`` recorded from ``first_us`` on, ``step_us`` apart (and occurred then too,
+    where their event gave no occurred_at)."""
+    restamped = []
+    for index, (row, event) in enumerate(zip(rows, batch, strict=True)):
+        recorded_us = first_us + index * step_us
+        occurred_us = recorded_us if event.occurred_at is None else row[10]
+        restamped.append((*row[:9], recorded_us, occurred_us, row[11]))
+    return restamped
+
+
+def _metadata_columns(
+    metadata: Mapping[str, Any] | None, stamp: tuple | None, encode: Any
+) -> tuple[str, str | None, str | None]:
+    """An event's metadata JSON, correlation id and causation id, with the store's stamp
+    (see EventStore._make_stamp) added: what _append_in's loop makes of it inline."""
+    if metadata:
+        if stamp is not None:
+            metadata = {**metadata, **stamp[0]}
+        return (
+            encode(metadata),
+            _optional_str(metadata.get("correlation_id")),
+            _optional_str(metadata.get("causation_id")),
+        )
+    if stamp is not None:
+        return stamp[1:]
+    return "{}", None, None
+
+
 def _check_expected_version(expected: object) -> None:
     if expected is None:
         return
@@ -1233,8 +1345,17 @@ def _optional_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _json_roundtrip(value: Mapping[str, Any]) -> Any:
-    return json.loads(to_json(value, "data"))
+def _same_json(stored: str, new: str) -> bool:
+    """Whether two JSON texts hold the same value: the same text, or the same value
+    up to key order and spacing (a row a frame or Parquet file stored as given). Types
+    count: true, 1 and 1.0 differ."""
+    if stored == new:
+        return True
+    return _canonical_json(stored) == _canonical_json(new)
+
+
+def _canonical_json(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
 def _loads(text: str | None) -> Any:

@@ -775,3 +775,26 @@ def test_a_journal_of_the_older_json_kind_is_recovered_exactly(tmp_path: Path) -
     with el.EventStore(path) as store:
         assert list(store.read_all()) == expected
         assert [r.metadata for r in store.read_all()] == [{"m": 1}, {}, {}]
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "read-only"])
+def test_an_intact_journal_record_the_table_cannot_take_is_reported_not_dropped(
+    tmp_path: Path, read_only: bool
+) -> None:
+    # What an eventlab that accepted occurred_at=pd.NaT journalled: a null timestamp.
+    from eventlab.journal import Journal, journal_paths
+
+    path = tmp_path / "store.duckdb"
+    with el.EventStore(path) as store:
+        store.append("a", [el.Event("A", {})])
+    journal = Journal(journal_paths(path)[0], sync=False)
+    good = (2, "id-2", "b", 1, "B", "{}", "{}", None, None, 1_000, 1_000, 1)
+    bad = (3, "id-3", "b", 2, "B", "{}", "{}", None, None, 2_000, None, 1)
+    journal.write_rows([good])
+    offset = journal.path.stat().st_size  # where the bad record starts
+    journal.write_rows([bad])
+    journal.close()
+    before = file_state(tmp_path)
+    with pytest.raises(el.JournalError, match=f"an intact record at byte {offset} with a value"):
+        el.EventStore(path, read_only=read_only)
+    assert file_state(tmp_path) == before  # nothing dropped, nothing truncated

@@ -325,3 +325,16 @@ def test_generated_ids_across_a_block_boundary_stay_consecutive():
     ]
     assert ids.take(1) == [f"{ids.prefix}000000001002"]
     assert ids.reserve(2) == 4099 and ids.take(1) == [f"{ids.prefix}000000001005"]
+
+
+def test_generated_ids_given_back_are_handed_out_again():
+    ids = EventIds(seed=3)
+    first = ids.take(2)
+    ids.take(3)
+    ids.give_back(3)
+    again = ids.take(3)
+    assert again == EventIds(seed=3).take(5)[2:]
+    assert first == EventIds(seed=3).take(2)
+    start = ids.reserve(4)
+    ids.give_back(4)
+    assert ids.reserve(1) == start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -873,3 +874,210 @@ def test_parquet_bad_row_is_named(tmp_path, target, snapshot):
     with pytest.raises(el.InvalidEventError, match="Parquet row 1: data must be a JSON object"):
         store.import_parquet(path)
     before.assert_same(store)
+
+
+# ---------------------------------------------------------------------- bad frames, named
+
+
+SURROGATE = "id-\ud800"  # a lone surrogate, as json.loads('"\\ud800"') can produce
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"stream_id": [1]}, "column 'stream_id' must hold text (str), not int64"),
+        ({"type": [True]}, "column 'type' must hold text (str), not bool"),
+        ({"event_id": [7]}, "column 'event_id' must hold text (str), not int64"),
+        ({"event_id": [""]}, "frame row 0: event_id is empty"),
+        ({"event_id": ["  "]}, "frame row 0: event_id is empty"),
+        ({"stream_id": ["s", 3]}, "column 'stream_id' cannot be read as one type"),
+        ({"type": ["A", 3.5]}, "column 'type' cannot be read as one type"),
+        ({"occurred_at": [pd.Timestamp("2024-01-01"), "x"]}, "column 'occurred_at' cannot be"),
+        ({"version": ["x"]}, "column 'version' must hold numbers, not"),
+        ({"version": [True]}, "column 'version' must hold numbers, not bool"),
+        ({"schema_version": ["x"]}, "column 'schema_version' must hold numbers, not"),
+        ({"schema_version": [1.5]}, "column 'schema_version' must hold whole numbers"),
+        # (object columns: pandas' own string columns refuse such a str already)
+        (
+            {"stream_id": pd.Series([SURROGATE], dtype=object)},
+            "column 'stream_id' holds a str that holds a lone surrogate",
+        ),
+        (
+            {"data": pd.Series(['{"a": "\ud800"}'], dtype=object)},
+            "column 'data' holds a str that holds a lone surrogate",
+        ),
+        ({"data": [{"a": "\ud800"}]}, "row 0 data['a'] holds a lone surrogate"),
+        ({"occurred_at": ["infinity"]}, "frame row 0: occurred_at is not a date from year 1"),
+        ({"occurred_at": ["294247-01-10"]}, "occurred_at is not a date from year 1 to 9999"),
+        ({"recorded_at": ["-infinity"]}, "recorded_at is not a date from year 1 to 9999"),
+    ],
+)
+def test_append_frame_refuses_bad_columns_by_name(target, snapshot, columns, message):
+    store = target
+    frame = {"stream_id": ["s"], "type": ["A"], "data": [{}]}
+    rows_given = len(next(iter(columns.values())))
+    frame = {name: values * rows_given for name, values in frame.items()} | columns
+    before = snapshot(store)
+    with pytest.raises(el.InvalidEventError, match=re.escape(message)):
+        store.append_frame(pd.DataFrame(frame))
+    before.assert_same(store)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "arrow"])
+def test_append_frame_refuses_duplicate_column_names(target, snapshot, kind):
+    store = target
+    values = [["s"], ["A"], ["{}"], ["t"]]
+    names = ["stream_id", "type", "data", "stream_id"]
+    if kind == "pandas":
+        frame = pd.DataFrame(dict(enumerate(values)))
+        frame.columns = names
+    else:
+        frame = pa.Table.from_arrays([pa.array(v) for v in values], names=names)
+    before = snapshot(store)
+    with pytest.raises(el.InvalidEventError, match="more than one column named 'stream_id'"):
+        store.append_frame(frame)
+    before.assert_same(store)
+
+
+def test_append_frame_still_takes_text_like_columns(store):
+    frame = pd.DataFrame(
+        {
+            "stream_id": pd.Series(["s", "t"], dtype="category"),
+            "type": pd.Series(["A", "B"], dtype="string"),
+            "data": [{}, {}],
+            "event_id": [None, "given"],
+            "version": [1.0, float("nan")],
+            "schema_version": [1, 2],
+        }
+    )
+    assert store.append_frame(frame) == 2
+    records = list(store.read_all())
+    assert [(r.stream_id, r.type, r.version, r.schema_version) for r in records] == [
+        ("s", "A", 1, 1),
+        ("t", "B", 1, 2),
+    ]
+    assert records[1].event_id == "given"
+    assert records[0].event_id != "given"
+
+
+@pytest.mark.parametrize("missing", [None, pd.NaT])
+@pytest.mark.parametrize("dtype", ["datetime64[us]", "object"])
+def test_append_frame_missing_occurred_at_values_take_the_recorded_time(store, missing, dtype):
+    # In a frame a missing occurred_at (None or NaT) means "not given", as in a column
+    # left out: the event occurred when it was recorded.
+    occurred = pd.Series([pd.Timestamp("2020-05-01"), missing], dtype=dtype)
+    store.append_frame(
+        pd.DataFrame({"stream_id": ["s", "s"], "type": ["A", "B"], "data": [{}, {}]}).assign(
+            occurred_at=occurred
+        )
+    )
+    first, second = store.read_all()
+    assert first.occurred_at == datetime(2020, 5, 1, tzinfo=UTC)
+    assert second.occurred_at == second.recorded_at == START + timedelta(seconds=1)
+
+
+def test_a_rejected_frame_leaves_the_simulated_clock_and_ids_alone():
+    def run(fail: bool) -> list[tuple]:
+        store = el.EventStore(clock=el.SimulatedClock("2024-01-01", step=timedelta(minutes=1)))
+        store.seed_event_ids(1)
+        store.append("a", el.Event("A", {}))
+        if fail:
+            for bad in ("{oops", "[1]", '{"x": NaN}'):
+                with pytest.raises(el.InvalidEventError):
+                    store.append_frame(
+                        pd.DataFrame(
+                            {"stream_id": ["a"] * 3, "type": ["B"] * 3, "data": ["{}", "{}", bad]}
+                        )
+                    )
+        store.append_frame(pd.DataFrame({"stream_id": ["a"], "type": ["C"], "data": ["{}"]}))
+        store.append("a", el.Event("D", {}))
+        return [(e.event_id, e.recorded_at) for e in store.read_all()] + [store.clock.current]
+
+    assert run(True) == run(False)
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("data", pa.array([{"x": 1.0}, {"x": float("nan")}])),  # DuckDB writes NaN for it
+        ("data", pa.array([{"x": 1.0}, {"x": float("-inf")}])),
+        ("data", pa.array(['{"x": 1}', '{"x": NaN}'])),  # as Python's json.dumps writes it
+        ("data", pa.array(['{"x": 1}', '{"x": [1, -Infinity]}'])),
+        ("metadata", pa.array(["{}", '{"m": Infinity}'])),
+    ],
+)
+def test_payloads_with_nan_or_infinity_are_refused(target, snapshot, column, value):
+    store = target
+    columns = {"stream_id": ["s", "s"], "type": ["A", "A"], "data": ["{}", "{}"]}
+    table = pa.table(columns | {column: value})
+    before = snapshot(store)
+    with pytest.raises(
+        el.InvalidEventError, match=f"frame row 1: {column} holds NaN or an infinity"
+    ):
+        store.append_frame(table)
+    before.assert_same(store)
+
+
+def test_a_malformed_payload_beside_the_word_nan_in_a_string_is_named(target, snapshot):
+    store = target
+    table = pa.table(
+        {"stream_id": ["s", "s"], "type": ["A", "A"], "data": ['{"x": "NaN"}', "{bad"]}
+    )
+    before = snapshot(store)
+    with pytest.raises(el.InvalidEventError, match="frame row 1: data must be a JSON object"):
+        store.append_frame(table)
+    before.assert_same(store)
+
+
+def test_the_words_nan_and_infinity_in_strings_are_kept(store):
+    texts = ['{"x": "NaN"}', '{"Infinity": "a NaN b", "y": [1.5]}']
+    store.append_frame(pa.table({"stream_id": ["s", "s"], "type": ["A", "B"], "data": texts}))
+    assert [e.data for e in store.read_all()] == [
+        {"x": "NaN"},
+        {"Infinity": "a NaN b", "y": [1.5]},
+    ]
+
+
+# ---------------------------------------------------------------------- Parquet written elsewhere
+
+
+def test_import_parquet_written_by_pandas_with_dict_payloads(tmp_path, store):
+    path = tmp_path / "events.parquet"
+    pd.DataFrame(
+        {
+            "stream_id": ["order-1", "order-1"],
+            "type": ["Placed", "Paid"],
+            "data": [{"total": 12.5, "sku": "x"}, {"total": 12.5, "sku": "y"}],
+            "metadata": [{"user": "ann"}, {"user": "bob"}],
+        }
+    ).to_parquet(path)
+    assert pa.types.is_struct(pq.read_schema(path).field("data").type)
+    assert store.import_parquet(path) == 2
+    assert [(e.type, e.data, e.metadata) for e in store.read_all()] == [
+        ("Placed", {"total": 12.5, "sku": "x"}, {"user": "ann"}),
+        ("Paid", {"total": 12.5, "sku": "y"}, {"user": "bob"}),
+    ]
+    # the same as append_frame makes of the same table
+    other = el.EventStore(clock=el.SimulatedClock("2024-01-01"))
+    other.append_frame(pq.read_table(path))
+    assert [e.data for e in other.read_all()] == [e.data for e in store.read_all()]
+    with el.EventStore.from_parquet(path) as built:
+        assert built.head == 2
+
+
+def test_import_parquet_with_a_map_payload(tmp_path, store):
+    path = tmp_path / "events.parquet"
+    data = pa.array([[("a", 1), ("b", 2)]], pa.map_(pa.string(), pa.int64()))
+    pq.write_table(pa.table({"stream_id": ["s"], "type": ["A"], "data": data}), path)
+    assert store.import_parquet(path) == 1
+    assert next(store.read_all()).data == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("name", ["run[1]", "a*b?", "[x]"])
+def test_import_from_a_directory_whose_name_looks_like_a_glob(source, tmp_path, name):
+    directory = tmp_path / name
+    source.export_parquet(directory)
+    with el.EventStore.from_parquet(directory) as built:
+        assert built.head == source.head
+    store = el.EventStore()
+    assert store.import_parquet(str(directory)) == source.head

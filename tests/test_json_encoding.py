@@ -153,3 +153,41 @@ def test_a_payload_that_refers_to_itself_is_refused():
 )
 def test_side_rows_are_written_as_the_standard_library_writes_them(side):
     assert _side_json(side) == json.dumps(side, separators=(",", ":")).encode()
+
+
+_LONE = json.loads('"\\udc80"')  # a lone (low) surrogate, as json.loads makes of "\udc80"
+
+
+@pytest.mark.parametrize(
+    "payload, path",
+    [
+        ({"a": _LONE}, "data['a']"),
+        ({"a": [1, "x" + _LONE]}, "data['a'][1]"),
+        ({_LONE: 1}, "data key '\\udc80'"),
+        ({"big": 2**70, "a": _LONE}, "data['a']"),  # on the standard encoder's path anyway
+        ({"a": None, "b": {"c": _LONE}}, "data['b']['c']"),  # beside a null
+    ],
+)
+def test_a_lone_surrogate_is_refused_on_every_path(payload, path):
+    # orjson refuses it and the standard encoder would write it: text UTF-8 cannot hold.
+    with pytest.raises(ValueError, match="lone surrogate"):
+        json_encoder(payload)
+    with pytest.raises(el.InvalidEventError) as info:
+        el.events.to_json(payload, "data")
+    assert str(info.value).startswith(f"{path} holds a lone surrogate")
+
+
+def test_text_beyond_the_basic_plane_is_stored_as_it_is():
+    payload = {
+        "emoji": "🙂",
+        "han": "漢字",
+        "pair": "\ud83d\ude42".encode("utf-16", "surrogatepass").decode("utf-16"),
+    }
+    assert json_encoder(payload) == STANDARD(payload)
+    assert json.loads(json_encoder(payload)) == payload
+
+
+@pytest.mark.parametrize("key", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_float_key_is_named(key):
+    with pytest.raises(el.InvalidEventError, match=f"^data key {key!r} is not JSON-serialisable"):
+        el.events.to_json({"ok": 1, key: 2}, "data")

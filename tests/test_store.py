@@ -286,6 +286,119 @@ def test_event_id_of_a_rolled_back_transaction_is_free(store):
     assert (record.position, record.type, record.data) == (1, "B", {"new": True})
 
 
+# Where an event with a generated id can be when a caller gives that id back: staged in the
+# open transaction, pending as rows (a small commit), pending as an Arrow batch (a big one),
+# or absorbed into DuckDB.
+_WHERE = ["staged", "pending-rows", "pending-batch", "in-duckdb"]
+
+
+def _generated(store: el.EventStore, where: str) -> el.RecordedEvent:
+    """Append events with generated ids and return one of them, left ``where``."""
+    count = 100 if where == "pending-batch" else 2
+    records = [store.append(f"g-{i}", el.Event("G", {"i": i}))[0] for i in range(count)]
+    if where == "in-duckdb":
+        _absorb(store)
+    return records[1]
+
+
+@pytest.mark.parametrize("where", _WHERE)
+@pytest.mark.parametrize("file", [False, True], ids=["memory", "file"])
+def test_a_generated_event_id_given_back_is_idempotent_or_a_duplicate(
+    file, store_path, clock, snapshot, where
+):
+    with el.EventStore(store_path if file else None, clock=clock) as store:
+        with contextlib.ExitStack() as block:
+            if where == "staged":
+                block.enter_context(store.transaction())
+            elif where == "pending-batch":
+                block.enter_context(store.transaction())  # 100 events: one Arrow batch
+            original = _generated(store, where)
+            if where == "pending-batch":
+                block.close()
+            # an identical retry with the id the store gave it: nothing new
+            retry = el.Event("G", {"i": 1}, event_id=original.event_id)
+            assert store.append("g-1", retry) == [original]
+            # the same id for another event: refused
+            other = el.Event("Other", {"x": 9}, event_id=original.event_id)
+            with pytest.raises(el.DuplicateEventError, match="different content"):
+                store.append("b", other)
+            with pytest.raises(el.DuplicateEventError, match="different content"):
+                store.append("g-1", el.Event("G", {"i": 2}, event_id=original.event_id))
+        before = snapshot(store)
+        ids = store.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events")
+        assert ids.values.tolist() == [[store.head, store.head]]
+        assert store.version("g-1") == 1
+        before.assert_same(store)
+
+
+def test_a_seeded_generated_event_id_given_back_is_found(store):
+    store.append("a", el.Event("A", {}))
+    store.seed_event_ids(7)
+    [seeded] = store.append("b", el.Event("B", {}))
+    with pytest.raises(el.DuplicateEventError, match=seeded.event_id):
+        store.append("c", el.Event("C", {}, event_id=seeded.event_id))
+    assert store.append("b", el.Event("B", {}, event_id=seeded.event_id)) == [seeded]
+    assert store.head == 2
+
+
+@pytest.mark.parametrize("absorbed", [False, True], ids=["buffered", "in-duckdb"])
+def test_a_retry_is_compared_with_what_was_stored_not_with_a_changed_record(store, absorbed):
+    [record] = store.append("cart-1", el.Event("ItemAdded", {"qty": 1}, event_id="cmd-7"))
+    record.data["qty"] += 5  # e.g. a reducer that built its state on the event's dict
+    if absorbed:
+        _absorb(store)
+    # (No read before the retries: a read would absorb the buffered record.)
+    [again] = store.append("cart-1", el.Event("ItemAdded", {"qty": 1}, event_id="cmd-7"))
+    assert (again.position, again.event_id) == (1, "cmd-7")
+    with pytest.raises(el.DuplicateEventError, match="different content"):
+        store.append("cart-1", el.Event("ItemAdded", {"qty": 6}, event_id="cmd-7"))
+    assert store.head == 1
+    assert history(store) == [(1, "cart-1", 1, "ItemAdded", {"qty": 1})]
+
+
+@pytest.mark.parametrize(
+    "stored, retried",
+    [
+        ({"on": True}, {"on": 1}),
+        ({"on": True}, {"on": 1.0}),
+        ({"n": 1}, {"n": 1.0}),
+        ({"n": 0}, {"n": False}),
+        ({"n": None}, {}),
+        ({"n": [1]}, {"n": [True]}),
+    ],
+)
+@pytest.mark.parametrize("absorbed", [False, True], ids=["buffered", "in-duckdb"])
+def test_a_retry_whose_values_differ_in_type_is_a_duplicate(store, absorbed, stored, retried):
+    store.append("a", el.Event("Flag", stored, event_id="e1"))
+    if absorbed:
+        _absorb(store)
+    with pytest.raises(el.DuplicateEventError, match="'e1'.*different content"):
+        store.append("a", el.Event("Flag", retried, event_id="e1"))
+    assert store.append("a", el.Event("Flag", dict(stored), event_id="e1"))[0].data == stored
+    assert history(store) == [(1, "a", 1, "Flag", stored)]
+
+
+def test_a_retry_with_metadata_matches_what_the_stamp_made_of_it(store, snapshot):
+    # Metadata is compared as it was stored: with the store's stamp (a command's ids).
+    store._stamp = store._make_stamp({"causation_id": "cmd-1", "correlation_id": "tx-1"})
+    try:
+        event = el.Event("A", {}, metadata={"user": "ann"}, event_id="e1")
+        [original] = store.append("s", event)
+        assert original.metadata == {
+            "user": "ann",
+            "causation_id": "cmd-1",
+            "correlation_id": "tx-1",
+        }
+        assert store.append("s", event) == [original]
+        store._stamp = store._make_stamp({"causation_id": "cmd-2", "correlation_id": "tx-1"})
+        before = snapshot(store)
+        with pytest.raises(el.DuplicateEventError, match="different content"):
+            store.append("s", event)
+        before.assert_same(store)
+    finally:
+        store._stamp = None
+
+
 # ---------------------------------------------------------------------- correlation
 
 
