@@ -261,15 +261,14 @@ class CommandScheduler:
             # command's run is a savepoint (see CommandExecutor.run), so a failing
             # one takes nothing of the others down.
             with paused_gc(), store.transaction():
-                tx = store._tx
                 busy_ids = self._busy_ids
                 for command, attempts, _ in taken:
                     if busy_ids:
                         busy_ids.pop(command.command_id, None)  # (_held adds it back if so)
                     # Where this command's rows begin: if the scheduler's own
                     # bookkeeping fails for it, only they are undone (a nested
-                    # store.transaction() would do the same at a microsecond a command).
-                    mark = (len(tx.rows), len(tx.side))
+                    # store.transaction() would do the same, at a microsecond a command).
+                    mark = store._savepoint()
                     trial = None  # a breaker whose admitted call awaits this run's outcome
                     try:
                         if command.deadline is not None and self._now() > command.deadline:
@@ -322,8 +321,7 @@ class CommandScheduler:
                             else None
                         )
                     except Exception as error:  # noqa: BLE001 - one command's trouble, not the batch's
-                        tx.rollback_to(*mark)
-                        store._head = tx.start_head + mark[0]
+                        store._rollback_to(mark)
                         if trial is not None:
                             trial.release()
                         outcome = self._bury_unhandled(command, attempts, error)

@@ -130,7 +130,7 @@ class _TransactionScope:
             store._tx = _Transaction(store._head)
         else:
             self.outer = False
-            self.savepoint = (len(tx.rows), len(tx.side))
+            self.savepoint = store._savepoint()
         return store
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
@@ -139,9 +139,7 @@ class _TransactionScope:
             tx = store._tx
             if not self.outer:
                 if exc_type is not None:  # undo this block's appends only
-                    rows, side = self.savepoint
-                    tx.rollback_to(rows, side)
-                    store._head = tx.start_head + rows
+                    store._rollback_to(self.savepoint)
                 return False
             store._tx = None
             if exc_type is not None:
@@ -420,6 +418,17 @@ class EventStore:
             _optional_str(metadata.get("correlation_id")),
             _optional_str(metadata.get("causation_id")),
         )
+
+    def _savepoint(self) -> tuple[int, int]:
+        """Where the open transaction stands: its staged rows and side rows so far."""
+        tx = self._tx
+        return len(tx.rows), len(tx.side)
+
+    def _rollback_to(self, savepoint: tuple[int, int]) -> None:
+        """Forget what the open transaction staged after ``savepoint`` (see _savepoint)."""
+        tx = self._tx
+        tx.rollback_to(*savepoint)
+        self._head = tx.start_head + savepoint[0]
 
     def _commit(self, tx: _Transaction) -> None:
         if not tx.rows and not tx.side:
