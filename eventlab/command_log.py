@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from .clock import from_micros, peek_micros, to_micros
 from .errors import CommandError, EventlabError, ReadOnlyError
-from .events import to_json
+from .events import storable_text, to_json
 from .sidetables import register_applier
 
 if TYPE_CHECKING:
@@ -207,12 +207,19 @@ def _checked_micros(value: Any, name: str) -> int:
     return micros
 
 
-def _check_error(error: Any) -> None:
+def _error_text(error: Any) -> str | None:
+    """``error`` as it is stored: None or text, a lone surrogate escaped (else CommandError).
+
+    An error is often an exception's message, which may hold a lone surrogate (a file
+    name decoded with ``surrogateescape``); UTF-8 cannot store one, so it is kept as
+    its escape, ``\\udce9``.
+    """
     if error is not None and not isinstance(error, str):
         raise CommandError(
             f"error must be a str (why) or None, got {type(error).__name__}: {error!r:.60}; "
             f"pass e.g. error=str(exc)"
         )
+    return None if error is None else storable_text(error)
 
 
 # Result texts already checked: the scheduler's are nearly all '{"events":N}', and a
@@ -256,6 +263,15 @@ class CommandLog:
         self.read_only = store.read_only
         cursor = store._cursor()
         if self.read_only:
+            if store._unrecovered_side & {"commands", "command_history"}:
+                # Its events show (the store overlays them), but not these rows: the
+                # command store would contradict them.
+                raise ReadOnlyError(
+                    f"{store.path} holds command rows that a writer which stopped without "
+                    f"closing left in its journal, and a read-only store cannot recover "
+                    f"them; open it once without read_only=True (which recovers them), "
+                    f"then read it read-only"
+                )
             found = cursor.execute("SELECT table_name FROM duckdb_tables()").fetchall()
             names = {row[0] for row in found}
             # Without them (a store that never ran a command) the queries answer empty.
@@ -356,7 +372,7 @@ class CommandLog:
         check_command_id(command_id)
         if status not in STATUSES:
             raise CommandError(f"unknown command status {status!r}; one of {list(STATUSES)}")
-        _check_error(error)
+        error = _error_text(error)
         if result is not None and not isinstance(result, Mapping):
             raise CommandError(
                 f"result must be a dict (a JSON object) or None, got {type(result).__name__}: "
@@ -404,6 +420,8 @@ class CommandLog:
             or (error is not None and type(error) is not str)
         ):
             self._check_run(attempt, started, status, error)
+        if error is not None and not error.isascii():
+            error = _error_text(error)
         _check_result_text(result)
         command_id = command.command_id
         row = self.store._staged_side("commands", command_id) or self._live.get(command_id)
@@ -428,7 +446,7 @@ class CommandLog:
         _checked_micros(started, "started")
         if status not in STATUSES:
             raise CommandError(f"unknown command status {status!r}; one of {list(STATUSES)}")
-        _check_error(error)
+        _error_text(error)
 
     def check_same(self, command: Command) -> None:
         """Refuse ``command`` if its id is stored with another type or payload.

@@ -156,6 +156,14 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def storable_text(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape (``\\udce9``), so UTF-8 can
+    store it: for messages made from exceptions, which may quote badly decoded names."""
+    if text.isascii() or is_utf8(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _plain_value(value: object) -> object:
     """What the standard encoder does with a value JSON has no type for: what orjson does
     with a UUID (its string) or an enum member (its value), and reject anything else."""

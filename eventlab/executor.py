@@ -31,7 +31,7 @@ from .commands import (
     CommandStore,
 )
 from .errors import CommandError, EventlabError
-from .events import Event
+from .events import Event, storable_text
 from .frozen import NEW_DICT, slot_setters
 
 if TYPE_CHECKING:
@@ -338,7 +338,9 @@ class CommandExecutor:
                         if elapsed_us > limit_us:
                             raise _Overran(timedelta(microseconds=elapsed_us))
         except CommandRejected as exc:
-            return CommandOutcome(command.command_id, REJECTED, attempt, error=str(exc))
+            return CommandOutcome(
+                command.command_id, REJECTED, attempt, error=storable_text(str(exc))
+            )
         except _Overran as overran:
             return CommandOutcome(
                 command.command_id,
@@ -347,9 +349,9 @@ class CommandExecutor:
                 error=f"ran {overran.args[0]}, longer than the timeout {timeout}; undone",
             )
         except Exception as exc:  # noqa: BLE001 - a failed attempt is an outcome, not a crash
-            return CommandOutcome(
-                command.command_id, FAILED, attempt, error=f"{type(exc).__name__}: {exc}"
-            )
+            # (storable_text: the message may quote a badly decoded name; it is stored.)
+            error = storable_text(f"{type(exc).__name__}: {exc}")
+            return CommandOutcome(command.command_id, FAILED, attempt, error=error)
         finally:
             store._stamp = outer_stamp
         return CommandOutcome(

@@ -436,6 +436,16 @@ class Changes:
         entries = self.entries
         if not entries:
             return 0
+        # Keys of one column in two Python types (5 and "5") are two entries here but
+        # may be one row in the table: only event by event (the runner's fallback when
+        # a batch fails to write) gives the right rows.
+        composite = self.composite
+        kinds = {tuple(map(type, k)) for k in entries} if composite else set(map(type, entries))
+        if len(kinds) > 1:
+            raise ProjectionError(
+                f"the keys of {self.table!r} in one batch mix Python types "
+                f"({sorted(map(str, kinds))}); give each key in one type"
+            )
         if self.removed:
             self._delete_keys(list(self.removed))
         # Rows whose handlers took the same path set the same columns in the same

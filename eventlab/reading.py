@@ -276,6 +276,8 @@ _MAY_WRITE = re.compile(r"\b(?:insert|update|delete|merge)\b", re.IGNORECASE)
 
 # What may stand between EXPLAIN and the statement it explains.
 _EXPLAIN_OPTIONS = {"ANALYZE", "ANALYSE", "VERBOSE"}
+# Words a parenthesised statement under EXPLAIN can start with (not an option list).
+_STATEMENT_STARTS = {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "(", "INSERT", "UPDATE", "DELETE"}
 
 
 def read_query(
@@ -337,7 +339,16 @@ def _explained(cursor: duckdb.DuckDBPyConnection, text: str) -> tuple[bool, str 
         if kind != duckdb.token_type.comment
     ]
     analyze, depth = False, 0
-    for word, start in words[1:]:  # the first is EXPLAIN
+    for position, (word, start) in enumerate(words[1:], start=2):  # the first is EXPLAIN
+        # "(" opens an option list, EXPLAIN (ANALYZE, FORMAT json) ..., unless the
+        # explained statement itself starts with it: EXPLAIN ANALYZE (SELECT ...).
+        following = words[position][0] if position < len(words) else ""
+        if word == "(" and depth == 0 and following in _STATEMENT_STARTS:
+            try:
+                [inner] = cursor.extract_statements(text[start:])
+            except (duckdb.Error, ValueError):
+                return analyze, None
+            return analyze, inner.type.name
         if word == "(":
             depth += 1
         elif word == ")":

@@ -55,17 +55,13 @@ STATUS_COLUMNS = [
 ]  # fmt: skip
 BATCH_SIZE = 50_000
 
-# Recorded as a projection's error when a batch fails but a second run does not
-# fail the same way (the projection then stops at the batch's first event).
+# Recorded as a projection's error when a handler that ran fine over a batch's
+# events raises on a second run over them (the projection then stops at the
+# batch's first event).
 _UNSTABLE_HANDLERS = (
     "ProjectionError: the handlers of {name!r} gave different results on a second run over "
     "the same events; handlers must depend only on the events (no clocks, random numbers "
     "or outside state)"
-)
-_UNSTABLE_WRITE = (
-    "ProjectionError: the rows {name!r} wrote for this batch failed to write together but "
-    "write event by event; handlers must depend only on the events. Try "
-    "ProjectionRunner(batch_size=1) to apply it event by event"
 )
 
 
@@ -354,40 +350,54 @@ class ProjectionRunner:
         if failed is None:
             return len(records)
         index, error = failed
-        candidates = records
+        if index is None:
+            # The batch's rows failed to write together: applied event by event, the
+            # first event whose rows do not fit stops the projection, or none does (a
+            # key given as 5 and as "5" in one batch is one row only event by event).
+            return self._commit_before(projection, cursor, records, len(records), None, existing)
+        return self._commit_before(projection, cursor, records, index, error, existing)
+
+    def _commit_before(
+        self,
+        projection: Projection,
+        cursor: duckdb.DuckDBPyConnection,
+        records: list,
+        index: int,
+        error: str | None,
+        existing: set[tuple] | None,
+    ) -> int:
+        """Commit the events before ``records[index]`` with the failure ``error`` of that
+        event recorded (none when ``index`` is ``len(records)``); returns how many.
+
+        The events are applied as one batch, else event by event; then the first
+        one whose rows do not fit becomes the failure instead. This rare path
+        costs a statement per event.
+        """
+        name = projection.name
+        one_by_one = index == len(records)  # the batch as a whole failed already
         while True:
-            if index is None:  # writing failed: find the event whose rows do not fit
-                keys = None if existing is None else set(existing)  # that run is rolled back
-                located = self._locate_write_failure(projection, cursor, candidates, keys)
-                if located is None:
-                    return self._fail_at(projection, cursor, records[0], _UNSTABLE_WRITE)
-                index, error = located
-            # Commit the events before the failing one, with the failure recorded.
             cursor.execute("BEGIN TRANSACTION")
             try:
-                again = apply_events(
-                    projection, cursor, records[:index], existing=existing, upserts_only=True
-                )
+                again = _apply_prefix(projection, cursor, records[:index], existing, one_by_one)
                 if again is None:
-                    event = records[index]
-                    self._save(
-                        cursor,
-                        projection.name,
-                        event.position - 1,
-                        (event.position, event.type, error),
-                    )
+                    if index < len(records):
+                        event = records[index]
+                        failure = (event.position, event.type, error)
+                        self._save(cursor, name, event.position - 1, failure)
+                    else:
+                        self._save(cursor, name, records[-1].position)
                     cursor.execute("COMMIT")
                     return index
             except BaseException:
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("ROLLBACK")
-            if again[0] is not None:  # a handler that ran before now raised
+            at, why, handler_failed = again
+            if handler_failed:  # a handler that ran before now raised
                 return self._fail_at(projection, cursor, records[0], _UNSTABLE_HANDLERS)
-            # The rows of an earlier event do not fit (a handler failed later in the
-            # batch): the projection stops at that earlier event.
-            candidates = records[:index]
-            index = None
+            if one_by_one:  # records[at]'s rows do not fit: the projection stops there
+                index, error = at, why
+            one_by_one = True
 
     def _fail_at(
         self, projection: Projection, cursor: duckdb.DuckDBPyConnection, event: Any, error: str
@@ -427,28 +437,6 @@ class ProjectionRunner:
             raise
         cursor.execute("ROLLBACK")  # the batch failed: none of it stays
         return failed
-
-    def _locate_write_failure(
-        self,
-        projection: Projection,
-        cursor: duckdb.DuckDBPyConnection,
-        records: list,
-        existing: set[tuple] | None,
-    ) -> tuple[int, str] | None:
-        """The index of the first event whose rows fail to write, and the error; None
-        when every event writes on its own (the batch failed for another reason)."""
-        # Slow on purpose (a statement per event), and only on this rare path.
-        cursor.execute("BEGIN TRANSACTION")
-        try:
-            for index, record in enumerate(records):
-                failed = apply_events(
-                    projection, cursor, [record], existing=existing, upserts_only=True
-                )
-                if failed is not None:
-                    return index, failed[1]
-        finally:
-            cursor.execute("ROLLBACK")
-        return None
 
     def _rebuild_sql(self, projection: SqlProjection, head: int) -> bool:
         """Rebuild a SQL read model up to ``head`` in one statement and checkpoint it.
@@ -671,3 +659,22 @@ class ProjectionRunner:
 
 class ProjectionFailedWarning(UserWarning):
     """A projection stopped at an event its handler could not apply."""
+
+
+def _apply_prefix(
+    projection: Projection,
+    cursor: duckdb.DuckDBPyConnection,
+    records: list,
+    existing: set[tuple] | None,
+    one_by_one: bool,
+) -> tuple[int | None, str, bool] | None:
+    """Apply ``records`` (as one batch, or a write per event) inside the caller's
+    transaction; None on success, else (index or None, error, whether a handler raised)."""
+    if not one_by_one:
+        failed = apply_events(projection, cursor, records, existing=existing, upserts_only=True)
+        return None if failed is None else (failed[0], failed[1], failed[0] is not None)
+    for index, record in enumerate(records):
+        failed = apply_events(projection, cursor, [record], existing=existing, upserts_only=True)
+        if failed is not None:
+            return index, failed[1], failed[0] is not None
+    return None

@@ -213,6 +213,9 @@ class EventStore:
         self._id_prefixes = {self._new_ids.prefix}
         self._con: duckdb.DuckDBPyConnection | None = None
         self._overlay: tuple[str, pa.Table] | None = None  # see _overlay_journal
+        # Side tables (e.g. commands) with rows a crashed writer left in the journal,
+        # which a read-only store cannot show (see CommandLog).
+        self._unrecovered_side: frozenset[str] = frozenset()
         self._bus: EventBus | None = None
         self._positions: StreamPositions | None = None  # see _stream_positions
         self._side_owners: dict[str, SideTable] = {}  # see eventlab.sidetables
@@ -276,6 +279,7 @@ class EventStore:
         if self.read_only:
             if recovered.num_rows:
                 self._overlay_journal(recovered)
+            self._unrecovered_side = frozenset(table for table, _ in side)
             return
         self._pending = PendingEvents(Journal(journal_path, sync=self.sync))
         if recovered.num_rows:

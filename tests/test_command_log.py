@@ -71,6 +71,21 @@ def test_events_and_command_rows_share_one_journal_record(store_path):
         assert [e.causation_id for e in reopened.read_stream("ping-2")] == ["c-2"]
 
 
+def test_a_read_only_store_refuses_command_rows_it_cannot_recover_then_shows_them(store_path):
+    store = el.EventStore(store_path, clock=el.SimulatedClock(START))
+    scheduler = el.CommandScheduler(store, make_executor(store), batch_size=10)
+    scheduler.submit_many([el.Command("Ping", {"n": n}, command_id=f"c-{n}") for n in range(3)])
+    assert scheduler.run() == 3
+    crash(store)
+    with el.EventStore(store_path, read_only=True) as reader:
+        assert reader.head == 3  # the journal's events are shown...
+        with pytest.raises(el.ReadOnlyError, match="command rows that a writer .* left in its"):
+            el.CommandStore(reader)  # ...its command rows cannot be: no half-true answers
+    el.EventStore(store_path).close()  # a writable open recovers them
+    with el.EventStore(store_path, read_only=True) as reader:
+        assert el.CommandStore(reader).counts() == {"succeeded": 3}
+
+
 def test_a_torn_record_loses_the_events_and_the_command_rows_together(store_path):
     store = el.EventStore(store_path, clock=el.SimulatedClock(START))
     scheduler = el.CommandScheduler(store, make_executor(store), batch_size=10)

@@ -261,3 +261,27 @@ def test_the_timeout_counts_the_handler_time_not_the_clock_steps_of_its_events(s
     # The events keep their stepped timestamps: 1 s apart.
     rows = store.read_stream("batch-1")
     assert rows[1].recorded_at - rows[0].recorded_at == timedelta(seconds=1)
+
+
+def test_an_error_quoting_a_badly_decoded_name_is_stored_escaped(store_path):
+    name = b"caf\xe9.csv".decode("utf-8", "surrogateescape")  # holds a lone surrogate
+    with el.EventStore(store_path) as store:
+        executor = CommandExecutor(store)
+
+        @executor.handler("Import")
+        def import_file(command, ctx):
+            raise FileNotFoundError(f"no such file: {name}")
+
+        @executor.handler("Check")
+        def check(command, ctx):
+            raise CommandRejected(f"cannot read {name}")
+
+        failed = executor.execute(Command("Import", {}, command_id="c-1"))
+        rejected = executor.execute(Command("Check", {}, command_id="c-2"))
+        assert failed.error == "FileNotFoundError: no such file: caf\\udce9.csv"
+        assert rejected.error == "cannot read caf\\udce9.csv"
+        executor.commands.set_status("c-1", "dead", error=f"gave up on {name}")
+    with el.EventStore(store_path) as store:  # the file reopens, and says what happened
+        commands = CommandStore(store)
+        assert commands.get("c-1")["error"] == "gave up on caf\\udce9.csv"
+        assert commands.get("c-2")["error"] == "cannot read caf\\udce9.csv"

@@ -489,6 +489,38 @@ def test_values_of_different_types_in_one_column_are_written_as_one_by_one(store
         assert runner.status()["state"].tolist() == ["caught up"]
 
 
+class Levels(el.Projection):
+    name = "levels"
+    schema = {"sensor": "INTEGER", "level": "INTEGER", "n": "INTEGER"}
+
+    def on_Measured(self, event):
+        row = self.get(event.data["sensor"])
+        self.upsert(event.data["sensor"], level=event.data["level"], n=(row["n"] if row else 0) + 1)
+
+    def on_Removed(self, event):
+        self.delete(event.data["sensor"])
+
+
+def test_a_key_given_as_5_and_as_text_in_one_batch_gives_the_event_by_event_rows(store):
+    store.append(
+        "sensor-5",
+        [
+            el.Event("Measured", {"sensor": 5, "level": 1}),
+            el.Event("Measured", {"sensor": "5", "level": 2}),
+            el.Event("Measured", {"sensor": 5, "level": 3}),
+            el.Event("Measured", {"sensor": 6, "level": 4}),
+            el.Event("Removed", {"sensor": "6"}),
+        ],
+    )
+    results = []
+    for batch_size in (1, 50):
+        runner = el.ProjectionRunner(store, [Levels], batch_size=batch_size)
+        runner.rebuild()
+        assert runner.status()["state"].tolist() == ["caught up"]
+        results.append(rows(store, "levels"))
+    assert results == [[(5, 3, 3)], [(5, 3, 3)]]
+
+
 def test_handlers_that_fail_differently_on_a_second_run_stop_only_their_projection(store):
     calls = []
 

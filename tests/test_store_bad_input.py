@@ -172,6 +172,8 @@ def test_sql_refuses_statements_that_write_inside_a_read(
     "query",
     [
         "EXPLAIN ANALYZE SELECT count(*) FROM events",
+        "EXPLAIN ANALYZE (SELECT count(*) FROM events)",
+        "EXPLAIN (FORMAT json) SELECT count(*) FROM events",
         "EXPLAIN DELETE FROM events",  # plans only
         "SELECT 'delete' AS word, count(*) AS n FROM events",
         'SELECT type AS "update" FROM events',
