@@ -142,9 +142,23 @@ class _Log:
 
 
 def _durations(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
-    """Columns of microseconds (int or float: a median may fall between two) as Timedeltas."""
+    """Columns of microseconds (int or float: a median may fall between two) as Timedeltas.
+
+    Whole microseconds become nanoseconds in integer arithmetic: through float64,
+    ``micros * 1000`` passes 2**53 after about 104 days and would be off by a few
+    nanoseconds, so a duration would differ from ``end - start``.
+    """
     for column in columns:
-        nanos = np.round(frame[column].to_numpy(dtype="float64") * 1000)
+        values = frame[column]
+        if pd.api.types.is_integer_dtype(values.dtype) and not values.hasnans:
+            nanos = values.to_numpy(dtype="int64") * 1000
+        else:
+            micros = values.to_numpy(dtype="float64", na_value=np.nan)
+            missing = np.isnan(micros)
+            known = np.where(missing, 0.0, micros)
+            whole = np.floor(known)
+            nanos = whole.astype("int64") * 1000 + np.round((known - whole) * 1000).astype("int64")
+            nanos = np.where(missing, np.timedelta64("NaT", "ns"), nanos.astype("timedelta64[ns]"))
         frame[column] = pd.to_timedelta(nanos, unit="ns").astype("timedelta64[ns]")
     return frame
 

@@ -1204,9 +1204,11 @@ class EventStore:
         id, the event type and the business time (ISO 8601; no offset means
         UTC). ``data`` lists the columns for the payload, by default all the
         others except ``case:...`` columns, which go into ``metadata`` (without
-        the prefix), as in a CSV written from an XES log. Values keep the types
-        Arrow infers (numbers, booleans, text; times as UTC ISO text); empty
-        cells are left out. ``delimiter`` defaults to the most frequent of
+        the prefix), as in a CSV written from an XES log. Stream ids and types
+        are text as written; a payload column holds numbers or booleans only if
+        every value reads back as written (``01234`` stays text), times as UTC
+        ISO text; only empty cells are missing (left out). The file must be
+        UTF-8. ``delimiter`` defaults to the most frequent of
         ``, ; tab |`` in the header. A malformed row, an empty stream or type or
         an unreadable time raises :class:`~eventlab.CsvError` naming the row, a
         missing column :class:`~eventlab.MissingColumnsError`; nothing is

@@ -11,6 +11,7 @@ cannot be read.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import duckdb
 import numpy as np
@@ -18,7 +19,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import XesError
-from .xes_log import BOOLEAN, DATE, FLOAT, ID, INT, JSON, STRING, ParsedLog
+from .xes_log import (
+    BOOLEAN,
+    DATE,
+    EARLIEST,
+    FLOAT,
+    ID,
+    INT,
+    JSON,
+    LATEST,
+    STRING,
+    ParsedLog,
+    time_sql,
+)
 
 NAME, TIMESTAMP = "concept:name", "time:timestamp"
 
@@ -35,7 +48,7 @@ EVENT_SCHEMA = pa.schema(
 # A raw value as the JSON stored in data, NULL when it does not read as its type
 # (xes_log.typed_value does the same in Python for nested values).
 _TYPED = f"""CASE type
-    WHEN {DATE} THEN to_json(strftime(TRY_CAST(value AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%fZ'))
+    WHEN {DATE} THEN to_json(strftime({time_sql("value")}, '%Y-%m-%dT%H:%M:%S.%fZ'))
     WHEN {INT} THEN CASE WHEN regexp_full_match(trim(value), '[+-]?[0-9]+')
         THEN to_json(TRY_CAST(trim(value) AS BIGINT)) END
     WHEN {FLOAT} THEN CASE
@@ -196,14 +209,17 @@ def _times(con, events: _Owners, problems) -> pa.Array:
     values = events.special[TIMESTAMP]
     con.register("_times", pa.table({"value": values}))
     try:
-        times = con.sql("SELECT TRY_CAST(value AS TIMESTAMPTZ) AS t FROM _times").to_arrow_table()[
-            "t"
-        ]
+        sql = f"SELECT {time_sql('value', in_range=False)} AS t FROM _times"
+        times = con.sql(sql).to_arrow_table()["t"].combine_chunks()
     finally:
         con.unregister("_times")
-    bad = np.flatnonzero(
-        pc.and_(pc.is_valid(values), pc.is_null(times)).to_numpy(zero_copy_only=False)
+    # Years 1 to 9999 (in UTC) checked here, by Arrow: cheaper than a second cast in SQL.
+    outside = pc.or_(
+        pc.less(times, pa.scalar(datetime.fromisoformat(EARLIEST), times.type)),
+        pc.greater(times, pa.scalar(datetime.fromisoformat(LATEST), times.type)),
     )
+    unread = pc.or_kleene(pc.is_null(times), outside)
+    bad = np.flatnonzero(pc.and_(pc.is_valid(values), unread).to_numpy(zero_copy_only=False))
     if len(bad):
         row = int(bad[0])
         problems.append(
@@ -213,7 +229,7 @@ def _times(con, events: _Owners, problems) -> pa.Array:
                 f"look like 2011-10-01T00:38:44.546+02:00",
             )
         )
-    return times.combine_chunks().cast(pa.timestamp("us", tz="UTC"))
+    return times.cast(pa.timestamp("us", tz="UTC"))
 
 
 def _missing(names, lines, what, role, problems) -> None:

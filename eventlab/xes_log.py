@@ -201,14 +201,54 @@ def typed_value(type_code: int, value: str) -> Any:
     raise ValueError(value)
 
 
+# A time as the XES and CSV imports read it: an ISO 8601 date, optionally a time
+# after "T" or a space, then optionally Z or an offset under 24 hours. DuckDB's cast
+# alone would also take words ('epoch' is 1970, 'infinity' the end of time) and
+# offsets such as +25:00; Python's fromisoformat takes other forms again. Both
+# importers check values against this pattern first, so every path agrees.
+TIME_PATTERN = (
+    r"\s*[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?)?\s*"
+)
+_TIME = re.compile(TIME_PATTERN)
+
+
+# The times a store can hold: it reads them back as Python datetimes.
+EARLIEST, LATEST = "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00"
+
+
+def time_sql(value: str, *, in_range: bool = True) -> str:
+    """SQL for the text ``value`` as a TIMESTAMPTZ (naive means UTC), NULL unless it
+    matches :data:`TIME_PATTERN` (and, with ``in_range``, lies in years 1 to 9999 in UTC).
+
+    The connection must run with ``SET TimeZone = 'UTC'``. ``in_range=False`` saves
+    a second cast where the caller checks the range itself.
+    """
+    parsed = f"TRY_CAST({value} AS TIMESTAMPTZ)"
+    matches = f"regexp_full_match({value}, '{TIME_PATTERN}')"
+    if in_range:
+        matches += f" AND {parsed} BETWEEN TIMESTAMPTZ '{EARLIEST}' AND TIMESTAMPTZ '{LATEST}'"
+    return f"CASE WHEN {matches} THEN {parsed} END"
+
+
 def parse_time(text: str) -> datetime:
-    """An XES ``date``: ISO 8601, naive times read as UTC."""
-    if text.endswith(("Z", "z")):
+    """An XES ``date``: ISO 8601 by :data:`TIME_PATTERN`, naive times read as UTC.
+
+    Raises ValueError for anything else, as :func:`time_sql` gives NULL.
+    """
+    if not _TIME.fullmatch(text):
+        raise ValueError(text)
+    text = text.strip()
+    if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 pushed past its end by the offset
+        raise ValueError(text) from None
 
 
 def iso_utc(moment: datetime) -> str:

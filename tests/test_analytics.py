@@ -170,6 +170,28 @@ def test_parquet_gives_the_same_answers(log, lake):
     )
 
 
+def test_long_durations_are_exact_to_the_nanosecond(store):
+    # Past about 104 days, microseconds * 1000 in float64 is off by a few nanoseconds.
+    long = pd.Timedelta(days=1000)
+    us = pd.Timedelta(microseconds=1)
+    for stream, gap in (("c1", long + us), ("c2", long + 2 * us)):
+        store.append(
+            stream,
+            [
+                el.Event("A", {}, occurred_at=T.to_pydatetime()),
+                el.Event("B", {}, occurred_at=(T + gap).to_pydatetime()),
+            ],
+        )
+    durations = analytics.stream_durations(store)
+    assert durations["duration"].tolist() == [long + us, long + 2 * us]
+    assert (durations["duration"] == durations["end"] - durations["start"]).all()
+    assert analytics.summary(store).loc[0, "span"] == long + 2 * us
+    follows = analytics.directly_follows(store).iloc[0]
+    # The median falls between two microseconds: 1.5 us is kept as 1500 ns.
+    half = pd.Timedelta(nanoseconds=1500)
+    assert (follows["mean_duration"], follows["median_duration"]) == (long + half, long + half)
+
+
 def test_empty_sources(store):
     assert analytics.summary(store).loc[0, "events"] == 0
     for frame in (

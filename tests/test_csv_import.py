@@ -114,7 +114,14 @@ OWN_NAMES = {"stream": "id", "type": "kind", "occurred_at": "at"}
             "id,kind,at\nx,Made,12\n",
             OWN_NAMES,
             el.CsvError,
-            "the occurred_at column 'at' holds BIGINT values",
+            "row 1: cannot read '12' in column 'at' as a time; use ISO 8601",
+        ),
+        (
+            "case,activity,time,amount,amount\nc1,A,2024-01-01T00:00:00Z,1,2\n",
+            {"stream": "case", "type": "activity", "occurred_at": "time"},
+            el.CsvError,
+            "log.csv has more than one column named 'amount' (header: ['case', 'activity', "
+            "'time', 'amount', 'amount']); rename one of them",
         ),
     ],
 )
@@ -127,6 +134,130 @@ def test_bad_files_name_the_row_and_write_nothing(
         store.import_csv(write(tmp_path, text, "log.csv"), **names)
     assert message in str(caught.value)
     before.assert_same(store)
+
+
+NAMES = {"stream": "case", "type": "activity", "occurred_at": "time"}
+
+
+def test_ids_and_types_are_text_exactly_as_written(store, tmp_path):
+    text = (
+        "case,activity,time\n"
+        "01,10,2024-01-01T00:00:00Z\n"
+        "1,010,2024-01-01T01:00:00Z\n"
+        "001,1e1,2024-01-01T02:00:00Z\n"
+        "true,1.0,2024-01-01T03:00:00Z\n"
+    )
+    store.import_csv(write(tmp_path, text), **NAMES)
+    events = store.events()
+    assert events["stream_id"].tolist() == ["01", "1", "001", "true"]
+    assert events["type"].tolist() == ["10", "010", "1e1", "1.0"]
+    assert store.streams() == ["001", "01", "1", "true"]
+
+
+def test_a_data_column_is_typed_only_if_every_value_reads_back_as_written(store, tmp_path):
+    text = (
+        "case,activity,time,zip,n,x,price,big,flag,due,when,label\n"
+        "c1,A,2024-01-01T00:00:00Z,01234,7,3,12.5,12345678901234567,true,"
+        "2024-02-01T10:00:00+01:00,2024-02-01,1e1\n"
+        "c1,B,2024-01-01T01:00:00Z,12345,-8,0.25,1.50,0.5,FALSE,2024-02-02 08:00,2024-02-02,-0\n"
+    )
+    store.import_csv(write(tmp_path, text), **NAMES)
+    assert store.events()["data"].tolist() == [
+        {
+            "zip": "01234",  # a leading zero: the column stays text
+            "n": 7,
+            "x": 3.0,  # with 0.25 in the column: numbers as floats
+            "price": "12.5",  # 1.50 would read back as 1.5: text
+            "big": "12345678901234567",  # more digits than a float keeps: text
+            "flag": True,
+            "due": "2024-02-01T09:00:00.000000Z",  # times as UTC text, as in an XES import
+            "when": "2024-02-01",
+            "label": "1e1",
+        },
+        {
+            "zip": "12345",
+            "n": -8,
+            "x": 0.25,
+            "price": "1.50",
+            "big": "0.5",
+            "flag": False,
+            "due": "2024-02-02T08:00:00.000000Z",
+            "when": "2024-02-02",
+            "label": "-0",
+        },
+    ]
+
+
+def test_only_empty_cells_are_missing(store, tmp_path):
+    text = (
+        "case,activity,time,resource,country,note,other\n"
+        'NA,NULL,2024-01-01T00:00:00Z,N/A,NA,null,""\n'
+        "nan,A,,,NaN,n/a,x\n"
+    )
+    store.import_csv(write(tmp_path, text), **NAMES)
+    events = store.events()
+    assert events["stream_id"].tolist() == ["NA", "nan"]
+    assert events["type"].tolist() == ["NULL", "A"]
+    assert events["data"].tolist() == [
+        {"resource": "N/A", "country": "NA", "note": "null"},
+        {"country": "NaN", "note": "n/a", "other": "x"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        ["2024-01-01T00:00:00Z", ""],  # partly empty
+        ["", ""],  # an empty column: the same rule, not an error
+    ],
+)
+def test_an_empty_time_means_the_event_occurs_when_recorded(store, tmp_path, times):
+    text = "case,activity,time\n" + "".join(f"c1,A,{t}\n" for t in times)
+    assert store.import_csv(write(tmp_path, text), **NAMES) == 2
+    for event, given in zip(store.read_all(), times, strict=True):
+        expected = datetime(2024, 1, 1, tzinfo=UTC) if given else event.recorded_at
+        assert event.occurred_at == expected
+
+
+def test_a_file_of_only_a_header_imports_nothing(store, tmp_path):
+    assert store.import_csv(write(tmp_path, "case,activity,time\n"), **NAMES) == 0
+    assert store.head == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "yesterday",
+        "epoch",  # DuckDB's cast alone reads 1970-01-01
+        "infinity",  # ... and the end of time, which the store refused counting rows from 0
+        "-infinity",
+        "2024-01-01T00:00:00+25:00",  # an offset of more than a day
+        "0001-01-01T00:00:00+01:00",  # year 0 in UTC
+        "2024-01-01 12:00:00 Europe/Amsterdam",
+        "1700000000",
+    ],
+)
+def test_a_time_is_iso_8601_and_errors_count_rows_from_1(store, tmp_path, value):
+    text = f"case,activity,time\nc1,A,2024-01-01T00:00:00Z\nc1,B,{value}\n"
+    with pytest.raises(el.CsvError) as caught:
+        store.import_csv(write(tmp_path, text), **NAMES)
+    assert f"row 2: cannot read {value!r} in column 'time' as a time; use ISO 8601" in str(
+        caught.value
+    )
+    assert store.head == 0
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.csv.gz"])
+def test_a_file_that_is_not_utf8_is_refused_with_its_line(store, tmp_path, name):
+    text = "case,activity,time,who\nc1,A,2024-01-01T00:00:00Z,Ann\nc1,Prüfung,,Müller\n"
+    data = text.encode("latin-1")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(el.CsvError) as caught:
+        store.import_csv(path, **NAMES)
+    assert f"{name} is not UTF-8 text: line 3 holds the byte 0xFC" in str(caught.value)
+    assert "Save it as UTF-8" in str(caught.value)
+    assert store.head == 0
 
 
 def test_other_delimiters(store, tmp_path):

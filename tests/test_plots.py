@@ -367,6 +367,22 @@ def test_event_rate_of_a_store_computes_through_analytics(fake_analytics):
     assert sorted(line.get_label() for line in ax.get_lines()) == ["A", "B"]
 
 
+@pytest.mark.parametrize("by", ["type", None])
+def test_event_rate_of_a_store_draws_empty_hours_as_zero(by):
+    # Counted per hour by default: the hours between 00:00, 02:00 and 05:00 hold no
+    # events, and must be drawn as 0 (not bridged by a guessed 2-hour width).
+    store = el.EventStore()
+    for hour in (0, 0, 0, 2, 5):
+        store.append("s1", [el.Event("A", {}, occurred_at=T0 + timedelta(hours=hour))])
+    ax = el.plots.event_rate(store, by=by)
+    [line] = ax.get_lines()
+    assert list(line.get_ydata()) == [3, 0, 1, 0, 0, 1, 1]
+    assert times_of(mdates.date2num(line.get_xdata())) == [
+        T0 + timedelta(hours=h) for h in range(7)
+    ]
+    assert ax.get_ylabel() == "events per 1 h"
+
+
 # ---------------------------------------------------------------------- durations
 
 

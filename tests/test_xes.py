@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -386,6 +387,56 @@ def test_bad_files_name_the_line_and_write_nothing(tmp_path, store, snapshot, te
         store.import_xes(write(tmp_path, text, "bad.xes"))
     assert message in str(caught.value)
     before.assert_same(store)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "epoch",  # DuckDB's cast alone reads 1970-01-01
+        "infinity",  # ... and the end of time, which once named "event 0", not a line
+        "-infinity",
+        "2024-01-01T00:00:00+25:00",  # an offset of a day and more
+        "2024-01-01T00:00:00+05:99",
+        "0001-01-01T00:00:00+01:00",  # year 0 in UTC
+        "2024-01-01 12:00:00 Europe/Amsterdam",
+    ],
+)
+@pytest.mark.parametrize("key", ["time:timestamp", "due"])
+@pytest.mark.parametrize("reader", ["fast", "general"])
+def test_words_and_offsets_beyond_a_day_are_not_times(
+    tmp_path, store, monkeypatch, value, key, reader
+):
+    if reader == "general":
+        general_only(monkeypatch)
+    text = _lines(
+        "<log>",
+        '<trace><string key="concept:name" value="c"/>',
+        '<event><string key="concept:name" value="A"/>',
+        f'<date key="{key}" value="{value}"/>',
+        "</event></trace></log>",
+    )
+    what = "a time (time:timestamp)" if key == "time:timestamp" else "a date (attribute 'due')"
+    with pytest.raises(el.XesError) as caught:
+        store.import_xes(write(tmp_path, text))
+    assert f"line 4: cannot read {value!r} as {what}" in str(caught.value)
+    assert store.head == 0
+
+
+@pytest.mark.parametrize("value", ["epoch", "2024-01-01T00:00:00+05:99", "2024-13-01"])
+def test_nested_dates_are_read_by_the_same_rule(tmp_path, store, value):
+    # Nested values are read in Python, flat ones in DuckDB: the same values are times.
+    text = _lines(
+        "<log>",
+        '<trace><string key="concept:name" value="c"/>',
+        '<event><string key="concept:name" value="A"/>',
+        f'<container key="box"><date key="d" value="{value}"/></container>',
+        "</event></trace></log>",
+    )
+    with pytest.raises(el.XesError, match=re.escape(f"line 4: cannot read '{value}' as date")):
+        store.import_xes(write(tmp_path, text))
+    ok = text.replace(value, "2024-01-01T00:00:00+23:59")
+    store.import_xes(write(tmp_path, ok))
+    assert next(store.read_all()).data == {"box": {"d": "2023-12-31T00:01:00.000000Z"}}
 
 
 def test_missing_and_unreadable_files(tmp_path, store):

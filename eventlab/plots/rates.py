@@ -75,7 +75,10 @@ def event_rate(
             )
         frame = source
     else:
-        frame = analytics().event_rate(source, freq=freq or "1h", by=by, **filters)
+        # The width the analysis counts by is the plot's too: guessing it from the gaps
+        # between buckets would miss empty buckets and mislabel the axis.
+        freq = freq or "1h"
+        frame = analytics().event_rate(source, freq=freq, by=by, **filters)
     table, group, step = rate_table(frame, freq, by, top)
     ax = new_axes(ax, (9, 3.5))
     x = plain_times(table.index)
