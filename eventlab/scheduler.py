@@ -158,7 +158,6 @@ class CommandScheduler:
         self.backoff = backoff or RetryPolicy.exponential(
             1.0, max_delay=60.0, max_attempts=max_attempts
         )
-        self._retry_all = any(issubclass(Exception, kind) for kind in self.backoff.retry_on)
         if recover:
             self.recover()
 
@@ -413,7 +412,7 @@ class CommandScheduler:
         reason = None
         if attempt >= (self.max_attempts if max_attempts is None else max_attempts):
             reason = error
-        elif status == FAILED and not self._retry_all and not self.backoff.retries_error(error):
+        elif status == FAILED and not self.backoff.retries_error(error):
             reason = (
                 f"{error} (not retried: the backoff retries only "
                 f"{', '.join(kind.__name__ for kind in self.backoff.retry_on)})"
