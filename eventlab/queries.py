@@ -79,11 +79,11 @@ class QueryContext:
     invalidates them.
     """
 
-    def __init__(self, store: EventStore, *, catalog: str | None = None):
+    def __init__(self, store: EventStore, *, catalog: str):
         self.store = store
         self.tables: set[str] = set()
         self.tables_known = True  # False once a query's tables could not be worked out
-        self._catalog = catalog
+        self._catalog = catalog  # the store's database name: main.x and <catalog>.main.x are x
 
     def sql(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
@@ -93,8 +93,6 @@ class QueryContext:
             # The table-name parser refuses placeholders; values never name tables.
             # Qualified names: asof_x.orders is not the live orders read model.
             names = duckdb.get_table_names(_PLACEHOLDER.sub("NULL", query), qualified=True)
-            if self._catalog is None and any("." in name for name in names):
-                self._catalog = _catalog_of(self.store)
             self.tables |= {_table_key(name, self._catalog) for name in names}
         except duckdb.Error:
             self.tables_known = False  # store.sql() below reports a real parse error
