@@ -259,7 +259,7 @@ def write_staged(con, rows: list[tuple]) -> None:
             "taken": pa.array(taken, pa.int64()),
         }
     )
-    con.execute("CREATE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id)")
+    con.execute(_INDEX_SQL)
     con.register("_staged_snapshots", new)
     try:
         con.execute(
@@ -279,6 +279,10 @@ def write_staged(con, rows: list[tuple]) -> None:
 register_applier(SIDE_TABLE, write_staged)
 
 
+# One index per store; the primary key does not serve lookups by stream (see below).
+_INDEX_SQL = "CREATE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id)"
+
+
 def _ensure_index(store: EventStore, cursor) -> None:
     """Index the snapshots by stream (once per store), so finding one is a lookup, not a scan.
 
@@ -286,7 +290,7 @@ def _ensure_index(store: EventStore, cursor) -> None:
     Only snapshot writes pay for it, and those are rare next to event appends.
     """
     if not getattr(store, "_snapshots_indexed", False):
-        cursor.execute("CREATE INDEX IF NOT EXISTS snapshots_by_stream ON snapshots (stream_id)")
+        cursor.execute(_INDEX_SQL)
         store._snapshots_indexed = True
 
 
