@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from .clock import from_micros, peek_micros, to_micros
 from .errors import CommandError, EventlabError, ReadOnlyError
-from .events import storable_text, to_json
+from .events import canonical_json, storable_text, to_json
 from .sidetables import register_applier
 
 if TYPE_CHECKING:
@@ -461,7 +461,7 @@ class CommandLog:
             return
         payload = to_json(command.payload, "command payload")
         if row[_TYPE] == command.type and (
-            row[_PAYLOAD] == payload or _canonical(row[_PAYLOAD]) == _canonical(payload)
+            row[_PAYLOAD] == payload or canonical_json(row[_PAYLOAD]) == canonical_json(payload)
         ):
             return
         raise CommandError(
@@ -629,14 +629,6 @@ class CommandLog:
                 insert_history(con, history)
 
         return write
-
-
-def _canonical(text: str) -> str:
-    """JSON text with sorted keys: equal for equal objects, whatever their key order.
-
-    (Not a comparison of decoded values: Python has ``1 == 1.0 == True``, JSON does not.)
-    """
-    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
 def _changed(

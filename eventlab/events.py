@@ -156,6 +156,13 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def canonical_json(text: str) -> str:
+    """JSON text with sorted keys and no spaces: equal for equal JSON values, whatever
+    their key order. (Not a comparison of decoded values: Python has ``1 == 1.0 ==
+    True``, JSON does not.)"""
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
 def storable_text(text: str) -> str:
     """``text`` with each lone surrogate written as its escape (``\\udce9``), so UTF-8 can
     store it: for messages made from exceptions, which may quote badly decoded names."""

@@ -47,6 +47,7 @@ from .events import (
     Event,
     EventIds,
     RecordedEvent,
+    canonical_json,
     check_name,
     json_encoder,
     make_record,
@@ -1366,11 +1367,7 @@ def _same_json(stored: str, new: str) -> bool:
     count: true, 1 and 1.0 differ."""
     if stored == new:
         return True
-    return _canonical_json(stored) == _canonical_json(new)
-
-
-def _canonical_json(text: str) -> str:
-    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    return canonical_json(stored) == canonical_json(new)
 
 
 def _loads(text: str | None) -> Any:

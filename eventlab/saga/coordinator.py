@@ -38,7 +38,7 @@ import pandas as pd
 from ..clock import from_micros, peek_micros
 from ..command_log import DEAD, EXPIRED, FAILED, REJECTED, SUCCEEDED, TERMINAL, TIMED_OUT
 from ..errors import SagaError
-from ..events import Event, check_name, to_json
+from ..events import Event, canonical_json, check_name, to_json
 from ..replay import paused_gc
 from ..scheduler import CommandScheduler
 from .definition import ACTION, COMPENSATION, Saga, Step
@@ -267,7 +267,7 @@ class SagaCoordinator:
                     f"{saga.name!r}; give this saga another transaction_id"
                 )
             stored_text = to_json(stored, "saga data")
-            if stored_text != encoded and _canonical(stored_text) != _canonical(encoded):
+            if stored_text != encoded and canonical_json(stored_text) != canonical_json(encoded):
                 raise SagaError(
                     f"transaction {transaction_id!r} already runs saga {name!r} with data "
                     f"{stored_text:.200}, not {encoded:.200}; starting it again with the same "
@@ -933,11 +933,6 @@ def _retry_at(clock: Any, delay: timedelta) -> datetime | None:
         return from_micros(peek_micros(clock) + delay // timedelta(microseconds=1))
     except OverflowError:
         return None
-
-
-def _canonical(text: str) -> str:
-    """JSON text with sorted keys: equal for equal objects, whatever their key order."""
-    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
 def _answer_status(status: str, error: str | None) -> str:
