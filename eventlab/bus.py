@@ -59,6 +59,9 @@ class Subscription:
         self.delivered = 0
         # Events a failed subscription missed on a bus with no store to re-read.
         self._backlog: list[RecordedEvent] = []
+        # Set when it failed on a bus with a store: the events it missed since are
+        # only in that store (none go to the backlog), so retrying needs the store.
+        self._needs_store = False
 
     def matches(self, event: RecordedEvent) -> bool:
         """Whether the event's type and stream are among those subscribed to."""
@@ -320,6 +323,7 @@ class EventBus:
     def _fail(self, subscription: Subscription, event: RecordedEvent, exc: Exception) -> None:
         subscription.state = FAILED
         subscription._backlog = [event]
+        subscription._needs_store = self._store is not None
         self._failures.append(
             {
                 "subscription": subscription.name,
@@ -353,6 +357,13 @@ class EventBus:
 
         The failing event is delivered again first, then everything it missed.
         Returns how many subscriptions were resumed.
+
+        Raises
+        ------
+        EventlabError
+            If ``name`` is unknown, or a subscription failed while the bus carried
+            a store's events and that store is closed now (the events it missed
+            are only there). Nothing is retried then.
         """
         with self._lock:
             if name is not None and name not in self._subscriptions:
@@ -365,6 +376,7 @@ class EventBus:
                 for s in self._subscriptions.values()
                 if s.state == FAILED and (name is None or s.name == name)
             ]
+            self._check_store_for(failed)
             for subscription in failed:
                 for failure in self._failures:
                     if failure["subscription"] == subscription.name:
@@ -380,6 +392,20 @@ class EventBus:
                     subscription.position = backlog[0].position - 1 if backlog else 0
             self._drain()
             return len(failed)
+
+    def _check_store_for(self, failed: list[Subscription]) -> None:
+        """Refuse to retry, while the store is closed, subscriptions whose missed events
+        only that store holds: resumed from the backlog, they would skip them."""
+        if self._store is not None:
+            return
+        stranded = [s.name for s in failed if s._needs_store]
+        if stranded:
+            raise EventlabError(
+                f"cannot retry {stranded} while their store is closed: they failed while "
+                f"this bus carried a store's events, and the events they missed since are "
+                f"only in that store. Open it again with el.EventStore(path, bus=bus), then "
+                f"retry(); nothing was retried"
+            )
 
     def subscriptions(self) -> pd.DataFrame:
         """One row per subscription: name, types, streams, position, state, delivered."""

@@ -82,6 +82,11 @@ class ProjectionRunner:
     -----
     When a projection's schema (or SQL) changes, its old table no longer fits:
     the runner drops it and the next :meth:`catch_up` rebuilds it from position 0.
+
+    Two runners of one store may run the same projection (a notebook cell run
+    twice while the first runner still follows the bus): each continues from
+    the checkpoint the other left, so no event is applied twice. A runner whose
+    projection another runner has redefined refuses to run it.
     """
 
     def __init__(
@@ -112,6 +117,9 @@ class ProjectionRunner:
         self._register()
         for name in self.projections:
             self._models.generations.setdefault(name, 0)
+        # The generation of each read model this runner's checkpoints reflect: another
+        # runner of the store (a notebook cell run twice) moving it bumps the generation.
+        self._seen = {name: self._models.generations[name] for name in self.projections}
         self._models.runners.add(self)
 
     # ------------------------------------------------------------------ checkpoints
@@ -173,8 +181,11 @@ class ProjectionRunner:
         )
 
     def _load_checkpoints(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        rows = dicts(cursor.execute("SELECT * FROM checkpoints"))
-        self._checkpoints = {row["name"]: row for row in rows if row["name"] in self.projections}
+        rows = {row["name"]: row for row in dicts(cursor.execute("SELECT * FROM checkpoints"))}
+        # In the runner's order, not the table's: a rebuild deletes and re-inserts a
+        # row, so the table's order depends on the store's history (and status() and
+        # lag() would list the projections differently after a reopen).
+        self._checkpoints = {name: rows[name] for name in self.projections if name in rows}
 
     def _save(
         self,
@@ -205,10 +216,40 @@ class ProjectionRunner:
             cursor.execute("SELECT * FROM checkpoints WHERE name = $1", [name])
         )[0]
         self._models.bump(name)
+        self._seen[name] = self._models.generations[name]
+
+    def _refresh(self, names: Iterable[str]) -> None:
+        """Reload the checkpoints another runner of this store has moved since this one
+        last read or wrote them, so no event is applied twice (or skipped).
+
+        Costs a dict lookup per projection unless one did move (see ``_seen``).
+        """
+        generations = self._models.generations
+        stale = [name for name in names if generations.get(name, 0) != self._seen[name]]
+        if not stale:
+            return
+        rows = dicts(
+            self.store._cursor().execute(
+                "SELECT * FROM checkpoints WHERE name IN (SELECT unnest($1))", [stale]
+            )
+        )
+        for row in rows:
+            name = row["name"]
+            if row["fingerprint"] != self.projections[name].fingerprint:
+                raise ProjectionError(
+                    f"projection {name!r} was redefined by another ProjectionRunner of this "
+                    f"store, which made its table anew for the new definition; this runner's "
+                    f"definition is out of date. Use the newer runner, or create a new "
+                    f"el.ProjectionRunner with this definition (it rebuilds the table)"
+                )
+            self._checkpoints[name] = row
+        for name in stale:
+            self._seen[name] = generations.get(name, 0)
 
     def checkpoint(self, name: str) -> int:
         """The last position projection ``name`` has applied."""
-        return self._checkpoints[self._known(name)]["position"]
+        self._refresh([self._known(name)])
+        return self._checkpoints[name]["position"]
 
     def _known(self, name: str) -> str:
         if name not in self.projections:
@@ -249,6 +290,7 @@ class ProjectionRunner:
             projections counts twice).
         """
         selected = self._select(names)
+        self._refresh(selected)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
         ):
@@ -489,6 +531,7 @@ class ProjectionRunner:
         Returns the number of events applied.
         """
         names = self._select(name)
+        self._refresh(names)  # a definition another runner replaced is not rebuilt
         cursor = self.store._cursor()
         for each in names:
             with transaction(cursor):
@@ -498,7 +541,7 @@ class ProjectionRunner:
 
     def retry(self, name: str, *, progress: bool = False) -> int:
         """Resume a failed projection from the event it failed on; returns events applied."""
-        self._known(name)
+        self._refresh([self._known(name)])
         cursor = self.store._cursor()
         with transaction(cursor):
             self._save(cursor, name, self._checkpoints[name]["position"])
@@ -544,6 +587,7 @@ class ProjectionRunner:
         ``state`` is ``caught up``, ``behind`` or ``failed``; ``lag`` counts events
         not yet applied and ``lag_seconds`` is how long the oldest of them has waited.
         """
+        self._refresh(self.projections)
         lags = {row["name"]: row for row in self._sample_lag()}
         rows = []
         for name, row in self._checkpoints.items():
@@ -578,6 +622,7 @@ class ProjectionRunner:
         Columns: sampled_at, name, checkpoint, head, lag (events), lag_seconds
         (how long the oldest unapplied event has waited, by the store's clock).
         """
+        self._refresh(self.projections)
         return pd.DataFrame(self._sample_lag())
 
     def lag_history(self) -> pd.DataFrame:

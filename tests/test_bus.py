@@ -166,6 +166,39 @@ def test_retry_on_a_bus_without_a_store_replays_the_backlog():
     assert seen == [1, 2, 3]
 
 
+def test_retry_while_the_store_is_closed_is_refused_and_works_after_reopening(store_path):
+    """The events a failed subscription missed are only in its store: retrying while
+    it is closed would resume after the failing event and skip them for good."""
+    bus = el.EventBus()
+    seen: list = []
+    broken = {"on": True}
+
+    def handler(event):
+        if broken["on"] and event.position == 1:
+            raise RuntimeError("down")
+        seen.append(event.position)
+
+    bus.subscribe(handler, name="h")
+    with el.EventStore(store_path, bus=bus) as store:
+        store.append("s-1", [ev("A"), ev("B"), ev("C")])
+    broken["on"] = False
+    with pytest.raises(
+        el.EventlabError,
+        match=r"cannot retry \['h'\] while their store is closed: .* Open it again with "
+        r"el\.EventStore\(path, bus=bus\), then retry\(\); nothing was retried",
+    ):
+        bus.retry()
+    assert bus.subscriptions()[["name", "position", "state"]].values.tolist() == [
+        ["h", 0, "failed"]
+    ]
+    assert bus.failures()["retried"].tolist() == [False]
+    with el.EventStore(store_path, bus=bus) as store:
+        assert bus.retry() == 1
+        assert seen == [1, 2, 3]
+        store.append("s-1", [ev("D")])
+        assert seen == [1, 2, 3, 4]
+
+
 def test_catch_up_subscription_gets_history_then_live_without_gap_or_duplicate(bus_store):
     bus, store = bus_store
     for i in range(5):

@@ -295,6 +295,66 @@ def test_checkpoints_survive_reopening(store_path):
         assert rows(store, "orders") == [("order-1", "c1", 1, 1.0), ("order-2", "c2", 1, 2.0)]
 
 
+def test_two_runners_of_one_projection_never_apply_an_event_twice(store):
+    """A notebook cell run twice makes a second runner while the first lives on (say,
+    following the bus): each must continue from where the other left the read model."""
+    place(store, "order-1", "c1", 1.0)
+    first = el.ProjectionRunner(store, [OrdersView])
+    first.catch_up()
+    second = el.ProjectionRunner(store, [OrdersView])
+    place(store, "order-2", "c1", 1.0, 2.0)
+    store.append("order-1", [ev("ItemAdded", price=5.0)])
+    assert second.catch_up() == 4
+    expected = [("order-1", "c1", 2, 6.0), ("order-2", "c1", 2, 3.0)]
+    assert first.checkpoint("orders") == 6
+    assert first.catch_up() == 0
+    assert rows(store, "orders") == expected
+    assert first.status()["checkpoint"].tolist() == [6]
+    store.append("order-2", [ev("ItemAdded", price=1.0)])
+    assert first.catch_up() == 1
+    assert second.retry("orders") == 0  # not back to second's old checkpoint
+    assert second.rebuild() == 7
+    store.append("order-2", [ev("OrderCancelled")])
+    assert first.catch_up() == 1
+    assert rows(store, "orders") == [("order-1", "c1", 2, 6.0)]
+
+
+def test_a_runner_whose_projection_another_runner_redefined_refuses_to_run(store):
+    place(store, "order-1", "c1", 1.0)
+    old = el.ProjectionRunner(store, [OrdersView])
+    old.catch_up()
+
+    class OrdersV2(OrdersView):
+        schema = {**OrdersView.schema, "note": "VARCHAR"}
+
+    new = el.ProjectionRunner(store, [OrdersV2])  # makes the table anew
+    assert new.catch_up() == 2
+    for call in (old.catch_up, old.rebuild, old.status, lambda: old.retry("orders")):
+        with pytest.raises(
+            el.ProjectionError,
+            match=r"projection 'orders' was redefined by another ProjectionRunner of this "
+            r"store, .* create a new el\.ProjectionRunner with this definition",
+        ):
+            call()
+    assert rows(store, "orders") == [("order-1", "c1", 1, 1.0, None)]
+    assert new.checkpoint("orders") == 2
+
+
+def test_status_lists_projections_in_the_runners_order_after_a_rebuild_and_reopen(store_path):
+    """A rebuild re-inserts its checkpoint row; status() must not follow the table's order."""
+    with el.EventStore(store_path) as store:
+        place(store, "order-1", "c1", 1.0)
+        runner = el.ProjectionRunner(store, [OrdersView, ITEMS])
+        runner.rebuild("orders")
+        assert runner.status()["name"].tolist() == ["orders", "items_per_order"]
+    with el.EventStore(store_path) as store:
+        runner = el.ProjectionRunner(store, [OrdersView, ITEMS])
+        assert runner.status()["name"].tolist() == ["orders", "items_per_order"]
+        assert runner.lag()["name"].tolist() == ["orders", "items_per_order"]
+        other = el.ProjectionRunner(store, [ITEMS, OrdersView])
+        assert other.status()["name"].tolist() == ["items_per_order", "orders"]
+
+
 def test_lag_in_events_and_seconds(store):
     # The clock steps one second per event; reading the lag does not move it.
     place(store, "order-1", "c1", 1.0)  # recorded at 0 s and 1 s
