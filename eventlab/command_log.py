@@ -642,7 +642,8 @@ def _changed(
     result: str | None,
 ) -> tuple:
     """A command row moved to ``status`` at ``now`` (a terminal status stamps
-    ``finished_at``; ``result`` is JSON text, None keeping the stored one)."""
+    ``finished_at``, any other clears it: a requeued dead command is not finished;
+    ``result`` is JSON text, None keeping the stored one)."""
     return (
         *row[:4],
         status,
@@ -650,7 +651,7 @@ def _changed(
         row[6],
         available,
         started,
-        now if status in TERMINAL else row[_FINISHED],
+        now if status in TERMINAL else None,
         row[_DEADLINE],
         error,
         row[_RESULT] if result is None else result,

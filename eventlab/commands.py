@@ -200,7 +200,8 @@ class CommandStore:
     ) -> None:
         """Move a command to ``status`` and add the change to its history.
 
-        ``running`` stamps ``started_at``; a terminal status stamps ``finished_at``.
+        ``running`` stamps ``started_at``; a terminal status stamps ``finished_at``
+        and any other clears it (a requeued command is not finished).
         Inside ``store.transaction()`` the change commits (or rolls back) with it.
 
         Parameters

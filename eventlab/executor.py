@@ -290,7 +290,9 @@ class CommandExecutor:
         """Validate and execute without recording the status (for group commit).
 
         The events are appended in a transaction (a savepoint inside the
-        caller's, if any): all of them, or none if the handler fails. With a
+        caller's, if any): all of them, or none if the handler fails. A
+        success's ``events`` (and ``result``) count every event the run stored,
+        returned or appended by the handler itself. With a
         ``timeout``, a run that takes longer by the store's clock is undone and
         comes back ``timed_out``. The time counted is the handler's (its waits
         and clock readings): a :class:`~eventlab.SimulatedClock` also steps
@@ -324,11 +326,14 @@ class CommandExecutor:
         store._stamp = _stamp(command.command_id, transaction_id)
         if timeout is not None:
             started = peek_micros(store.clock)
-            head = store._head  # counts the events this run appends
+        head = store._head  # counts the events this run appends
         try:
             with store.transaction():
                 produced = fn(command, ctx)
-                count = self._store_produced(command, produced)
+                self._store_produced(command, produced)
+                # Every event the run stored, returned or appended by the handler
+                # itself (both are caused by the command: scan() counts them alike).
+                count = store._head - head
                 # Integer microseconds: a timedelta built per run cost 3% of a command.
                 if timeout is not None:
                     elapsed_us = peek_micros(store.clock) - started

@@ -254,13 +254,35 @@ def test_the_timeout_counts_the_handler_time_not_the_clock_steps_of_its_events(s
     scheduler.submit(el.Command("Import", {"n": 40, "wait": 31}, command_id="slow"))
     scheduler.run()
     big, slow = scheduler.commands.get("big"), scheduler.commands.get("slow")
-    assert (big["status"], big["result"]) == ("succeeded", {"events": 40})
+    # Its result counts every event it caused: the 40 returned and the one appended.
+    assert (big["status"], big["result"]) == ("succeeded", {"events": 41})
     assert store.version("batch-1") == 40 and store.version("log-1") == 1
     assert (slow["status"], slow["attempts"]) == ("dead", 1)
     assert slow["error"] == "ran 0:00:31, longer than the timeout 0:00:30; undone"
     # The events keep their stepped timestamps: 1 s apart.
     rows = store.read_stream("batch-1")
     assert rows[1].recorded_at - rows[0].recorded_at == timedelta(seconds=1)
+
+
+def test_the_result_counts_the_events_the_handler_appended_itself(executor, store):
+    @executor.handler("Import")
+    def import_rows(command, ctx):
+        ctx.store.append("log-1", [el.Event("Started", {}), el.Event("Read", {})])
+        return {"batch-1": [el.Event("Row", {})]} if command.payload["returns"] else None
+
+    both = executor.execute(Command("Import", {"returns": True}, command_id="both"))
+    direct = executor.execute(Command("Import", {"returns": False}, command_id="direct"))
+    assert (both.events, both.result, direct.events, direct.result) == (
+        3,
+        {"events": 3},
+        2,
+        {"events": 2},
+    )
+    assert executor.commands.get("direct")["result"] == {"events": 2}
+    # The same count scan() records for a command whose events it finds (see
+    # test_scan_marks_a_command_whose_events_are_stored_as_succeeded).
+    caused = store.sql("SELECT count(*) AS n FROM events WHERE causation_id = 'direct'")
+    assert caused["n"].tolist() == [2]
 
 
 def test_an_error_quoting_a_badly_decoded_name_is_stored_escaped(store_path):

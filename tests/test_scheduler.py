@@ -721,3 +721,32 @@ def test_bad_arguments_raise_command_errors_naming_the_fix(setup, make, message)
     with pytest.raises(el.CommandError, match=message):
         make(scheduler)
     assert scheduler.pending() == 0 and calls == []
+
+
+def test_a_requeued_dead_command_is_not_finished_until_it_ends_again(setup, clock):
+    store, scheduler, calls, flaky = setup
+    flaky["failures"] = 4
+    scheduler.submit(el.Command("Flaky", {}, command_id="f-1"))
+    scheduler.run()  # three failures, 10 s apart: dead at START + 20 s
+    assert scheduler.commands.get("f-1")["finished_at"] == START + timedelta(seconds=20)
+    clock.advance(timedelta(seconds=40))
+    scheduler.requeue("f-1")
+    row = scheduler.commands.get("f-1")
+    assert (row["status"], row["finished_at"]) == ("queued", None)
+    assert scheduler.run_once().status == "failed"  # its fourth failure: queued for a retry
+    row = scheduler.commands.get("f-1")
+    # Not a finish before its start: command_stats would count a negative duration.
+    assert (row["status"], row["started_at"], row["finished_at"]) == (
+        "queued",
+        START + timedelta(seconds=60),
+        None,
+    )
+    assert el.analytics.command_stats(store)["p50_duration"].isna().all()
+    clock.advance(timedelta(seconds=10))
+    scheduler.run()
+    row = scheduler.commands.get("f-1")
+    assert (row["status"], row["started_at"], row["finished_at"]) == (
+        "succeeded",
+        START + timedelta(seconds=70),
+        START + timedelta(seconds=70),
+    )
