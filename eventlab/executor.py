@@ -21,6 +21,7 @@ from .aggregate import Aggregate
 from .clock import from_micros, peek_micros
 from .command_log import MAX_ATTEMPTS, command_log, read_only_error
 from .commands import (
+    EXPIRED,
     FAILED,
     REJECTED,
     RUNNING,
@@ -230,15 +231,18 @@ class CommandExecutor:
         """Run one command now: record it if new, execute it, record and announce the outcome.
 
         A :class:`CommandRejected` from the handler gives ``rejected``; any
-        other exception gives ``failed`` (a scheduler may retry it). Nothing the
-        handler produced is stored unless it succeeds. The command, its statuses
-        and its events commit together.
+        other exception gives ``failed``. Nothing the handler produced is
+        stored unless it succeeds. The command, its statuses and its events
+        commit together. A command whose ``deadline`` has passed (by the
+        store's clock) is not run: it is recorded and announced as ``expired``.
 
         The command id is the idempotency key. A command that already finished
         (``succeeded``, ``rejected``, ``expired`` or ``dead``) is not run again:
         its recorded outcome is returned (subscribers heard it when it
         happened). A queued or failed one runs as its next attempt
-        (``attempt`` defaults to the stored count plus one).
+        (``attempt`` defaults to the stored count plus one) when you call
+        ``execute`` again; unlike the :class:`~eventlab.CommandScheduler`, which
+        retries with a backoff, direct execution retries only when asked.
 
         Raises
         ------
@@ -274,13 +278,22 @@ class CommandExecutor:
                         f"the process running it died, CommandScheduler.scan() or recover() "
                         f"resolves it"
                     )
-                if attempt is None:
-                    attempt = row[_ATTEMPTS] + 1
+                attempts = row[_ATTEMPTS]
+            else:
+                attempts = 0
             if attempt is None:
-                attempt = 1
-            commands.set_status(command.command_id, RUNNING, attempts=attempt)
-            outcome = self.run(command, attempt)
-            self.stage(outcome)
+                attempt = attempts + 1
+            if command.deadline is not None and (
+                from_micros(peek_micros(store.clock)) > command.deadline
+            ):
+                # As the scheduler does: a late command is discarded, not run.
+                error = f"deadline {command.deadline.isoformat()} passed before it ran"
+                commands.set_status(command.command_id, EXPIRED, error=error)
+                outcome = CommandOutcome(command.command_id, EXPIRED, attempts, error=error)
+            else:
+                commands.set_status(command.command_id, RUNNING, attempts=attempt)
+                outcome = self.run(command, attempt)
+                self.stage(outcome)
         self.notify(outcome)
         return outcome
 

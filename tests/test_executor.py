@@ -307,3 +307,27 @@ def test_an_error_quoting_a_badly_decoded_name_is_stored_escaped(store_path):
         commands = CommandStore(store)
         assert commands.get("c-1")["error"] == "gave up on caf\\udce9.csv"
         assert commands.get("c-2")["error"] == "cannot read caf\\udce9.csv"
+
+
+def test_execute_discards_a_command_past_its_deadline_as_expired(executor, store, clock):
+    heard = []
+    executor.subscribe(heard.append)
+    deadline = clock.current + timedelta(minutes=5)
+    on_time = Command(
+        "PlaceOrder", {"order_id": 7, "items": ["pen"]}, command_id="c-7", deadline=deadline
+    )
+    late = Command(
+        "PlaceOrder", {"order_id": 8, "items": ["pen"]}, command_id="c-8", deadline=deadline
+    )
+    assert executor.execute(on_time).status == "succeeded"
+    clock.advance(timedelta(minutes=10))
+    outcome = executor.execute(late)
+    error = f"deadline {deadline.isoformat()} passed before it ran"
+    assert outcome == el.CommandOutcome("c-8", "expired", 0, error=error)
+    assert heard[-1] == outcome and len(heard) == 2
+    assert executor.seen == [("c-7", None, 1, "EUR")] and store.version("order-8") == 0
+    assert [h["status"] for h in executor.commands.history("c-8").to_dict("records")] == [
+        "queued",
+        "expired",
+    ]
+    assert executor.execute(late) == outcome  # finished: the recorded outcome

@@ -666,6 +666,17 @@ class SchedulerMachine(RuleBasedStateMachine):
             )
             assert outcome.error == cmd.error
             return
+        if cmd.deadline is not None and self.now > cmd.deadline:  # discarded, not run
+            error = f"deadline {cmd.deadline.isoformat()} passed before it ran"
+            cmd.move("expired", self.now, error=error)
+            self.expected_heard.append((cid, "expired", cmd.attempts))
+            outcome = self.executor.execute(command)
+            assert (outcome.status, outcome.attempt, outcome.error) == (
+                "expired",
+                cmd.attempts,
+                error,
+            )
+            return
         attempt = cmd.attempts + 1
         saved = copy.deepcopy(cmd)
         cmd.move("running", self.now, attempt=attempt)
