@@ -83,6 +83,9 @@ class _Transaction:
 
     def __init__(self, head: int):
         self.start_head = head
+        # The thread that opened it: only its own reads see the staged rows (the store's
+        # lock keeps other threads out until the commit anyway).
+        self.thread = threading.get_ident()
         self.rows: list[tuple] = []
         self.versions: dict[str, int] = {}  # streams written in this transaction
         self.supplied: dict[str, RecordedEvent] = {}  # caller-supplied event ids
@@ -95,6 +98,26 @@ class _Transaction:
     def records(self) -> list[RecordedEvent]:
         """The staged rows as RecordedEvents (new objects on every call)."""
         return list(map(make_record, self.rows))
+
+    def staged_stream(
+        self,
+        stream_id: str,
+        after: int,
+        version: int | None,
+        occurred_us: int | None,
+        recorded_us: int | None,
+    ) -> list[tuple]:
+        """The rows staged for ``stream_id`` with a version above ``after`` and within
+        the bounds given (inclusive), in version order."""
+        return [
+            row
+            for row in self.rows
+            if row[2] == stream_id
+            and row[3] > after
+            and (version is None or row[3] <= version)
+            and (occurred_us is None or row[10] <= occurred_us)
+            and (recorded_us is None or row[9] <= recorded_us)
+        ]
 
     def rollback_to(self, size: int, side_size: int) -> None:
         """Forget every row staged after the first ``size`` and every side row after the
@@ -399,6 +422,12 @@ class EventStore:
 
         Blocks nest: an inner block that raises undoes only its own appends (a
         savepoint), so one failing command need not take a batch down with it.
+
+        Inside the block, the thread that opened it reads its own writes on one
+        stream: :meth:`version`, :meth:`read_stream`, :meth:`state_at` and
+        ``Aggregate.load`` include the events appended so far. Whole-log reads
+        (:meth:`read_all`, :meth:`events`, :meth:`sql`) show committed events
+        only. Other threads wait for the commit.
 
         Examples
         --------
@@ -1097,6 +1126,18 @@ class EventStore:
         if positions is not None:
             sql += positions.sql(stream_id, params)
         rows = self._cursor().execute(sql + " ORDER BY version", params).fetchall()
+        # Read-your-writes: inside a transaction its own appends to the stream count too,
+        # so an aggregate loaded there (say, by the second command of a group commit that
+        # touches it) agrees with version() and saves without a false ConcurrencyError.
+        tx = self._tx
+        if tx is not None and stream_id in tx.versions and tx.thread == threading.get_ident():
+            rows += tx.staged_stream(
+                stream_id,
+                after,
+                version,
+                None if at is None else to_micros(at),
+                None if known_at is None else to_micros(known_at),
+            )
         return [make_record(row) for row in rows]
 
     def _stream_positions(self) -> StreamPositions | None:
