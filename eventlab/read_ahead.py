@@ -117,10 +117,12 @@ class _ReadAhead:
         """Stop the thread, wait for it, and leave a marker for a reader still waiting."""
         self._stopped.set()
         self._thread.join()
-        # Whatever was fetched is dropped: a later next() learns the store closed.
+        # Whatever was fetched is dropped: a later next() learns the store closed. If
+        # all that waited was the end of the results, nothing is lost: the read ends.
+        finished = False
         try:
             while True:
-                self._slot.get_nowait()
+                finished = self._slot.get_nowait() is _END
         except queue.Empty:
             pass
-        self._slot.put_nowait(_STOPPED)
+        self._slot.put_nowait(_END if finished else _STOPPED)

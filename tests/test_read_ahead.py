@@ -92,6 +92,16 @@ def test_closing_the_store_mid_read_stops_the_thread_and_the_read(store_path, cl
         next(reader)
 
 
+def test_closing_after_the_last_batch_was_fetched_ends_the_read_normally(long_store):
+    reader = long_store.read_all(batch_size=150)
+    records = [next(reader) for _ in range(151)]  # into the second and last batch
+    for thread in read_ahead_threads():
+        thread.join()  # it has handed over the end of the results
+    long_store.close()
+    records += list(reader)  # the rest of the batch in hand, then the end: no error
+    assert [r.position for r in records] == list(range(1, 301))
+
+
 def test_a_fetch_error_reaches_the_reader_unchanged():
     def failing():
         yield batch(1, 2)
