@@ -562,6 +562,11 @@ class ProjectionRunner:
 
         def on_event(event: RecordedEvent) -> None:
             nonlocal unseen
+            if self.store.closed:
+                # The bus outlived this runner's store (reopened with the same bus):
+                # a runner of the new store follows it; this one lets go.
+                self.unfollow()
+                return
             unseen += 1
             if unseen >= every:
                 unseen = 0

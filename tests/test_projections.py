@@ -393,6 +393,23 @@ def test_follow_keeps_read_models_within_every_events(store):
     assert runner.checkpoint("orders") == 4
 
 
+def test_a_runner_following_a_closed_store_lets_go_of_the_bus(store_path, clock):
+    bus = el.EventBus()
+    store = el.EventStore(store_path, clock=clock, bus=bus)
+    old = el.ProjectionRunner(store, [OrdersView])
+    old.follow()
+    place(store, "order-1", "c1")
+    store.close()
+    store = el.EventStore(store_path, clock=clock, bus=bus)  # reopened with the same bus
+    new = el.ProjectionRunner(store, [OrdersView])
+    new.follow()
+    place(store, "order-2", "c2")
+    assert new.checkpoint("orders") == 2
+    assert len(bus.failures()) == 0  # the old runner did not catch up on a closed store
+    assert list(bus.subscriptions()["name"]) == [f"projection runner {id(new):x}"]
+    store.close()
+
+
 def test_as_of_rebuilds_every_read_model_at_a_past_time(store):
     place(store, "order-1", "c1", 1.0)  # recorded at 0 s, 1 s
     place(store, "order-2", "c2", 2.0)  # 2 s, 3 s
