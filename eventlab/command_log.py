@@ -565,16 +565,14 @@ class CommandLog:
             heapq.heappop(waiting)
         return waiting[0][0] if waiting else None
 
-    def running(self, started_before: int | None = None) -> list[tuple[str, int]]:
-        """``(command_id, attempts)`` of the commands in ``running``, oldest first; only
-        those started before ``started_before`` (epoch µs) when given."""
-        rows = [
-            row
-            for row in self._live.values()
-            if row[_STATUS] == RUNNING
-            and (started_before is None or row[_STARTED] < started_before)
-        ]
+    def running(self) -> list[tuple[str, int]]:
+        """``(command_id, attempts)`` of the commands in ``running``, oldest first."""
+        rows = [row for row in self._live.values() if row[_STATUS] == RUNNING]
         return [(row[_ID], row[_ATTEMPTS]) for row in sorted(rows, key=lambda r: r[_SEQ])]
+
+    def started(self, command_id: str) -> int:
+        """When the unfinished command ``command_id`` last started (epoch µs)."""
+        return self._live[command_id][_STARTED]
 
     def queued(self) -> int:
         """How many commands wait in the queue, due or not."""

@@ -496,12 +496,25 @@ class CommandScheduler:
     def scan(self) -> int:
         """Resolve commands stuck in ``running`` longer than the timeout (a worker died).
 
-        One whose events are in the store (its attempt committed just before the
-        crash) is marked ``succeeded``, so it never runs twice; the others are
-        requeued (or dead-lettered, when out of attempts). Returns how many.
+        A command's own ``timeout`` (in its context) counts instead of the
+        scheduler's. One whose events are in the store (its attempt committed
+        just before the crash) is marked ``succeeded``, so it never runs twice;
+        the others are requeued (or dead-lettered, when out of attempts).
+        Returns how many.
         """
-        limit = peek_micros(self.store.clock) - self.timeout // timedelta(microseconds=1)
-        stuck = self.log.running(started_before=limit)
+        now = peek_micros(self.store.clock)
+        log = self.log
+        stuck = []
+        for command_id, attempts in log.running():
+            command = log.command(command_id)
+            timeout = self.timeout
+            if command.context:
+                try:
+                    timeout = _overrides(command, self.timeout, self.max_attempts)[0]
+                except EventlabError:
+                    pass  # a bad stored context: held to the scheduler's; _resolve buries it
+            if log.started(command_id) < now - timeout // timedelta(microseconds=1):
+                stuck.append((command_id, attempts))
         self._resolve(stuck, "still running after the timeout (a crash?)")
         return len(stuck)
 

@@ -165,6 +165,28 @@ def test_scan_requeues_a_command_stuck_running(setup, clock):
     assert status(scheduler, "c-7") == "succeeded"
 
 
+def test_scan_holds_each_command_to_its_own_timeout(setup, clock):
+    _, scheduler, _, _ = setup  # the scheduler's timeout is 5 s
+    scheduler.submit(el.Command("Ping", {"n": 1}, command_id="slow", context={"timeout": 60}))
+    scheduler.submit(el.Command("Ping", {"n": 2}, command_id="quick", context={"timeout": 1}))
+    scheduler.submit(el.Command("Ping", {"n": 3}, command_id="plain"))
+    for command_id in ("slow", "quick", "plain"):
+        scheduler.commands.set_status(command_id, "running", attempts=1)
+    clock.advance(timedelta(seconds=2))
+    assert scheduler.scan() == 1  # only 'quick' is past its own 1 s
+    assert [status(scheduler, c) for c in ("slow", "quick", "plain")] == [
+        "running",
+        "queued",
+        "running",
+    ]
+    clock.advance(timedelta(seconds=4))
+    assert scheduler.scan() == 1  # 'plain', past the scheduler's 5 s
+    assert status(scheduler, "slow") == "running"  # it may take a minute
+    clock.advance(timedelta(seconds=60))
+    assert scheduler.scan() == 1
+    assert status(scheduler, "slow") == "queued"
+
+
 def test_the_queue_survives_a_restart(store_path):
     clock = el.SimulatedClock(START, step=timedelta(0))
 

@@ -407,8 +407,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.retry_or_bury(cmd, cmd.attempts, reason, max_attempts, announce=False)
 
     def model_scan(self) -> int:
-        limit = self.now - self.config.timeout
-        stuck = [c for c in self.running() if c.started < limit]
+        # Each is held to its own timeout; a bad stored context to the scheduler's.
+        stuck = [
+            c
+            for c in self.running()
+            if c.started
+            < self.now - (self.config.timeout if c.unusable() else c.limits(self.config)[0])
+        ]
         self.model_resolve(stuck, SCAN_REASON)
         return len(stuck)
 
