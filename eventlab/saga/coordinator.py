@@ -373,7 +373,8 @@ class SagaCoordinator:
             self._inbox.append((outcome.command_id, outcome.status, outcome.error))
 
     def _hear_expired(self) -> None:
-        """Expired commands are not announced: look up those that may have expired."""
+        """Look up commands with a deadline that expired: a backstop for expiries the
+        notify stage did not bring (the scheduler announces them since it learnt to)."""
         log = self.scheduler.log
         for command_id in list(self._deadlined):
             if command_id not in self._outstanding:
