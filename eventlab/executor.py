@@ -283,19 +283,25 @@ class CommandExecutor:
                 attempts = 0
             if attempt is None:
                 attempt = attempts + 1
-            if command.deadline is not None and (
-                from_micros(peek_micros(store.clock)) > command.deadline
-            ):
-                # As the scheduler does: a late command is discarded, not run.
-                error = f"deadline {command.deadline.isoformat()} passed before it ran"
-                commands.set_status(command.command_id, EXPIRED, error=error)
-                outcome = CommandOutcome(command.command_id, EXPIRED, attempts, error=error)
-            else:
+            outcome = self.expire_if_late(command, attempts)
+            if outcome is None:
                 commands.set_status(command.command_id, RUNNING, attempts=attempt)
                 outcome = self.run(command, attempt)
                 self.stage(outcome)
         self.notify(outcome)
         return outcome
+
+    def expire_if_late(self, command: Command, attempts: int) -> CommandOutcome | None:
+        """Record ``command`` as ``expired`` if its deadline has passed by the store's
+        clock (a late command is discarded, not run) and return that outcome; None
+        when it may run. ``attempts`` is how many runs it has had."""
+        if command.deadline is None or from_micros(peek_micros(self.store.clock)) <= (
+            command.deadline
+        ):
+            return None
+        error = f"deadline {command.deadline.isoformat()} passed before it ran"
+        self.commands.set_status(command.command_id, EXPIRED, error=error)
+        return CommandOutcome(command.command_id, EXPIRED, attempts, error=error)
 
     def run(
         self, command: Command, attempt: int, *, timeout: timedelta | None = None

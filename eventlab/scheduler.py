@@ -17,7 +17,6 @@ from .breaker import CircuitBreaker
 from .clock import from_micros, peek_micros
 from .commands import (
     DEAD,
-    EXPIRED,
     FAILED,
     QUEUED,
     SUCCEEDED,
@@ -270,15 +269,12 @@ class CommandScheduler:
                     mark = store._savepoint()
                     trial = None  # a breaker whose admitted call awaits this run's outcome
                     try:
-                        if command.deadline is not None and self._now() > command.deadline:
-                            error = f"deadline {command.deadline.isoformat()} passed before it ran"
-                            self.commands.set_status(command.command_id, EXPIRED, error=error)
-                            outcome = CommandOutcome(
-                                command.command_id, EXPIRED, attempts, error=error
-                            )
-                            outcomes.append(outcome)
-                            heard.append(outcome)
-                            continue
+                        if command.deadline is not None:  # (no call for the usual command)
+                            late = self.executor.expire_if_late(command, attempts)
+                            if late is not None:
+                                outcomes.append(late)
+                                heard.append(late)
+                                continue
                         if guarded:
                             held = self._held(command, attempts)
                             if held is not None:
