@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from .clock import from_micros, peek_micros, to_micros
 from .errors import CommandError, EventlabError, ReadOnlyError
-from .events import canonical_json, storable_text, to_json
+from .events import canonical_json, from_json, storable_text, to_json
 from .sidetables import register_applier
 
 if TYPE_CHECKING:
@@ -714,12 +714,12 @@ def decode_command(row: tuple) -> Command:
     from .commands import Command  # commands builds on this module
 
     deadline = row[_DEADLINE]
-    payload = json.loads(row[_PAYLOAD])
+    payload = from_json(row[_PAYLOAD])
     return Command(
         row[_TYPE],
         {} if payload is None else payload,  # a null stored before payloads were checked
         command_id=row[_ID],
         correlation_id=row[_CORRELATION],
         deadline=None if deadline is None else from_micros(deadline),
-        context=json.loads(row[_CONTEXT]) or None,
+        context=from_json(row[_CONTEXT]) or None,
     )

@@ -4,7 +4,7 @@ A projection catching up over millions of events spends most of its time making
 Python objects. Its handlers nearly always read ``type``, ``stream_id``,
 ``data`` and sometimes ``position``, and rarely anything else. So the runner
 hands them an :class:`EventView`: a :class:`~eventlab.RecordedEvent` whose
-tuple holds only those four fields (``data`` decoded in bulk, one ``json.loads``
+tuple holds only those four fields (``data`` decoded in bulk, one decode
 per batch) and a reference to its Arrow batch. Every other field is converted
 from that batch on first access, one whole column at a time, so it costs
 nothing while no handler asks for it.
@@ -12,7 +12,6 @@ nothing while no handler asks for it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
@@ -23,7 +22,15 @@ from typing import Any
 import pyarrow as pa
 
 from .clock import from_micros
-from .events import RECORD_FIELDS, RecordedEvent, _decoded, _rebuild, to_json, upcast_payload
+from .events import (
+    RECORD_FIELDS,
+    RecordedEvent,
+    _decoded,
+    _rebuild,
+    from_json,
+    to_json,
+    upcast_payload,
+)
 from .reading import _column_values, _decode_payloads, _distinct_values, _run_values
 from .upcasting import upcasters
 
@@ -82,7 +89,7 @@ class EventView(RecordedEvent):
     @_decoded
     def metadata(self) -> dict[str, Any]:
         """The event's metadata (decoded once, on first access)."""
-        return json.loads(self[4].get("metadata", self[0]))
+        return from_json(self[4].get("metadata", self[0]))
 
     @_decoded
     def recorded_at(self) -> datetime:

@@ -230,6 +230,36 @@ def _make_encoder() -> Callable[[Any], str]:
 
 json_encoder = _make_encoder()
 
+# Every digit as b"1", every other byte unchanged (none of which is b"1"): a run of
+# 19 ones in the translated text is a run of 19 digits in the original.
+_DIGITS_AS_ONES = bytes.maketrans(b"0123456789", b"1" * 10)
+_NINETEEN_DIGITS = b"1" * 19
+
+
+def from_json(text: str | bytes | bytearray) -> Any:
+    """Decode JSON text exactly as :func:`json.loads` does, usually three times faster.
+
+    Reading payloads back is the biggest single cost of a replay or a catch-up,
+    so orjson decodes whatever it decodes as the standard library would, and
+    :func:`json.loads` has the last word on the rest:
+
+    - orjson reads an integer beyond 64 bits as a float, where the standard
+      library keeps it exact. Such an integer has at least 19 digits, so text
+      holding a run of 19 digits (an id inside a string, too) goes to
+      :func:`json.loads`. (A translate and a find: a regular expression costs
+      more than the decode it would save.)
+    - orjson refuses ``NaN``, infinities, overflowing floats such as ``1e400``,
+      lone surrogates (escaped, or in a str given) and nesting deeper than
+      1024; the standard library reads them, or raises its own error.
+    """
+    try:
+        raw = text.encode() if isinstance(text, str) else text
+        if raw.translate(_DIGITS_AS_ONES).find(_NINETEEN_DIGITS) < 0:
+            return orjson.loads(raw)
+    except (UnicodeEncodeError, orjson.JSONDecodeError):  # a lone surrogate, or see above
+        pass
+    return json.loads(text)
+
 
 def to_json(value: Mapping[str, Any], what: str) -> str:
     """Serialise a JSON object compactly, naming the offending key when it cannot be."""
@@ -413,12 +443,12 @@ class RecordedEvent(tuple):
     @_decoded
     def data(self) -> dict[str, Any]:
         """The event's payload in today's shape (decoded and upcast once, on first access)."""
-        return upcast_payload(self[4], self[11], json.loads(self[5]))
+        return upcast_payload(self[4], self[11], from_json(self[5]))
 
     @_decoded
     def metadata(self) -> dict[str, Any]:
         """The event's metadata (decoded once, on first access)."""
-        return json.loads(self[6])
+        return from_json(self[6])
 
     @_decoded
     def recorded_at(self) -> datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -17,7 +16,7 @@ import pyarrow.compute as pc
 
 from .clock import to_micros
 from .errors import EventlabError
-from .events import RecordedEvent, make_decoded_record, make_record, upcast_payload
+from .events import RecordedEvent, from_json, make_decoded_record, make_record, upcast_payload
 from .upcasting import upcasters
 
 
@@ -146,8 +145,8 @@ def decoded_batches(reader: pa.RecordBatchReader) -> Iterator[list[RecordedEvent
     """Lists of records with their payloads already decoded, one list per Arrow batch.
 
     For folds, which read every payload: each batch's ``data`` is parsed in one
-    ``json.loads`` call, about twice as fast as one per event, straight from the
-    Arrow buffer, without a Python string per payload. Lists rather than one
+    call, several times faster than one per event, straight from the Arrow
+    buffer, without a Python string per payload. Lists rather than one
     record at a time, so the fold's loop runs over a list, not a generator.
     """
     for batch in reader:
@@ -166,8 +165,16 @@ def _decode_payloads(column: pa.Array) -> list[dict[str, Any]]:
     whole = pa.LargeListArray.from_arrays(
         pa.array([0, len(column)], pa.int64()), column.cast(pa.large_string())
     )
-    text = pc.binary_join(whole, pa.scalar(",", pa.large_string()))[0].as_py()
-    return json.loads("[" + text + "]")
+    joined = pc.binary_join(whole, _COMMA)
+    # The brackets added by Arrow too, and the bytes handed over as they are: no
+    # Python str is made, and orjson (see from_json) reads bytes fastest.
+    text = pc.binary_join_element_wise(_OPEN, joined, _CLOSE, _NOTHING)[0]
+    return from_json(text.as_buffer().to_pybytes())
+
+
+_OPEN, _CLOSE, _COMMA, _NOTHING = (
+    pa.scalar(text, pa.large_string()) for text in ("[", "]", ",", "")
+)
 
 
 # Positions in the RecordedEvent layout of the columns whose values repeat or decode.
