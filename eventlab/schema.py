@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from .events import RECORD_FIELDS
+from .replay import paused_gc
 
 FORMAT_VERSION = "1"
 
@@ -89,13 +90,18 @@ def rows_to_batch(rows) -> pa.RecordBatch:
     if not rows:
         return pa.RecordBatch.from_pylist([], schema=ARROW_SCHEMA)
     arrays = []
-    for column, field in zip(zip(*rows, strict=True), ARROW_SCHEMA, strict=True):
-        if field.name in _NUMERIC:
-            # NumPy reads Python ints several times faster than pa.array does.
-            values = np.fromiter(column, dtype=_NUMERIC[field.name], count=len(column))
-            arrays.append(pa.array(values).view(field.type))
-        else:
-            arrays.append(pa.array(column, type=field.type))
+    # The transpose makes an iterator per row, all alive until the last column is
+    # built. A collection meanwhile would move thousands of them to the oldest
+    # generation and so bring on a full collection of the whole heap soon after
+    # (measured: one per 20 commits of 6,000 events, a fifth of their time).
+    with paused_gc():
+        for column, field in zip(zip(*rows, strict=True), ARROW_SCHEMA, strict=True):
+            if field.name in _NUMERIC:
+                # NumPy reads Python ints several times faster than pa.array does.
+                values = np.fromiter(column, dtype=_NUMERIC[field.name], count=len(column))
+                arrays.append(pa.array(values).view(field.type))
+            else:
+                arrays.append(pa.array(column, type=field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 

@@ -1036,3 +1036,64 @@ def test_sync_false_writes_the_journal_without_flushing_it(store_path, monkeypat
         store.append("a", [el.Event("Changed", {})])
         assert len(flushes) == 1
         assert [e.type for e in store.read_stream("a")] == ["Created", "Changed"]
+
+
+def test_a_big_commit_runs_no_garbage_collection_while_converting_its_rows(tmp_path):
+    """The transpose in rows_to_batch makes an iterator per row; a collection in the
+    middle would move them all to the oldest generation (and so bring on a full
+    collection of the heap later). The collector waits until the batch is built."""
+    import gc
+
+    from eventlab import schema
+
+    collections: list[str] = []  # collections that met the transpose's iterators
+    converting = []
+
+    def watch(phase: str, info: dict) -> None:
+        if phase == "start" and converting:
+            young = gc.get_objects(0) + gc.get_objects(1)
+            row_iterators = sum(type(o) is type(iter(())) for o in young)
+            if row_iterators:
+                collections.append(f"generation {info['generation']}: {row_iterators}")
+
+    original = schema.rows_to_batch
+
+    def rows_to_batch(rows):
+        converting.append(True)
+        try:
+            return original(rows)
+        finally:
+            converting.pop()
+
+    events = [el.Event("ItemAdded", {"n": n}) for n in range(3000)]
+    threshold = gc.get_threshold()
+    gc.callbacks.append(watch)
+    gc.set_threshold(10)  # a collection every few allocations, were the collector on
+    try:
+        with el.EventStore(tmp_path / "s.duckdb") as store:
+            import eventlab.pending
+
+            eventlab.pending.rows_to_batch = rows_to_batch
+            try:
+                store.append("order-1", events)
+            finally:
+                eventlab.pending.rows_to_batch = original
+            assert gc.isenabled()  # back on afterwards
+            assert store.version("order-1") == 3000
+    finally:
+        gc.callbacks.remove(watch)
+        gc.set_threshold(*threshold)
+    assert collections == []
+
+
+def test_rows_to_batch_leaves_a_collector_that_was_off_off():
+    import gc
+
+    from eventlab.schema import rows_to_batch
+
+    gc.disable()
+    try:
+        rows_to_batch([(1, "e", "s", 1, "T", "{}", "{}", None, None, 0, 0, 1)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
