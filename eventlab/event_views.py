@@ -12,7 +12,7 @@ nothing while no handler asks for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import partial
 from itertools import repeat
@@ -31,7 +31,14 @@ from .events import (
     to_json,
     upcast_payload,
 )
-from .reading import _column_values, _decode_payloads, _distinct_values, _run_values
+from .reading import (
+    PayloadBatch,
+    _column_values,
+    _distinct_values,
+    _run_values,
+    decode_payloads,
+    with_payload_text,
+)
 from .upcasting import upcasters
 
 # Positions of the record layout (see RECORD_FIELDS) in the Arrow batch, which
@@ -113,23 +120,25 @@ class EventView(RecordedEvent):
 make_view = partial(tuple.__new__, EventView)
 
 
-def view_batches(reader: pa.RecordBatchReader) -> Iterator[list[EventView]]:
-    """Lists of :class:`EventView`, one list per Arrow batch of ``reader``.
+def view_batches(batches: Iterable[pa.RecordBatch | PayloadBatch]) -> Iterator[list[EventView]]:
+    """Lists of :class:`EventView`, one list per Arrow batch of ``batches``.
 
-    ``reader`` yields batches in the RecordedEvent layout (the store's
-    ``SELECT_RECORD``). Payloads are decoded and upcast here, a batch at a time.
+    The batches are in the RecordedEvent layout (the store's ``SELECT_RECORD``),
+    and may come prepared by :func:`~eventlab.reading.with_payload_text` (on a
+    read-ahead thread, say). Payloads are decoded and upcast here, a batch at a
+    time.
     """
-    position, stream_id, event_type, data = (
-        _COLUMN[name] for name in ("position", "stream_id", "type", "data")
-    )
-    for batch in reader:
+    position, stream_id, event_type = (_COLUMN[name] for name in ("position", "stream_id", "type"))
+    for item in batches:
+        prepared = item if type(item) is PayloadBatch else with_payload_text(item)
+        batch = prepared.batch
         if not batch.num_rows:
             continue
         positions = _column_values(batch.column(position))
         # One str object per run of a stream and per event type, as the store's reads do.
         stream_ids = _run_values(batch.column(stream_id))
         types = _distinct_values(batch.column(event_type))
-        payloads = _decode_payloads(batch.column(data))
+        payloads = decode_payloads(prepared)
         if upcasters:
             versions = _column_values(batch.column(_COLUMN["schema_version"]))
             payloads = list(map(upcast_payload, types, versions, payloads))

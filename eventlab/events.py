@@ -236,7 +236,7 @@ _DIGITS_AS_ONES = bytes.maketrans(b"0123456789", b"1" * 10)
 _NINETEEN_DIGITS = b"1" * 19
 
 
-def from_json(text: str | bytes | bytearray) -> Any:
+def from_json(text: str | bytes | bytearray, *, long_digits: bool | None = None) -> Any:
     """Decode JSON text exactly as :func:`json.loads` does, usually three times faster.
 
     Reading payloads back is the biggest single cost of a replay or a catch-up,
@@ -247,14 +247,17 @@ def from_json(text: str | bytes | bytearray) -> Any:
       library keeps it exact. Such an integer has at least 19 digits, so text
       holding a run of 19 digits (an id inside a string, too) goes to
       :func:`json.loads`. (A translate and a find: a regular expression costs
-      more than the decode it would save.)
+      more than the decode it would save.) A caller that has looked already
+      says what it found with ``long_digits``.
     - orjson refuses ``NaN``, infinities, overflowing floats such as ``1e400``,
       lone surrogates (escaped, or in a str given) and nesting deeper than
       1024; the standard library reads them, or raises its own error.
     """
     try:
         raw = text.encode() if isinstance(text, str) else text
-        if raw.translate(_DIGITS_AS_ONES).find(_NINETEEN_DIGITS) < 0:
+        if long_digits is None:
+            long_digits = raw.translate(_DIGITS_AS_ONES).find(_NINETEEN_DIGITS) >= 0
+        if not long_digits:
             return orjson.loads(raw)
     except (UnicodeEncodeError, orjson.JSONDecodeError):  # a lone surrogate, or see above
         pass

@@ -12,7 +12,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .events import RecordedEvent
-from .reading import decoded_batches, log_filter
+from .reading import decoded_batches, log_filter, prepare_ahead
 from .replay import (
     REVERTED,
     _as_of,
@@ -168,7 +168,9 @@ def replay_all(
         total = cursor.execute(f"SELECT count(*) FROM events{where}", params).fetchall()[0][0]
     reader = cursor.sql(SELECT_RECORD.format(src="events") + where, params=params)
     # DuckDB reads the next batch on the other core while this one is folded.
-    batches = decoded_batches(store._read_aheads.batches(reader.to_arrow_reader(65_536), 65_536))
+    batches = decoded_batches(
+        store._read_aheads.batches(reader.to_arrow_reader(65_536), 65_536, prepare_ahead)
+    )
     fold = _Fold(reducer, initial)
     if progress:
         batches = _with_bar(batches, total)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -37,8 +38,18 @@ class ReadAheads:
         self._active: set[_ReadAhead] = set()
         self._lock = threading.Lock()
 
-    def batches(self, reader: pa.RecordBatchReader, batch_size: int) -> Iterator[pa.RecordBatch]:
-        """The batches of ``reader`` in order, the next one fetched in a thread."""
+    def batches(
+        self,
+        reader: pa.RecordBatchReader,
+        batch_size: int,
+        prepare: Callable[[pa.RecordBatch], Any] | None = None,
+    ) -> Iterator[Any]:
+        """The batches of ``reader`` in order, the next one fetched in a thread.
+
+        With ``prepare``, each batch is handed out as ``prepare(batch)``, made by
+        the thread for the batches it fetches: work that lets go of the GIL
+        (Arrow's compute functions) then runs on the other core too.
+        """
         fetched = []
         for batch in reader:
             fetched.append(batch)
@@ -46,13 +57,13 @@ class ReadAheads:
             if len(fetched) == 2 or batch.num_rows >= batch_size:
                 break
         else:  # the whole read fitted in one batch
-            yield from fetched
+            yield from fetched if prepare is None else map(prepare, fetched)
             return
-        ahead = _ReadAhead(reader)
+        ahead = _ReadAhead(reader if prepare is None else map(prepare, reader))
         with self._lock:
             self._active.add(ahead)
         try:
-            yield from fetched
+            yield from fetched if prepare is None else map(prepare, fetched)
             yield from ahead
         finally:
             ahead.stop()
@@ -70,7 +81,7 @@ class ReadAheads:
 class _ReadAhead:
     """One background thread feeding a reader's batches through a one-slot queue."""
 
-    def __init__(self, reader: pa.RecordBatchReader) -> None:
+    def __init__(self, reader: Iterable[Any]) -> None:
         self._reader = reader
         self._slot: queue.Queue = queue.Queue(maxsize=1)
         self._stopped = threading.Event()
@@ -98,7 +109,7 @@ class _ReadAhead:
                 pass
         return False
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    def __iter__(self) -> Iterator[Any]:
         while True:
             item = self._slot.get()
             if item is _END:

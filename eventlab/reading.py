@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -141,35 +141,69 @@ def iterate_records(reader: pa.RecordBatchReader) -> Iterator[RecordedEvent]:
     return chain.from_iterable(map(records, reader))
 
 
-def decoded_batches(reader: pa.RecordBatchReader) -> Iterator[list[RecordedEvent]]:
+def decoded_batches(
+    batches: Iterable[pa.RecordBatch | PayloadBatch],
+) -> Iterator[list[RecordedEvent]]:
     """Lists of records with their payloads already decoded, one list per Arrow batch.
 
     For folds, which read every payload: each batch's ``data`` is parsed in one
     call, several times faster than one per event, straight from the Arrow
     buffer, without a Python string per payload. Lists rather than one
     record at a time, so the fold's loop runs over a list, not a generator.
+    ``batches`` may come prepared by :func:`with_payload_text` (on a read-ahead
+    thread, say).
     """
-    for batch in reader:
+    for item in batches:
+        prepared = item if type(item) is PayloadBatch else with_payload_text(item)
+        batch = prepared.batch
         if not batch.num_rows:
             continue
-        columns = _batch_values(batch, decode_payloads=True)
+        columns = _batch_values(batch, payloads=decode_payloads(prepared))
         if upcasters:
             columns[5] = list(map(upcast_payload, columns[4], columns[11], columns[5]))
         yield list(map(make_decoded_record, zip(*columns, strict=True)))
 
 
-def _decode_payloads(column: pa.Array) -> list[dict[str, Any]]:
-    """Every JSON object of a string column, parsed as one JSON array."""
-    # One C-level join of the Arrow strings into a single Python string (64-bit
-    # offsets: the joined text may outgrow what one 32-bit string column holds).
+class PayloadBatch(NamedTuple):
+    """An Arrow batch in the RecordedEvent layout, its payloads joined for decoding."""
+
+    batch: pa.RecordBatch
+    text: bytes  # every payload of the batch as one JSON array
+    long_digits: bool | None  # whether a payload holds a run of 19 digits (None: not looked)
+
+
+def with_payload_text(batch: pa.RecordBatch, *, look_for_digits: bool = False) -> PayloadBatch:
+    """``batch`` with its payloads joined into one JSON array, made by Arrow.
+
+    Arrow lets go of the GIL while it joins, so a read-ahead thread can do this
+    for the next batch while the caller's thread folds this one. There, with
+    ``look_for_digits``, RE2 also looks for the runs of digits that keep orjson
+    from decoding (see :func:`~eventlab.events.from_json`): slower than the
+    caller's own look would be, but off the caller's thread.
+    """
+    column = batch.column(_DATA)
+    # 64-bit offsets: the joined text may outgrow what one 32-bit string column holds.
     whole = pa.LargeListArray.from_arrays(
         pa.array([0, len(column)], pa.int64()), column.cast(pa.large_string())
     )
     joined = pc.binary_join(whole, _COMMA)
-    # The brackets added by Arrow too, and the bytes handed over as they are: no
-    # Python str is made, and orjson (see from_json) reads bytes fastest.
     text = pc.binary_join_element_wise(_OPEN, joined, _CLOSE, _NOTHING)[0]
-    return from_json(text.as_buffer().to_pybytes())
+    long_digits = None
+    if look_for_digits:
+        long_digits = pc.any(pc.match_substring_regex(column, "[0-9]{19}")).as_py() is True
+    # The bytes handed over as they are: no Python str is made, and orjson reads
+    # bytes fastest.
+    return PayloadBatch(batch, text.as_buffer().to_pybytes(), long_digits)
+
+
+def prepare_ahead(batch: pa.RecordBatch) -> PayloadBatch:
+    """What a read-ahead thread makes of each batch it fetches for a decoding reader."""
+    return with_payload_text(batch, look_for_digits=True)
+
+
+def decode_payloads(prepared: PayloadBatch) -> list[dict[str, Any]]:
+    """Every payload of a prepared batch, decoded in one call."""
+    return from_json(prepared.text, long_digits=prepared.long_digits)
 
 
 _OPEN, _CLOSE, _COMMA, _NOTHING = (
@@ -181,14 +215,14 @@ _OPEN, _CLOSE, _COMMA, _NOTHING = (
 _STREAM_ID, _TYPE, _DATA, _RECORDED_AT, _OCCURRED_AT = 2, 4, 5, 9, 10
 
 
-def _batch_values(batch: pa.RecordBatch, *, decode_payloads: bool = False) -> list[list]:
+def _batch_values(batch: pa.RecordBatch, *, payloads: list | None = None) -> list[list]:
     """A batch in the RecordedEvent layout as one list per column.
 
     Making Python objects is most of the cost of a read, so repeated values
     share one object: a stream's events usually lie together (one object per
     run), there are few event types (one object per type), and business time
-    is usually knowledge time (one list for both). With ``decode_payloads`` the
-    data column holds the decoded dicts instead of JSON text.
+    is usually knowledge time (one list for both). With ``payloads`` (decoded)
+    the data column holds them instead of JSON text.
     """
     columns = batch.columns
     values = []
@@ -197,8 +231,8 @@ def _batch_values(batch: pa.RecordBatch, *, decode_payloads: bool = False) -> li
             values.append(_run_values(column))
         elif index == _TYPE:
             values.append(_distinct_values(column))
-        elif index == _DATA and decode_payloads:
-            values.append(_decode_payloads(column))
+        elif index == _DATA and payloads is not None:
+            values.append(payloads)
         elif index == _OCCURRED_AT and column.equals(columns[_RECORDED_AT]):
             values.append(values[_RECORDED_AT])
         else:

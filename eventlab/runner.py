@@ -40,7 +40,7 @@ from .projections import (
     projection_of,
     stored_keys,
 )
-from .reading import filters
+from .reading import filters, prepare_ahead
 from .replay import paused_gc
 from .schema import SELECT_RECORD
 
@@ -351,7 +351,9 @@ class ProjectionRunner:
         position = start
         # The next Arrow batch is fetched on the other core while this one is applied;
         # closing the generator stops that thread however the loop ends.
-        batches = view_batches(self.store._read_aheads.batches(reader, self.batch_size))
+        batches = view_batches(
+            self.store._read_aheads.batches(reader, self.batch_size, prepare_ahead)
+        )
         with contextlib.closing(batches):
             for records in batches:
                 if deadline is not None and time.monotonic() > deadline:

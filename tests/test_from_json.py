@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventlab.events import from_json
-from eventlab.reading import _decode_payloads
+from eventlab.reading import decode_payloads, prepare_ahead, with_payload_text
+from eventlab.schema import rows_to_batch
 
 
 def same(a: Any, b: Any) -> bool:
@@ -103,7 +103,30 @@ def test_bad_json_raises_what_json_loads_raises(text):
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=4), max_size=20))
-def test_a_column_of_payloads_decodes_in_one_call_as_each_would(payloads):
+def test_a_batch_of_payloads_decodes_in_one_call_as_each_would(payloads):
     texts = [json.dumps(payload) for payload in payloads]
-    decoded = _decode_payloads(pa.array(texts, pa.string()))
-    assert same(decoded, [json.loads(text) for text in texts])
+    row = (0, "e", "s", 1, "T", "{}", "{}", None, None, 0, 0, 1)
+    batch = rows_to_batch([(*row[:5], text, *row[6:]) for text in texts])
+    expected = [json.loads(text) for text in texts]
+    # Prepared on the caller's thread (digits looked for by from_json) and as a
+    # read-ahead thread prepares it (digits looked for by Arrow).
+    for prepared in (with_payload_text(batch), prepare_ahead(batch)):
+        assert prepared.batch is batch
+        assert same(decode_payloads(prepared), expected)
+
+
+@pytest.mark.parametrize(
+    "payload, long_digits",
+    [
+        ('{"a": 12345678901234567890}', True),
+        ('{"a": "1234567890123456789"}', True),  # in a string: looked at all the same
+        ('{"a": 123456789012345678}', False),  # 18 digits: within 64 bits
+        ('{"a": 1.5, "b": "x"}', False),
+    ],
+)
+def test_a_read_ahead_thread_looks_for_long_digit_runs(payload, long_digits):
+    batch = rows_to_batch([(1, "e", "s-1", 1, "T", payload, "{}", None, None, 0, 0, 1)])
+    prepared = prepare_ahead(batch)
+    assert prepared.long_digits is long_digits
+    assert prepared.text == ("[" + payload + "]").encode()
+    assert same(decode_payloads(prepared), [json.loads(payload)])

@@ -116,6 +116,40 @@ def test_a_fetch_error_reaches_the_reader_unchanged():
     assert read_ahead_threads() == []
 
 
+@pytest.mark.parametrize("batch_size", [1, 100])  # read ahead, and one batch only
+def test_prepare_makes_what_is_handed_out_from_every_batch_in_order(batch_size):
+    made_by = []
+
+    def prepare(b: pa.RecordBatch) -> tuple[int, ...]:
+        made_by.append(threading.current_thread().name)
+        return tuple(b["n"].to_pylist())
+
+    source = [batch(i, i + 1) for i in range(0, 10, 2)] if batch_size == 1 else [batch(7)]
+    handed = list(ReadAheads().batches(iter(source), batch_size, prepare))
+    assert handed == [tuple(b["n"].to_pylist()) for b in source]
+    if batch_size == 1:
+        # The caller prepares what it fetched itself (a first full batch); the thread,
+        # started meanwhile, the rest.
+        assert sorted(made_by) == ["MainThread"] + [THREAD] * 4
+    else:
+        assert made_by == ["MainThread"]
+    assert read_ahead_threads() == []
+
+
+def test_a_prepare_error_reaches_the_reader_unchanged():
+    def prepare(b: pa.RecordBatch) -> int:
+        if b["n"][0].as_py() == 4:
+            raise ValueError("cannot prepare batch 4")
+        return b["n"][0].as_py()
+
+    got = []
+    with pytest.raises(ValueError, match="cannot prepare batch 4"):
+        for n in ReadAheads().batches(iter([batch(i) for i in range(6)]), 1, prepare):
+            got.append(n)
+    assert got == [0, 1, 2, 3]
+    assert read_ahead_threads() == []
+
+
 def test_the_thread_fetches_at_most_two_batches_ahead():
     pulled = []
 
