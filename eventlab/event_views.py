@@ -37,7 +37,7 @@ from .reading import (
     _distinct_values,
     _run_values,
     decode_payloads,
-    with_payload_text,
+    payload_batches,
 )
 from .upcasting import upcasters
 
@@ -129,11 +129,8 @@ def view_batches(batches: Iterable[pa.RecordBatch | PayloadBatch]) -> Iterator[l
     time.
     """
     position, stream_id, event_type = (_COLUMN[name] for name in ("position", "stream_id", "type"))
-    for item in batches:
-        prepared = item if type(item) is PayloadBatch else with_payload_text(item)
+    for prepared in payload_batches(batches):
         batch = prepared.batch
-        if not batch.num_rows:
-            continue
         positions = _column_values(batch.column(position))
         # One str object per run of a stream and per event type, as the store's reads do.
         stream_ids = _run_values(batch.column(stream_id))

@@ -153,11 +153,8 @@ def decoded_batches(
     ``batches`` may come prepared by :func:`with_payload_text` (on a read-ahead
     thread, say).
     """
-    for item in batches:
-        prepared = item if type(item) is PayloadBatch else with_payload_text(item)
+    for prepared in payload_batches(batches):
         batch = prepared.batch
-        if not batch.num_rows:
-            continue
         columns = _batch_values(batch, payloads=decode_payloads(prepared))
         if upcasters:
             columns[5] = list(map(upcast_payload, columns[4], columns[11], columns[5]))
@@ -194,6 +191,15 @@ def with_payload_text(batch: pa.RecordBatch, *, look_for_digits: bool = False) -
     # The bytes handed over as they are: no Python str is made, and orjson reads
     # bytes fastest.
     return PayloadBatch(batch, text.as_buffer().to_pybytes(), long_digits)
+
+
+def payload_batches(batches: Iterable[pa.RecordBatch | PayloadBatch]) -> Iterator[PayloadBatch]:
+    """The non-empty batches of ``batches`` with their payload text, made here unless
+    a read-ahead thread made it already."""
+    for item in batches:
+        prepared = item if type(item) is PayloadBatch else with_payload_text(item)
+        if prepared.batch.num_rows:
+            yield prepared
 
 
 def prepare_ahead(batch: pa.RecordBatch) -> PayloadBatch:
