@@ -246,9 +246,10 @@ def from_json(text: str | bytes | bytearray, *, long_digits: bool | None = None)
     - orjson reads an integer beyond 64 bits as a float, where the standard
       library keeps it exact. Such an integer has at least 19 digits, so text
       holding a run of 19 digits (an id inside a string, too) goes to
-      :func:`json.loads`. (A translate and a find: a regular expression costs
-      more than the decode it would save.) A caller that has looked already
-      says what it found with ``long_digits``.
+      :func:`json.loads`. (A translate and a find: a Python regular
+      expression costs more than the decode it would save.) A caller that has
+      looked already (a read-ahead thread, with Arrow's RE2) says what it
+      found with ``long_digits``.
     - orjson refuses ``NaN``, infinities, overflowing floats such as ``1e400``,
       lone surrogates (escaped, or in a str given) and nesting deeper than
       1024; the standard library reads them, or raises its own error.
@@ -500,10 +501,10 @@ make_record = RecordedEvent
 
 
 class _DecodedEvent(RecordedEvent):
-    """A RecordedEvent whose payload was decoded in bulk (see reading.iterate_records).
+    """A RecordedEvent whose payload was decoded in bulk (see reading.decoded_batches).
 
     Folds read every payload, so the replay path decodes a whole batch in one
-    ``json.loads`` and keeps each payload in the tuple itself: no per-event
+    :func:`from_json` call and keeps each payload in the tuple itself: no per-event
     decode and no per-event cache. Only folds see these; every read API returns
     plain RecordedEvents. (A decoded and a plain record of one event hold their
     payload differently, so they do not compare equal as tuples.)
