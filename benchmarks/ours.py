@@ -58,7 +58,8 @@ def time_per_command(path: Path, orders: Sequence[workload.Order]) -> Timing:
 
 
 def time_batched(path: Path, batches: Sequence[Sequence[workload.Order]]) -> Timing:
-    """One ``store.transaction()`` block, hence one commit, per batch of orders."""
+    """One ``store.transaction()`` block of one ``append`` per order, hence one commit,
+    per batch of orders."""
     work = [[(o.order_id, _events(o)) for o in batch] for batch in batches]
     store = el.EventStore(path)
     try:
@@ -68,6 +69,23 @@ def time_batched(path: Path, batches: Sequence[Sequence[workload.Order]]) -> Tim
             with store.transaction():
                 for stream_id, events in batch:
                     store.append(stream_id, events, expected_version=0)
+        seconds = time.perf_counter() - start
+    except BaseException:
+        store.close()
+        raise
+    return Timing(seconds, _close(store))
+
+
+def time_append_many(path: Path, batches: Sequence[Sequence[workload.Order]]) -> Timing:
+    """One ``append_many`` call, hence one commit, per batch of orders: the call that
+    matches the peer's ``save`` of many aggregates at once."""
+    work = [{o.order_id: _events(o) for o in batch} for batch in batches]
+    store = el.EventStore(path)
+    try:
+        workload.settle()
+        start = time.perf_counter()
+        for streams in work:
+            store.append_many(streams, expected_versions=0)
         seconds = time.perf_counter() - start
     except BaseException:
         store.close()

@@ -167,23 +167,28 @@ class Bench:
         n_events: int,
         run_ours: Callable[[Path], ours.Timing],
         run_peer: Callable[[Path], float],
+        also: dict[str, Callable[[Path], ours.Timing]] | None = None,
     ) -> None:
         """Measure ours and the peer alternately, ``repeat`` times each, fresh files each time.
 
         The order flips every repetition so that drift on a shared machine hits both.
+        ``also`` maps metric names to other ways of ours to do the same work, measured
+        in the same repetitions (against the same peer runs).
         """
+        ways = {name: run_ours, **(also or {})}
         for rep in range(self.config.repeat):
-            sides = ("eventlab", "peer") if rep % 2 == 0 else ("peer", "eventlab")
+            sides = (*ways, "peer") if rep % 2 == 0 else ("peer", *reversed(ways))
             line = []
             for side in sides:
                 directory = self.fresh_dir(f"{name}-{side}-{rep}")
-                if side == "eventlab":
+                if side != "peer":
                     path = directory / "store.duckdb"
-                    timing = run_ours(path)
-                    checks.check_count(f"{name} (eventlab)", ours.event_count(path), n_events)
+                    timing = ways[side](path)
+                    checks.check_count(f"{side} (eventlab)", ours.event_count(path), n_events)
                     eps = n_events / timing.seconds
-                    self.record(f"{name}_eps", eps)
-                    self.record(f"{name}_close_s", timing.close_seconds)
+                    self.record(f"{side}_eps", eps)
+                    self.record(f"{side}_close_s", timing.close_seconds)
+                    side = "eventlab" if side == name else side  # noqa: PLW2901 - the label
                 else:
                     path = directory / "peer.sqlite"
                     seconds = run_peer(path)
@@ -215,6 +220,7 @@ class Bench:
             n_events,
             lambda path: ours.time_batched(path, batches),
             lambda path: peer.time_batched(path, batches),
+            also={"append_many": lambda path: ours.time_append_many(path, batches)},
         )
 
     def bulk(self) -> None:
@@ -559,6 +565,7 @@ class Bench:
         ratios = {
             "append_per_command_ratio": ("append_per_command_eps", "peer_append_per_command_eps"),
             "append_batched_ratio": ("append_batched_eps", "peer_append_batched_eps"),
+            "append_many_ratio": ("append_many_eps", "peer_append_batched_eps"),
             "replay_ratio": ("replay_eps", "peer_replay_eps"),
             "replay_one_by_one_ratio": ("replay_one_by_one_eps", "peer_replay_eps"),
             "scheduler_commands_ratio": ("scheduler_commands_per_s", "peer_commands_per_s"),

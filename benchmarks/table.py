@@ -46,6 +46,15 @@ ROWS = [
         ratio="append_batched_ratio",
     ),
     Row(
+        "append_many, 1000 orders per call",
+        "events/s",
+        "append_many_eps",
+        target=">= 10x peer",
+        passes=lambda r: r["append_many_ratio"] >= 10.0,
+        peer="peer_append_batched_eps",
+        ratio="append_many_ratio",
+    ),
+    Row(
         "append_frame",
         "events/s",
         "append_frame_eps",
@@ -283,7 +292,13 @@ def format_table(config: Config, bench: Bench, results: dict[str, float]) -> str
     lines += ["", "spread: (max - min) / median of eventlab's runs."]
     closes = ", ".join(
         f"{name} {results[f'{name}_close_s'] * 1000:,.0f} ms"
-        for name in ("append_per_command", "append_batched", "append_frame", "scheduler")
+        for name in (
+            "append_per_command",
+            "append_batched",
+            "append_many",
+            "append_frame",
+            "scheduler",
+        )
         if f"{name}_close_s" in results
     )
     if closes:

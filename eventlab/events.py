@@ -352,9 +352,8 @@ class EventIds:
         """The next ``count`` ids."""
         start, self._next = self._next, self._next + count
         low = start & 0xFFF
-        if low + count > 0x1000:  # crosses a block boundary: format each id
-            prefix = self.prefix
-            return [f"{prefix}{n:012x}" for n in range(start, start + count)]
+        if low + count > 0x1000:  # crosses a block boundary (a big append, say)
+            return self._take_blocks(start, count)
         # Within one block the ids share all but their last three digits: joining two
         # strings costs a quarter of formatting a number (every append takes ids).
         block = start >> 12
@@ -363,6 +362,18 @@ class EventIds:
             self._block_head = f"{self.prefix}{block:09x}"
         head = self._block_head
         return [head + tail for tail in _LAST_THREE_HEX[low : low + count]]
+
+    def _take_blocks(self, start: int, count: int) -> list[str]:
+        """The ids ``start`` to ``start + count``, block of 4096 by block."""
+        ids: list[str] = []
+        end = start + count
+        while start < end:
+            low = start & 0xFFF
+            high = min(0x1000, low + end - start)
+            head = f"{self.prefix}{start >> 12:09x}"
+            ids += [head + tail for tail in _LAST_THREE_HEX[low:high]]
+            start += high - low
+        return ids
 
     def give_back(self, count: int) -> None:
         """Take back the last ``count`` ids handed out (by :meth:`take` or :meth:`reserve`),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from .journal import Journal, journal_paths
 from .pending import PendingEvents
 from .read_ahead import ReadAheads
 from .reading import filters, iterate_records, read_query, upper_bounds
+from .replay import paused_gc
 from .schema import SELECT_RECORD, create_schema
 from .sidetables import SideTable, apply_recovered
 from .stream_positions import MIN_EVENTS, StreamPositions, should_map
@@ -566,6 +567,84 @@ class EventStore:
             with self.transaction():
                 return self._append_in(self._tx, stream_id, batch, expected_version)
 
+    def append_many(
+        self,
+        streams: Mapping[str, Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]],
+        *,
+        expected_versions: int | Mapping[str, int] | None = None,
+    ) -> dict[str, list[RecordedEvent]]:
+        """Append events to many streams at once, atomically: all of them or none.
+
+        The same as one :meth:`append` per stream inside one :meth:`transaction`,
+        and several times faster for many small streams (a thousand orders, say),
+        as saving many aggregates at once is: the checks, clock readings and ids
+        are taken once for all of them. (So every stream's version is checked
+        before any payload is encoded: of a wrong version and a bad payload, the
+        ``ConcurrencyError`` is raised.)
+
+        Parameters
+        ----------
+        streams : dict
+            Stream id to what to append to it (as :meth:`append` takes it), in
+            the order to store them.
+        expected_versions : int or dict, optional
+            ``None`` appends whatever the versions; an int is every stream's
+            expected version (``0``: all new streams); a dict gives some streams
+            theirs, as :meth:`append`'s ``expected_version``.
+
+        Returns
+        -------
+        dict
+            Stream id to its stored events, as :meth:`append` returns them.
+
+        Raises
+        ------
+        ConcurrencyError
+            A stream is not at its expected version; nothing is written.
+        DuplicateEventError
+            An ``event_id`` is already stored with different content.
+        InvalidEventError
+            A malformed argument, stream id, event or payload.
+
+        Examples
+        --------
+        >>> import eventlab as el
+        >>> store = el.EventStore()
+        >>> stored = store.append_many(
+        ...     {"order-1": [el.Event("OrderPlaced", {"total": 5})],
+        ...      "order-2": [el.Event("OrderPlaced", {"total": 7}), el.Event("OrderPaid", {})]},
+        ...     expected_versions=0,
+        ... )
+        >>> {stream: [e.version for e in events] for stream, events in stored.items()}
+        {'order-1': [1], 'order-2': [1, 2]}
+        """
+        if self._con is None or self.read_only:
+            self._check_writable()
+        if not isinstance(streams, Mapping):
+            raise InvalidEventError(
+                f"streams must be a dict of stream id to events, e.g. "
+                f"{{'order-1': [el.Event('OrderPlaced', {{}})]}}; got {type(streams).__name__}"
+            )
+        expected = _expected_versions(expected_versions, streams)
+        appends = []
+        for stream_id, events in streams.items():
+            if (
+                type(stream_id) is not str
+                or not stream_id.isascii()
+                or not stream_id
+                or stream_id.isspace()
+            ):
+                check_name("stream_id", stream_id)
+            appends.append((stream_id, _coerce_events(events), expected(stream_id)))
+        # Thousands of records are made at once and stay alive through the commit: a
+        # collection meanwhile would walk them all, to free none (measured: a fifth of
+        # the time). The caller's collector walks what it keeps of them, once.
+        with self._lock, paused_gc():
+            if self._tx is not None:
+                return self._append_many_in(self._tx, appends)
+            with self.transaction():
+                return self._append_many_in(self._tx, appends)
+
     def seed_event_ids(self, seed: int | str) -> None:
         """Make the ids of the events appended from now on a function of ``seed``.
 
@@ -602,24 +681,84 @@ class EventStore:
             self._id_prefixes.add(self._new_ids.prefix)
 
     def _append_in(
-        self, tx: _Transaction, stream_id: str, batch: list[Event], expected_version: int | None
+        self,
+        tx: _Transaction,
+        stream_id: str,
+        batch: list[Event],
+        expected_version: int | None,
+        *,
+        name_stream: bool = False,
     ) -> list[RecordedEvent]:
         """Check and stage one append. Raises before changing anything, so no savepoint.
 
-        This is the hot path of every write, hence the plain loop and local names.
-        """
+        With ``name_stream``, an error about an event names its stream (one of
+        several in an :meth:`append_many`)."""
         supplied = None
         for event in batch:  # a loop that stops early: most appends supply no ids
             if event.event_id is not None:
                 supplied = [given.event_id for given in batch if given.event_id is not None]
-                duplicates = self._find_stored(stream_id, batch, supplied)
+                duplicates = self._find_stored(stream_id, batch, supplied, name_stream)
                 if duplicates is not None:
                     return duplicates
                 break
         current = self._current_version(stream_id)
         if expected_version is not None and expected_version != current:
             raise ConcurrencyError(stream_id, expected_version, current)
-        size = len(batch)
+        records = self._stage(tx, [(stream_id, batch, current)], len(batch), name_stream)
+        if supplied:
+            for event, record in zip(batch, records, strict=True):
+                if event.event_id is not None:
+                    tx.supplied[event.event_id] = record
+        return records
+
+    def _append_many_in(
+        self, tx: _Transaction, appends: list[tuple[str, list[Event], int | None]]
+    ) -> dict[str, list[RecordedEvent]]:
+        """Check and stage the appends of :meth:`append_many`, all or none."""
+        if any(event.event_id is not None for _, batch, _ in appends for event in batch):
+            # Caller-given ids make each append an idempotent retry or not on its own:
+            # stream by stream, as appends in one transaction, undone together.
+            savepoint = self._savepoint()
+            try:
+                named = len(appends) > 1
+                return {
+                    s: self._append_in(tx, s, batch, v, name_stream=named)
+                    for s, batch, v in appends
+                }
+            except BaseException:
+                self._rollback_to(savepoint)
+                raise
+        checked = []
+        size = 0
+        current_version = self._current_version
+        for stream_id, batch, expected_version in appends:
+            current = current_version(stream_id)
+            if expected_version is not None and expected_version != current:
+                raise ConcurrencyError(stream_id, expected_version, current)
+            checked.append((stream_id, batch, current))
+            size += len(batch)
+        records = self._stage(tx, checked, size, len(checked) > 1)
+        staged = {}
+        end = 0
+        for stream_id, batch, _ in checked:
+            start, end = end, end + len(batch)
+            staged[stream_id] = records[start:end]
+        return staged
+
+    def _stage(
+        self,
+        tx: _Transaction,
+        appends: list[tuple[str, list[Event], int]],
+        size: int,
+        name_streams: bool = False,
+    ) -> list[RecordedEvent]:
+        """Stage checked appends in ``tx``: each stream's events (``size`` in all) after its
+        current version. Returns their records, in order. With ``name_streams``, a bad
+        payload's error names its stream.
+
+        This is the hot path of every write, hence the plain loop and local names.
+        A bad payload raises before anything changes.
+        """
         clock = self.clock
         # A SimulatedClock moves only once the append is sure to succeed: its readings
         # are peeked now and taken after the loop (a rejected append must not shift
@@ -631,68 +770,70 @@ class EventStore:
             first_us, step_us = reserve_micros(clock, size)
         new_ids = self._new_ids.take(size)
         position = self._head + 1
-        version = current + 1
         encode = json_encoder
         stamp = self._stamp
         # Without upcasters every type is at schema version 1: no call per event.
         schema_version = upcasters.current_version if upcasters else None
         rows = []
+        index = 0  # of the event among all those staged here
         try:
-            for index, event in enumerate(batch):
-                metadata = event.metadata
-                if metadata:
-                    if stamp is not None:
-                        metadata = {**metadata, **stamp[0]}
-                    metadata_json = encode(metadata)
-                    correlation_id = _optional_str(metadata.get("correlation_id"))
-                    causation_id = _optional_str(metadata.get("causation_id"))
-                elif stamp is not None:
-                    _, metadata_json, correlation_id, causation_id = stamp
-                else:
-                    metadata_json, correlation_id, causation_id = "{}", None, None
-                recorded_us = first_us + index * step_us
-                occurred = event.occurred_at
-                rows.append(
-                    (
-                        position + index,
-                        event.event_id or new_ids[index],
-                        stream_id,
-                        version + index,
-                        event.type,
-                        encode(event.data),
-                        metadata_json,
-                        correlation_id,
-                        causation_id,
-                        recorded_us,
-                        recorded_us if occurred is None else to_micros(occurred),
-                        1 if schema_version is None else schema_version(event.type),
+            for stream_id, batch, current in appends:
+                version = current + 1 - index  # + index: the event's version
+                for event in batch:
+                    metadata = event.metadata
+                    if metadata:
+                        if stamp is not None:
+                            metadata = {**metadata, **stamp[0]}
+                        metadata_json = encode(metadata)
+                        correlation_id = _optional_str(metadata.get("correlation_id"))
+                        causation_id = _optional_str(metadata.get("causation_id"))
+                    elif stamp is not None:
+                        _, metadata_json, correlation_id, causation_id = stamp
+                    else:
+                        metadata_json, correlation_id, causation_id = "{}", None, None
+                    recorded_us = first_us + index * step_us
+                    occurred = event.occurred_at
+                    rows.append(
+                        (
+                            position + index,
+                            event.event_id or new_ids[index],
+                            stream_id,
+                            version + index,
+                            event.type,
+                            encode(event.data),
+                            metadata_json,
+                            correlation_id,
+                            causation_id,
+                            recorded_us,
+                            recorded_us if occurred is None else to_micros(occurred),
+                            1 if schema_version is None else schema_version(event.type),
+                        )
                     )
-                )
+                    index += 1
         except BaseException as exc:
             # Seeded ids must not depend on how many appends failed either.
             self._new_ids.give_back(size)
             if isinstance(exc, TypeError | ValueError | RecursionError):
-                _raise_unserialisable(batch)
+                for stream_id, batch, _ in appends:
+                    _raise_unserialisable(batch, _events_label(stream_id, name_streams))
             raise
         if simulated:
             taken = clock.reserve_micros(size)
             if taken != (first_us, step_us):  # the step changed, or another thread read it
                 self._simulated_step = taken[1]
-                rows = _restamp(rows, batch, *taken)
+                events = [event for _, batch, _ in appends for event in batch]
+                rows = _restamp(rows, events, *taken)
         # Nothing above changes the store, so a bad payload leaves no trace.
         self._head += size
         tx.rows.extend(rows)  # plain tuples: see _Transaction
-        records = list(map(make_record, rows))
-        if supplied:
-            for event, record in zip(batch, records, strict=True):
-                if event.event_id is not None:
-                    tx.supplied[event.event_id] = record
-        if size:
-            tx.versions[stream_id] = current + size
-        return records
+        versions = tx.versions
+        for stream_id, batch, current in appends:
+            if batch:
+                versions[stream_id] = current + len(batch)
+        return list(map(make_record, rows))
 
     def _find_stored(
-        self, stream_id: str, batch: list[Event], supplied: list[str]
+        self, stream_id: str, batch: list[Event], supplied: list[str], name_stream: bool = False
     ) -> list[RecordedEvent] | None:
         """Stored records when every event of ``batch`` was stored before (a retry).
 
@@ -718,11 +859,12 @@ class EventStore:
             # store it (metadata with the store's stamp): not the decoded values of the
             # record handed out before, which its holder may have changed, and which
             # compare True == 1 == 1.0.
-            data_json = to_json(event.data, f"events[{index}].data")
+            where = _events_label(stream_id, name_stream)
+            data_json = to_json(event.data, f"{where}[{index}].data")
             try:
                 metadata_json = _metadata_columns(event.metadata, stamp, json_encoder)[0]
             except (TypeError, ValueError, RecursionError):
-                to_json(event.metadata, f"events[{index}].metadata")
+                to_json(event.metadata, f"{where}[{index}].metadata")
                 raise
             same = (
                 record[2] == stream_id
@@ -1351,12 +1493,19 @@ def _coerce_events(events: Any) -> list[Event]:
     return [event if type(event) is Event else coerce(event) for event in events]
 
 
-def _raise_unserialisable(batch: list[Event]) -> None:
-    """Re-encode payload by payload to name the one that failed (the slow path)."""
+def _events_label(stream_id: str, named: bool) -> str:
+    """How errors name an append's events: ``events``, or with ``named`` (one stream of
+    several in EventStore.append_many) ``streams['<stream id>']``."""
+    return f"streams[{stream_id!r}]" if named else "events"
+
+
+def _raise_unserialisable(batch: list[Event], where: str = "events") -> None:
+    """Re-encode payload by payload to name the one that failed (the slow path); ``where``
+    names the events (see _events_label)."""
     for index, event in enumerate(batch):
-        to_json(event.data, f"events[{index}].data")
+        to_json(event.data, f"{where}[{index}].data")
         if event.metadata:
-            to_json(event.metadata, f"events[{index}].metadata")
+            to_json(event.metadata, f"{where}[{index}].metadata")
 
 
 def _restamp(rows: list[tuple], batch: list[Event], first_us: int, step_us: int) -> list[tuple]:
@@ -1386,6 +1535,27 @@ def _metadata_columns(
     if stamp is not None:
         return stamp[1:]
     return "{}", None, None
+
+
+def _expected_versions(given: object, streams: Mapping[str, Any]) -> Callable[[str], int | None]:
+    """Each stream's expected version from ``append_many``'s ``expected_versions``."""
+    if given is None or isinstance(given, int):
+        _check_expected_version(given)
+        return lambda stream_id: given  # type: ignore[return-value]
+    if not isinstance(given, Mapping):
+        raise InvalidEventError(
+            f"expected_versions must be None, an int for every stream, or a dict of stream "
+            f"id to version; got {type(given).__name__}"
+        )
+    unknown = [stream_id for stream_id in given if stream_id not in streams]
+    if unknown:
+        raise InvalidEventError(
+            f"expected_versions names streams that get no events: {sorted(map(str, unknown))}; "
+            f"give versions only for the streams appended to"
+        )
+    for version in given.values():
+        _check_expected_version(version)
+    return given.get
 
 
 def _check_expected_version(expected: object) -> None:

@@ -272,6 +272,21 @@ print("head unchanged:", store.head == head_before)
 print("order-4 version:", store.version("order-4"), "| MUG version:", store.version("product-MUG"))
 
 # %% [markdown]
+# Saving many streams at once, say a batch of new orders, is one call:
+# `append_many` takes a dict of stream id to events and appends them all in one
+# transaction, as the loop of appends above would, only several times faster.
+
+# %%
+stored = store.append_many(
+    {
+        "order-5": [el.Event("OrderPlaced", {"customer": "carol"})],
+        "order-6": [el.Event("OrderPlaced", {"customer": "dan"}), el.Event("OrderPaid", {})],
+    },
+    expected_versions=0,  # every one of them must be a new stream
+)
+{stream: [(e.position, e.version, e.type) for e in events] for stream, events in stored.items()}
+
+# %% [markdown]
 # ## 7. Bulk loading and a picture
 #
 # The next morning the web shop sends last week's orders. We generate them here
