@@ -230,6 +230,12 @@ def _make_encoder() -> Callable[[Any], str]:
 
 json_encoder = _make_encoder()
 
+# json_encoder's first try, for the one loop that inlines it (EventStore._stage, once
+# per appended event, where the call costs a seventh of the encoding): orjson's dumps
+# with this default and these options, its bytes decoded. When that raises TypeError,
+# or its text holds "null", json_encoder(value) has the last word.
+ORJSON_FIRST_TRY = (orjson.dumps, _plain_value, _ORJSON_OPTIONS)
+
 # Every digit as b"1", every other byte unchanged (none of which is b"1"): a run of
 # 19 ones in the translated text is a run of 19 digits in the original.
 _DIGITS_AS_ONES = bytes.maketrans(b"0123456789", b"1" * 10)

@@ -44,6 +44,7 @@ from .errors import (
     StoreClosedError,
 )
 from .events import (
+    ORJSON_FIRST_TRY,
     Event,
     EventIds,
     RecordedEvent,
@@ -771,6 +772,7 @@ class EventStore:
         new_ids = self._new_ids.take(size)
         position = self._head + 1
         encode = json_encoder
+        dumps, reject, options = ORJSON_FIRST_TRY
         stamp = self._stamp
         # Without upcasters every type is at schema version 1: no call per event.
         schema_version = upcasters.current_version if upcasters else None
@@ -793,6 +795,14 @@ class EventStore:
                         metadata_json, correlation_id, causation_id = "{}", None, None
                     recorded_us = first_us + index * step_us
                     occurred = event.occurred_at
+                    data = event.data
+                    try:  # json_encoder's first try, inline (see ORJSON_FIRST_TRY)
+                        data_json = dumps(data, default=reject, option=options).decode()
+                    except TypeError:
+                        data_json = encode(data)
+                    else:
+                        if "null" in data_json:
+                            data_json = encode(data)
                     rows.append(
                         (
                             position + index,
@@ -800,7 +810,7 @@ class EventStore:
                             stream_id,
                             version + index,
                             event.type,
-                            encode(event.data),
+                            data_json,
                             metadata_json,
                             correlation_id,
                             causation_id,

@@ -1097,3 +1097,38 @@ def test_rows_to_batch_leaves_a_collector_that_was_off_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("uniform", [False, True], ids=["varied", "uniform"])
+def test_rows_to_batch_holds_exactly_the_rows(uniform):
+    """Columns holding one value throughout (repeated by Arrow) and varied ones (read
+    value by value) give the same batch as Arrow reading every row."""
+    import pyarrow as pa
+
+    from eventlab.schema import ARROW_SCHEMA, rows_to_batch
+
+    def row(n: int) -> tuple:
+        k = 0 if uniform else n
+        return (
+            7 + n,
+            f"id-{n}",
+            "order-1" if uniform else f"order-{n % 2}",
+            1 + k,
+            "Placed" if uniform else ["Placed", "Paid"][n % 2],
+            '{"a":1}' if uniform else f'{{"a":{n}}}',
+            "{}" if uniform else ["{}", '{"k":"v"}'][n % 2],
+            None if uniform else [None, "c-1"][n % 2],
+            None if uniform else ["x", None][n % 2],
+            1_700_000_000_000_000 + k,
+            1_700_000_000_000_000 - k,
+            1 if uniform else 1 + n % 3,
+        )
+
+    rows = [row(n) for n in range(5)]
+    batch = rows_to_batch(rows)
+    assert batch.schema == ARROW_SCHEMA
+    for name, values in zip(ARROW_SCHEMA.names, zip(*rows, strict=True), strict=True):
+        column = batch.column(name)
+        if name in ("recorded_at", "occurred_at"):
+            column = column.cast(pa.int64())
+        assert column.to_pylist() == list(values), name

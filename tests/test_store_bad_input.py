@@ -304,18 +304,18 @@ def test_a_clock_read_elsewhere_between_peek_and_take_restamps_the_rows():
         """A payload whose encoding reads the clock, as another thread could meanwhile."""
 
     data = Sneaky(x=1)
-    original = el.events.json_encoder
+    dumps, reject, options = el.events.ORJSON_FIRST_TRY
 
-    def encode(value):
+    def sneaky_dumps(value, **kwargs):
         if value is data:
             clock.now()
-        return original(value)
+        return dumps(value, **kwargs)
 
-    el.store.json_encoder, saved = encode, el.store.json_encoder
+    el.store.ORJSON_FIRST_TRY, saved = (sneaky_dumps, reject, options), el.store.ORJSON_FIRST_TRY
     try:
         store.append("a", [el.Event("A", data), el.Event("B", {})])
     finally:
-        el.store.json_encoder = saved
+        el.store.ORJSON_FIRST_TRY = saved
     start = datetime(2024, 1, 1, tzinfo=UTC)
     assert [e.recorded_at for e in store.read_all()] == [
         start + timedelta(minutes=1),
