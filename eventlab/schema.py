@@ -98,22 +98,23 @@ def rows_to_batch(rows) -> pa.RecordBatch:
         for column, field in zip(zip(*rows, strict=True), ARROW_SCHEMA, strict=True):
             size = len(column)
             # One value throughout (no metadata, no correlation id, one clock reading,
-            # schema version 1): a C-speed count finds it, and Arrow repeats it for a
-            # fraction of reading every value.
-            uniform = column.count(column[0]) == size
+            # schema version 1): a C-speed count confirms it (when the ends agree), and
+            # Arrow repeats it for a fraction of reading every value.
+            first = column[0]
+            uniform = column[-1] == first and column.count(first) == size
             if field.name in _NUMERIC:
                 dtype = _NUMERIC[field.name]
                 # NumPy reads Python ints several times faster than pa.array does.
                 values = (
-                    np.full(size, column[0], dtype=dtype)
+                    np.full(size, first, dtype=dtype)
                     if uniform
                     else np.fromiter(column, dtype=dtype, count=size)
                 )
                 arrays.append(pa.array(values).view(field.type))
-            elif uniform and column[0] is None:
+            elif uniform and first is None:
                 arrays.append(pa.nulls(size, field.type))
             elif uniform:
-                arrays.append(pa.repeat(pa.scalar(column[0], field.type), size))
+                arrays.append(pa.repeat(pa.scalar(first, field.type), size))
             else:
                 arrays.append(pa.array(column, type=field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=ARROW_SCHEMA)
