@@ -326,6 +326,8 @@ def _find_unserialisable(value: Any, path: str) -> tuple[str, Any]:
 
 
 _LAST_THREE_HEX = [f"{n:03x}" for n in range(0x1000)]
+# How many ids EventIds makes at once for small appends (at most to its block's end).
+_READY_IDS = 512
 
 
 class EventIds:
@@ -350,24 +352,26 @@ class EventIds:
         variant = "89ab"[int(h[16], 16) & 3]
         self.prefix = f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{variant}{h[17:20]}-"
         self._next = 0
-        # The id without its last three hex digits, for the current block of 4096.
-        self._block = -1
-        self._block_head = ""
+        # The next ids of the current block, made together, and the counter of the first.
+        self._ready: list[str] = []
+        self._ready_from = 0
 
     def take(self, count: int) -> list[str]:
         """The next ``count`` ids."""
         start, self._next = self._next, self._next + count
+        # Every append takes ids: a slice of ids made together costs a fraction of
+        # making a few per call (ids in one block of 4096 share all but their last
+        # three hex digits, so making one is joining two strings).
+        offset = start - self._ready_from
+        if 0 <= offset and offset + count <= len(self._ready):
+            return self._ready[offset : offset + count]
         low = start & 0xFFF
-        if low + count > 0x1000:  # crosses a block boundary (a big append, say)
+        if count > _READY_IDS or low + count > 0x1000:  # a big append, or a block's end
             return self._take_blocks(start, count)
-        # Within one block the ids share all but their last three digits: joining two
-        # strings costs a quarter of formatting a number (every append takes ids).
-        block = start >> 12
-        if block != self._block:
-            self._block = block
-            self._block_head = f"{self.prefix}{block:09x}"
-        head = self._block_head
-        return [head + tail for tail in _LAST_THREE_HEX[low : low + count]]
+        head = f"{self.prefix}{start >> 12:09x}"
+        self._ready = [head + tail for tail in _LAST_THREE_HEX[low : low + _READY_IDS]]
+        self._ready_from = start
+        return self._ready[:count]
 
     def _take_blocks(self, start: int, count: int) -> list[str]:
         """The ids ``start`` to ``start + count``, block of 4096 by block."""

@@ -338,3 +338,41 @@ def test_generated_ids_given_back_are_handed_out_again():
     start = ids.reserve(4)
     ids.give_back(4)
     assert ids.reserve(1) == start
+
+
+_ID_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("take"), st.sampled_from([1, 2, 5, 6, 511, 512, 513, 4096, 5000])),
+        st.tuples(st.just("give_back"), st.integers(1, 6)),
+        st.tuples(st.just("reserve"), st.integers(1, 700)),
+    ),
+    max_size=60,
+)
+
+
+@given(
+    start=st.sampled_from([0, 100, 4000, 4095, 8191, 2**40 - 3]),
+    steps=_ID_STEPS,
+)
+@settings(max_examples=200, deadline=None)
+def test_event_ids_are_the_counter_formatted_whatever_the_calls(start, steps):
+    """Ids made ahead (a slice per append) or block by block are always the counter
+    formatted, after any mix of takes, give-backs and reserves."""
+    ids = EventIds(seed=9)
+    ids._next = start
+    handed: list[str | None] = []  # every id handed out by position, None if reserved
+    for kind, count in steps:
+        if kind == "take":
+            handed += ids.take(count)
+        elif kind == "reserve":
+            first = ids.reserve(count)
+            assert first == start + len(handed)
+            handed += [None] * count
+        elif handed and handed[-1] is not None:  # give back the last ids taken
+            count = min(count, len(handed))
+            ids.give_back(count)
+            del handed[-count:]
+    assert ids._next == start + len(handed)
+    for n, given_id in enumerate(handed):
+        if given_id is not None:
+            assert given_id == f"{ids.prefix}{start + n:012x}"
