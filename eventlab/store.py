@@ -549,14 +549,7 @@ class EventStore:
         # The checks call out only when something looks wrong: this runs for every append.
         if self._con is None or self.read_only:
             self._check_writable()
-        # (isascii: a non-ASCII id may hold a lone surrogate, which check_name refuses.)
-        if (
-            type(stream_id) is not str
-            or not stream_id.isascii()
-            or not stream_id
-            or stream_id.isspace()
-        ):
-            check_name("stream_id", stream_id)
+        _check_stream_id(stream_id)
         if expected_version is not None and (
             type(expected_version) is not int or expected_version < 0
         ):
@@ -629,13 +622,7 @@ class EventStore:
         expected = _expected_versions(expected_versions, streams)
         appends = []
         for stream_id, events in streams.items():
-            if (
-                type(stream_id) is not str
-                or not stream_id.isascii()
-                or not stream_id
-                or stream_id.isspace()
-            ):
-                check_name("stream_id", stream_id)
+            _check_stream_id(stream_id)
             appends.append((stream_id, _coerce_events(events), expected(stream_id)))
         # Thousands of records are made at once and stay alive through the commit: a
         # collection meanwhile would walk them all, to free none (measured: a fifth of
@@ -1482,6 +1469,18 @@ class EventStore:
         self._versions = None
         if self._bus is not None and self._bus.has_subscribers:
             self._bus._advance()
+
+
+def _check_stream_id(stream_id: object) -> None:
+    """Refuse a malformed stream id; the full check runs only when it looks wrong."""
+    # (isascii: a non-ASCII id may hold a lone surrogate, which check_name refuses.)
+    if (
+        type(stream_id) is not str
+        or not stream_id.isascii()
+        or not stream_id
+        or stream_id.isspace()
+    ):
+        check_name("stream_id", stream_id)
 
 
 def _coerce_events(events: Any) -> list[Event]:
