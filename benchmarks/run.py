@@ -181,6 +181,7 @@ class Bench:
             line = []
             for side in sides:
                 directory = self.fresh_dir(f"{name}-{side}-{rep}")
+                label = "eventlab" if side == name else side
                 if side != "peer":
                     path = directory / "store.duckdb"
                     timing = ways[side](path)
@@ -188,7 +189,6 @@ class Bench:
                     eps = n_events / timing.seconds
                     self.record(f"{side}_eps", eps)
                     self.record(f"{side}_close_s", timing.close_seconds)
-                    side = "eventlab" if side == name else side  # noqa: PLW2901 - the label
                 else:
                     path = directory / "peer.sqlite"
                     seconds = run_peer(path)
@@ -196,7 +196,7 @@ class Bench:
                     eps = n_events / seconds
                     self.record(f"peer_{name}_eps", eps)
                 shutil.rmtree(directory)
-                line.append(f"{side} {eps:>11,.0f} ev/s")
+                line.append(f"{label} {eps:>11,.0f} ev/s")
             _progress(f"{name:<19} run {rep + 1}/{self.config.repeat}: " + ",  ".join(line))
 
     def per_command(self) -> None:

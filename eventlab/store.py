@@ -851,12 +851,12 @@ class EventStore:
             )
         records = [stored[event.event_id] for event in batch]
         stamp = self._stamp
+        where = _events_label(stream_id, name_stream)
         for index, (event, record) in enumerate(zip(batch, records, strict=True)):
             # The stored JSON text against the new payload encoded as an append would
             # store it (metadata with the store's stamp): not the decoded values of the
             # record handed out before, which its holder may have changed, and which
             # compare True == 1 == 1.0.
-            where = _events_label(stream_id, name_stream)
             data_json = to_json(event.data, f"{where}[{index}].data")
             try:
                 metadata_json = _metadata_columns(event.metadata, stamp, json_encoder)[0]
