@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from functools import partial
 from itertools import repeat
-from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -28,6 +26,7 @@ from .events import (
     _decoded,
     _rebuild,
     from_json,
+    item_attributes,
     to_json,
     upcast_payload,
 )
@@ -73,6 +72,18 @@ def _field(name: str) -> property:
     return property(get, doc=f"The event's {name} (read from its batch on first access).")
 
 
+# What a view's tuple holds; the fields of the record layout read from it in C.
+_VIEW_ITEMS = item_attributes(
+    ("position", "stream_id", "type", "data", "columns"),
+    {
+        "position": RecordedEvent.position.__doc__,
+        "stream_id": RecordedEvent.stream_id.__doc__,
+        "type": RecordedEvent.type.__doc__,
+        "data": "The event's payload in today's shape.",
+    },
+)
+
+
 class EventView(RecordedEvent):
     """A RecordedEvent made for a projection handler: the same attributes, made lazily.
 
@@ -83,10 +94,10 @@ class EventView(RecordedEvent):
     Arrow batch alive: a handler that keeps events should keep ``to_dict()``.
     """
 
-    position: int = property(itemgetter(0))  # type: ignore[assignment]
-    stream_id: str = property(itemgetter(1))  # type: ignore[assignment]
-    type: str = property(itemgetter(2))  # type: ignore[assignment]
-    data = property(itemgetter(3), doc="The event's payload in today's shape.")
+    position: int = _VIEW_ITEMS["position"]  # type: ignore[assignment]
+    stream_id: str = _VIEW_ITEMS["stream_id"]  # type: ignore[assignment]
+    type: str = _VIEW_ITEMS["type"]  # type: ignore[assignment]
+    data = _VIEW_ITEMS["data"]
     event_id: str = _field("event_id")  # type: ignore[assignment]
     version: int = _field("version")  # type: ignore[assignment]
     correlation_id: str | None = _field("correlation_id")  # type: ignore[assignment]
@@ -117,7 +128,9 @@ class EventView(RecordedEvent):
         return (_rebuild, (values,))
 
 
-make_view = partial(tuple.__new__, EventView)
+# Called with one row tuple: the class call runs in C, 0.15 us a view against 0.25 us
+# for a partial of tuple.__new__ (see make_record).
+make_view = EventView
 
 
 def view_batches(batches: Iterable[pa.RecordBatch | PayloadBatch]) -> Iterator[list[EventView]]:

@@ -8,10 +8,10 @@ import json
 import math
 import os
 import uuid
+from collections import namedtuple
 from collections.abc import Callable, Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import datetime
-from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -419,6 +419,37 @@ RECORD_FIELDS = (
 )
 
 
+def item_attributes(names: tuple[str, ...], docs: Mapping[str, str]) -> dict[str, Any]:
+    """Read-only attributes for a tuple subclass: ``names[i]`` reads item ``i``.
+
+    They are the field descriptors of a :func:`~collections.namedtuple`, which
+    read the item in C: about 20 ns against 40 ns for ``property(itemgetter(i))``,
+    which calls two functions. Handlers read a few fields of every event, so this
+    counts over millions of them.
+    """
+    fields = namedtuple("_Items", names)  # type: ignore[misc]
+    attributes = {name: getattr(fields, name) for name in names}
+    for name, doc in docs.items():
+        attributes[name].__doc__ = doc
+    return attributes
+
+
+_RECORD_ITEMS = item_attributes(
+    RECORD_FIELDS,
+    {
+        "position": "Global position in the store (gapless, from 1).",
+        "event_id": "The event's unique id.",
+        "stream_id": "The stream the event belongs to.",
+        "version": "The event's version in its stream (from 1).",
+        "type": "The event type.",
+        "data": "The event's payload in today's shape.",
+        "correlation_id": "Correlation id from the metadata, or None.",
+        "causation_id": "Causation id from the metadata, or None.",
+        "schema_version": "Schema version of the payload as stored.",
+    },
+)
+
+
 class _decoded:
     """Like functools.cached_property, without the lock Python 3.11 takes on every miss.
 
@@ -456,14 +487,14 @@ class RecordedEvent(tuple):
 
     __match_args__ = RECORD_FIELDS
 
-    position: int = property(itemgetter(0))  # type: ignore[assignment]
-    event_id: str = property(itemgetter(1))  # type: ignore[assignment]
-    stream_id: str = property(itemgetter(2))  # type: ignore[assignment]
-    version: int = property(itemgetter(3))  # type: ignore[assignment]
-    type: str = property(itemgetter(4))  # type: ignore[assignment]
-    correlation_id: str | None = property(itemgetter(7))  # type: ignore[assignment]
-    causation_id: str | None = property(itemgetter(8))  # type: ignore[assignment]
-    schema_version: int = property(itemgetter(11))  # type: ignore[assignment]
+    position: int = _RECORD_ITEMS["position"]  # type: ignore[assignment]
+    event_id: str = _RECORD_ITEMS["event_id"]  # type: ignore[assignment]
+    stream_id: str = _RECORD_ITEMS["stream_id"]  # type: ignore[assignment]
+    version: int = _RECORD_ITEMS["version"]  # type: ignore[assignment]
+    type: str = _RECORD_ITEMS["type"]  # type: ignore[assignment]
+    correlation_id: str | None = _RECORD_ITEMS["correlation_id"]  # type: ignore[assignment]
+    causation_id: str | None = _RECORD_ITEMS["causation_id"]  # type: ignore[assignment]
+    schema_version: int = _RECORD_ITEMS["schema_version"]  # type: ignore[assignment]
 
     @_decoded
     def data(self) -> dict[str, Any]:
@@ -531,7 +562,7 @@ class _DecodedEvent(RecordedEvent):
     payload differently, so they do not compare equal as tuples.)
     """
 
-    data = property(itemgetter(5), doc="The event's payload in today's shape.")
+    data = _RECORD_ITEMS["data"]  # decoded already
 
     def __reduce__(self):
         values = (*self[:5], to_json(self[5], "data"), *self[6:])
