@@ -18,7 +18,7 @@ import hashlib
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter, call, itemgetter, length_hint
 from typing import Any, ClassVar
 
@@ -313,6 +313,8 @@ class Changes:
         existing: set | None = None,
         *,
         upserts_only: bool = False,
+        previous: Changes | None = None,
+        before_query: Callable[[], None] | None = None,
     ):
         self.cursor = cursor
         self.table = table
@@ -328,6 +330,13 @@ class Changes:
         self.key_types = projection.key_types
         self.existing = existing if self.key_types is not None else None
         self.upserts_only = upserts_only
+        # The batch before, while its write is still running (see the runner): the rows
+        # it leaves are known from its entries, so the handlers need not wait for it.
+        self.carried = previous.entries if previous is not None else None
+        # Called before any query: waits for that write, whose transaction holds the cursor.
+        self.before_query = before_query
+        schema = projection.schema
+        self.column_types = {c: _KEY_TYPES.get(schema[c].strip().upper()) for c in self.columns}
         self.upsert, self.delete, self.get = self._handler_api()
 
     def _handler_api(self) -> tuple[Callable, Callable, Callable]:
@@ -337,6 +346,7 @@ class Changes:
         composite, key_column = self.composite, self.key_columns[0]
         reject, is_new = self._reject, self._is_new
         key_type = None if self.key_types is None else self.key_types[0]
+        carried, carried_row = self.carried, self._carried_row
 
         def upsert(key: Any, /, **columns: Any) -> None:
             if composite:
@@ -355,6 +365,10 @@ class Changes:
             else:
                 columns[key_column] = key
             if entry is None:
+                if carried is not None and (before := carried.get(key)) is not None:
+                    base = carried_row(before)  # the row the batch before leaves
+                    entries[key] = [null_row if base is None else base, columns]
+                    return
                 if composite:
                     new = is_new(key)
                 else:  # inline: the usual single-column key, once per key and batch
@@ -376,7 +390,12 @@ class Changes:
                 key = check_key(key)
             entry = entries.get(key)
             if entry is None:
-                stored = stored_row(key)
+                if carried is not None and (before := carried.get(key)) is not None:
+                    stored = carried_row(before)
+                    if stored is _UNKNOWN:
+                        stored = stored_row(key)
+                else:
+                    stored = stored_row(key)
                 if stored is None:
                     return None
                 entries[key] = [stored, None]
@@ -409,9 +428,29 @@ class Changes:
             return tuple(map(type, key)) == self.key_types
         return key.__class__ is self.key_types[0]  # type: ignore[index]
 
+    def _carried_row(self, entry: list) -> dict[str, Any] | None | object:
+        """The row that the batch before leaves for a key it touched (its ``entry``):
+        a dict, None for no row, or ``_UNKNOWN`` when only DuckDB can tell.
+
+        A value a handler gave is taken as what DuckDB will give back only when it
+        has the Python type DuckDB returns for its column (a str for VARCHAR, a float
+        for DOUBLE...): an int given for a DOUBLE column comes back as a float.
+        """
+        base, written = entry
+        if base is _UNKNOWN or written is None:
+            return base
+        types = self.column_types
+        for name, value in written.items():
+            if value is not None and value.__class__ is not types[name]:
+                return _UNKNOWN
+        return {**base, **written}
+
     def _stored_row(self, key: Any) -> dict[str, Any] | None:
-        if self._is_new(key):
+        carried = self.carried
+        if (carried is None or key not in carried) and self._is_new(key):
             return None
+        if self.before_query is not None:
+            self.before_query()
         values = list(key) if self.composite else [key]
         where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(self.key_columns, start=1))
         # Columns by name: a table made for an earlier order of the schema still fits.
@@ -433,9 +472,18 @@ class Changes:
 
     def write(self) -> int:
         """Apply every collected change to the table; returns the number of keys touched."""
+        run_steps(self.cursor, self.plan())
+        return self.settle()
+
+    def plan(self) -> list[Step]:
+        """The statements that apply every collected change, in order; none runs yet.
+
+        Raises ProjectionError, or an Arrow error, for changes that cannot be written.
+        """
         entries = self.entries
+        steps: list[Step] = []
         if not entries:
-            return 0
+            return steps
         # Keys of one column in two Python types (5 and "5") are two entries here but
         # may be one row in the table: only event by event (the runner's fallback when
         # a batch fails to write) gives the right rows.
@@ -447,7 +495,7 @@ class Changes:
                 f"({sorted(map(str, kinds))}); give each key in one type"
             )
         if self.removed:
-            self._delete_keys(list(self.removed))
+            self._plan_delete(list(self.removed), steps)
         # Rows whose handlers took the same path set the same columns in the same
         # order: grouping by that order needs no sorting and stays a few groups.
         # A row built on the all-NULL row is not in the table (any stored one was
@@ -462,7 +510,13 @@ class Changes:
                 else:
                     group.append(written)
         for (new, names), rows in groups.items():
-            self._write_rows(names, rows, upsert=self.upserts_only or not new)
+            self._plan_rows(names, rows, self.upserts_only or not new, steps)
+        return steps
+
+    def settle(self) -> int:
+        """Once the statements of :meth:`plan` have committed: note the keys stored now,
+        and empty the changes. Returns the number of keys touched."""
+        entries = self.entries
         if self.existing is not None:
             # Every key touched now has a row, but those deleted and not upserted again.
             self.existing.update(entries)
@@ -473,7 +527,7 @@ class Changes:
         self.removed.clear()
         return touched
 
-    def _delete_keys(self, keys: list) -> None:
+    def _plan_delete(self, keys: list, steps: list[Step]) -> None:
         tuples = keys if self.composite else [(key,) for key in keys]
         try:
             staged = pa.table(
@@ -481,7 +535,7 @@ class Changes:
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             # Keys of different Python types (5 and "6"): delete each kind apart, as
-            # _write_rows writes them.
+            # _plan_rows writes them.
             by_types: dict[tuple[type, ...], list] = {}
             for key, values in zip(keys, tuples, strict=True):
                 by_types.setdefault(tuple(map(type, values)), []).append(key)
@@ -490,19 +544,17 @@ class Changes:
                     _array([k[i] for k in tuples], name)
                 raise
             for part in by_types.values():
-                self._delete_keys(part)
+                self._plan_delete(part, steps)
             return
-        self.cursor.register("_removed_keys", staged)
-        try:
-            match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
-            self.cursor.execute(
-                f"DELETE FROM {self.table} t WHERE EXISTS "
-                f"(SELECT 1 FROM _removed_keys r WHERE {match})"
-            )
-        finally:
-            _unregister(self.cursor, "_removed_keys")
+        match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
+        sql = (
+            f"DELETE FROM {self.table} t WHERE EXISTS (SELECT 1 FROM _removed_keys r WHERE {match})"
+        )
+        steps.append((sql, None, "_removed_keys", staged))
 
-    def _write_rows(self, names: tuple[str, ...], rows: list[dict], *, upsert: bool) -> None:
+    def _plan_rows(
+        self, names: tuple[str, ...], rows: list[dict], upsert: bool, steps: list[Step]
+    ) -> None:
         try:
             staged = pa.table({name: pa.array(list(map(itemgetter(name), rows))) for name in names})
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -516,7 +568,7 @@ class Changes:
                     _array([row[name] for row in rows], name)
                 raise
             for part in by_types.values():
-                self._write_rows(names, part, upsert=upsert)
+                self._plan_rows(names, part, upsert, steps)
             return
         quoted = ", ".join(f'"{c}"' for c in names)
         conflict = ""
@@ -525,13 +577,26 @@ class Changes:
             sets = ", ".join(f'"{c}" = excluded."{c}"' for c in names if c not in self.key_columns)
             action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
             conflict = f" ON CONFLICT ({keys}) {action}"
-        self.cursor.register("_written_rows", staged)
+        sql = f"INSERT INTO {self.table} ({quoted}) SELECT {quoted} FROM _written_rows{conflict}"
+        steps.append((sql, None, "_written_rows", staged))
+
+
+# One statement of a batch's write: (SQL, its parameters, and the name under which it
+# reads an Arrow table, with that table; or None, None).
+Step = tuple[str, list | None, str | None, pa.Table | None]
+
+
+def run_steps(cursor: duckdb.DuckDBPyConnection, steps: list[Step]) -> None:
+    """Run a write's statements in order on ``cursor``."""
+    for sql, params, name, table in steps:
+        if table is None:
+            cursor.execute(sql, params)
+            continue
+        cursor.register(name, table)
         try:
-            self.cursor.execute(
-                f"INSERT INTO {self.table} ({quoted}) SELECT {quoted} FROM _written_rows{conflict}"
-            )
+            cursor.execute(sql, params)
         finally:
-            _unregister(self.cursor, "_written_rows")
+            _unregister(cursor, name)
 
 
 def _unregister(cursor: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -600,6 +665,20 @@ def apply_events(
     """
     table = table or f"main.{projection.name}"
     changes = Changes(cursor, table, projection, existing, upserts_only=upserts_only)
+    failed = feed(projection, changes, records)
+    if failed is not None:
+        return failed
+    try:
+        changes.write()
+    except (duckdb.Error, ProjectionError, pa.ArrowException) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def feed(projection: Projection, changes: Changes, records: Sequence) -> tuple[int, str] | None:
+    """Run the handlers of ``projection`` over ``records``, collecting their row changes
+    in ``changes``; returns ``(index, error)`` when the handler of ``records[index]``
+    raised, else None."""
     handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
     types = list(map(_type, records))
     for unhandled in set(types) - handlers.keys():  # the method was removed meanwhile
@@ -614,10 +693,6 @@ def apply_events(
             deque(map(call, calls, pending), maxlen=0)
         except Exception as exc:  # noqa: BLE001 - a failing handler stops only its projection
             return len(records) - length_hint(pending) - 1, f"{type(exc).__name__}: {exc}"
-        try:
-            changes.write()
-        except (duckdb.Error, ProjectionError, pa.ArrowException) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
         return None
     finally:
         projection._unbind()

@@ -13,10 +13,11 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from .asof import ReadModelsAsOf, build_as_of
@@ -33,16 +34,20 @@ from .clock import from_micros, peek_micros
 from .errors import ConsistencyTimeout, ProjectionError
 from .event_views import view_batches
 from .projections import (
+    Changes,
     Projection,
     SqlProjection,
+    Step,
     apply_events,
     build_sql_table,
+    feed,
     projection_of,
     stored_keys,
 )
 from .reading import filters, prepare_ahead
 from .replay import paused_gc
 from .schema import SELECT_RECORD
+from .write_behind import BackgroundWrite
 
 if TYPE_CHECKING:
     from .bus import Subscription
@@ -54,6 +59,7 @@ STATUS_COLUMNS = [
     "failed_position", "failed_type", "last_error", "updated_at",
 ]  # fmt: skip
 BATCH_SIZE = 50_000
+_NOT_TRIED = object()  # no attempt at applying a batch was made yet
 
 # Recorded as a projection's error when a handler that ran fine over a batch's
 # events raises on a second run over them (the projection then stops at the
@@ -195,8 +201,17 @@ class ProjectionRunner:
         failure: tuple[int | None, str | None, str] | None = None,
     ) -> None:
         """Write a checkpoint inside a transaction; failure = (position, type, error)."""
+        cursor.execute(*self._checkpoint_step(name, position, failure)[:2])
+
+    def _checkpoint_step(
+        self,
+        name: str,
+        position: int,
+        failure: tuple[int | None, str | None, str] | None = None,
+    ) -> Step:
+        """The statement that moves a checkpoint; failure = (position, type, error)."""
         failed_position, failed_type, error = failure if failure else (None, None, None)
-        cursor.execute(
+        return (
             "UPDATE checkpoints SET position = $2, state = $3, failed_position = $4, "
             "failed_type = $5, error = $6, updated_at = make_timestamptz($7) WHERE name = $1",
             [
@@ -208,6 +223,8 @@ class ProjectionRunner:
                 error,
                 self._now(),
             ],
+            None,
+            None,
         )
 
     def _committed(self, cursor: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -349,23 +366,61 @@ class ProjectionRunner:
         existing = stored_keys(cursor, projection)
         applied = 0
         position = start
+
+        def account(records: list, done: int) -> bool:
+            """Count a batch's ``done`` applied events; False if it stopped at a failure."""
+            nonlocal applied, position
+            applied += done
+            if done < len(records):  # failed at records[done]
+                bar.update(records[done].position - 1 - position)
+                return False
+            bar.update(records[-1].position - position)
+            position = records[-1].position
+            return True
+
         # The next Arrow batch is fetched on the other core while this one is applied;
         # closing the generator stops that thread however the loop ends.
         batches = view_batches(
             self.store._read_aheads.batches(reader, self.batch_size, prepare_ahead)
         )
+        writing: _Writing | None = None  # the batch whose write runs on a thread
         with contextlib.closing(batches):
-            for records in batches:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise self._timeout(name, head)
-                done = self._apply_batch(projection, cursor, records, existing)
-                applied += done
-                self._committed(cursor, name)
-                if done < len(records):  # failed at records[done]
-                    bar.update(records[done].position - 1 - position)
-                    return applied
-                bar.update(records[-1].position - position)
-                position = records[-1].position
+            try:
+                for records in batches:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise self._timeout(name, head)
+                    # The handlers run while the batch before is written, on the rows
+                    # it leaves; its write must succeed for this to stand.
+                    ahead = self._feed_ahead(projection, cursor, records, existing, writing)
+                    if writing is not None:
+                        finished, writing = writing, None
+                        done, wrote = self._finish_write(projection, cursor, finished, existing)
+                        if not account(finished.records, done):
+                            return applied
+                        if not wrote:
+                            # Fed on rows the failed write did not store: feed it again
+                            # (its handlers run once more than they would have).
+                            ahead = _NOT_TRIED
+                    if isinstance(ahead, _Ahead):
+                        write = BackgroundWrite(cursor, ahead.steps)
+                        writing = _Writing(records, ahead.changes, write)
+                        continue
+                    # A handler raised, or the changes cannot be written: this batch
+                    # goes the careful way, which finds the failing event.
+                    done = self._apply_batch(projection, cursor, records, existing, ahead)
+                    self._committed(cursor, name)
+                    if not account(records, done):
+                        return applied
+                if writing is not None:
+                    finished, writing = writing, None
+                    done, _ = self._finish_write(projection, cursor, finished, existing)
+                    if not account(finished.records, done):
+                        return applied
+            finally:
+                if writing is not None:  # leaving early (a timeout, an interrupt)
+                    if writing.write.wait() is None:
+                        writing.changes.settle()
+                    self._committed(cursor, name)
         if position < head:  # the rest were events of types this projection ignores
             with transaction(cursor):
                 self._save(cursor, name, head)
@@ -373,19 +428,74 @@ class ProjectionRunner:
             bar.update(head - position)
         return applied
 
+    def _feed_ahead(
+        self,
+        projection: Projection,
+        cursor: duckdb.DuckDBPyConnection,
+        records: list,
+        existing: set[tuple] | None,
+        writing: _Writing | None,
+    ) -> _Ahead | tuple[int | None, str]:
+        """Run the handlers over ``records`` and plan their write, checkpoint included,
+        while ``writing`` (the batch before) may still be running; or how that failed,
+        as :func:`~eventlab.projections.apply_events` reports it."""
+        changes = Changes(
+            cursor,
+            f"main.{projection.name}",
+            projection,
+            existing,
+            previous=None if writing is None else writing.changes,
+            before_query=None if writing is None else writing.write.wait,
+        )
+        failed = feed(projection, changes, records)
+        if failed is not None:
+            return failed
+        try:
+            steps = changes.plan()
+        except (duckdb.Error, ProjectionError, pa.ArrowException) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        steps.append(self._checkpoint_step(projection.name, records[-1].position))
+        return _Ahead(changes, steps)
+
+    def _finish_write(
+        self,
+        projection: Projection,
+        cursor: duckdb.DuckDBPyConnection,
+        writing: _Writing,
+        existing: set[tuple] | None,
+    ) -> tuple[int, bool]:
+        """Wait for a batch's background write; if it failed (and rolled back), apply the
+        batch again the careful way. Returns how many of its events were applied, and
+        whether the background write stood."""
+        error = writing.write.wait()
+        if error is None:
+            writing.changes.settle()
+            self._committed(cursor, projection.name)
+            return len(writing.records), True
+        if not isinstance(error, duckdb.Error):
+            raise error  # not the write's rows: an interrupt, say
+        failed = (None, f"{type(error).__name__}: {error}")
+        done = self._apply_batch(projection, cursor, writing.records, existing, failed)
+        self._committed(cursor, projection.name)
+        return done, False
+
     def _apply_batch(
         self,
         projection: Projection,
         cursor: duckdb.DuckDBPyConnection,
         records: list,
         existing: set[tuple] | None,
+        failed: tuple[int | None, str] | None | object = _NOT_TRIED,
     ) -> int:
         """Apply records and checkpoint in one transaction; returns how many were applied.
 
         On a failure only the events before the failing one are committed, and
-        the failure is recorded in the same transaction.
+        the failure is recorded in the same transaction. ``failed`` is how a first
+        attempt over these records failed, when one was made already (as
+        :func:`~eventlab.projections.apply_events` reports it).
         """
-        failed = self._commit_batch(projection, cursor, records, existing)
+        if failed is _NOT_TRIED:
+            failed = self._commit_batch(projection, cursor, records, existing)
         if failed is not None and failed[0] is None:
             # Writing failed. A row taken for new may be stored under a key the handler
             # gave in another Python type ('5' stored, 5 given): its plain INSERT fails
@@ -730,3 +840,18 @@ def _apply_prefix(
         if failed is not None:
             return index, failed[1], failed[0] is not None
     return None
+
+
+class _Writing(NamedTuple):
+    """A batch of events whose changes are being written by a background thread."""
+
+    records: list
+    changes: Changes
+    write: BackgroundWrite
+
+
+class _Ahead(NamedTuple):
+    """A batch's changes, collected while the batch before was written, and their write."""
+
+    changes: Changes
+    steps: list[Step]
