@@ -547,10 +547,9 @@ class Changes:
                 self._plan_delete(part, steps)
             return
         match = " AND ".join(f't."{k}" = r."{k}"' for k in self.key_columns)
-        sql = (
-            f"DELETE FROM {self.table} t WHERE EXISTS (SELECT 1 FROM _removed_keys r WHERE {match})"
-        )
-        steps.append((sql, None, "_removed_keys", staged))
+        name = f"_removed_keys_{len(steps)}"  # one name per statement: see write_behind
+        sql = f"DELETE FROM {self.table} t WHERE EXISTS (SELECT 1 FROM {name} r WHERE {match})"
+        steps.append((sql, None, name, staged))
 
     def _plan_rows(
         self, names: tuple[str, ...], rows: list[dict], upsert: bool, steps: list[Step]
@@ -577,8 +576,9 @@ class Changes:
             sets = ", ".join(f'"{c}" = excluded."{c}"' for c in names if c not in self.key_columns)
             action = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
             conflict = f" ON CONFLICT ({keys}) {action}"
-        sql = f"INSERT INTO {self.table} ({quoted}) SELECT {quoted} FROM _written_rows{conflict}"
-        steps.append((sql, None, "_written_rows", staged))
+        name = f"_written_rows_{len(steps)}"
+        sql = f"INSERT INTO {self.table} ({quoted}) SELECT {quoted} FROM {name}{conflict}"
+        steps.append((sql, None, name, staged))
 
 
 # One statement of a batch's write: (SQL, its parameters, and the name under which it
@@ -596,10 +596,11 @@ def run_steps(cursor: duckdb.DuckDBPyConnection, steps: list[Step]) -> None:
         try:
             cursor.execute(sql, params)
         finally:
-            _unregister(cursor, name)
+            unregister(cursor, name)
 
 
-def _unregister(cursor: duckdb.DuckDBPyConnection, name: str) -> None:
+def unregister(cursor: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Unregister an Arrow table, quietly if the connection refuses."""
     # After a failed statement the transaction is aborted and unregistering fails
     # too; that must not hide the real error. A later register() replaces the name.
     with contextlib.suppress(duckdb.Error):

@@ -209,15 +209,29 @@ class ProjectionRunner:
         position: int,
         failure: tuple[int | None, str | None, str] | None = None,
     ) -> Step:
-        """The statement that moves a checkpoint; failure = (position, type, error)."""
-        failed_position, failed_type, error = failure if failure else (None, None, None)
+        """The statement that moves a checkpoint; failure = (position, type, error).
+
+        Without a failure its values are integers and the projection's name (a
+        checked identifier), written into the SQL: a write on a thread then runs
+        as one script (see :mod:`eventlab.write_behind`).
+        """
+        if failure is None:
+            return (
+                f"UPDATE checkpoints SET position = {position:d}, state = '{ACTIVE}', "
+                f"failed_position = NULL, failed_type = NULL, error = NULL, "
+                f"updated_at = make_timestamptz({self._now():d}) WHERE name = '{name}'",
+                None,
+                None,
+                None,
+            )
+        failed_position, failed_type, error = failure
         return (
             "UPDATE checkpoints SET position = $2, state = $3, failed_position = $4, "
             "failed_type = $5, error = $6, updated_at = make_timestamptz($7) WHERE name = $1",
             [
                 name,
                 position,
-                FAILED if failure else ACTIVE,
+                FAILED,
                 failed_position,
                 failed_type,
                 error,
