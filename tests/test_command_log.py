@@ -90,12 +90,13 @@ def test_a_torn_record_loses_the_events_and_the_command_rows_together(store_path
     store = el.EventStore(store_path, clock=el.SimulatedClock(START))
     scheduler = el.CommandScheduler(store, make_executor(store), batch_size=10)
     scheduler.submit(el.Command("Ping", {"n": 1}, command_id="c-1"))
-    size_before_batch = journal_of(store_path).stat().st_size
+    size_before_batch = Journal.intact_size(journal_of(store_path))
     scheduler.run()
     crash(store)
     # Cut the batch's record short: the write never finished, so it was never acknowledged.
+    # (The file goes on with the zeros a synced journal writes ahead of its records.)
     with open(journal_of(store_path), "r+b") as handle:
-        handle.truncate(journal_of(store_path).stat().st_size - 5)
+        handle.truncate(Journal.intact_size(journal_of(store_path)) - 5)
 
     with el.EventStore(store_path, clock=el.SimulatedClock(START)) as reopened:
         assert reopened.version("ping-1") == 0

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pytest
 
 import eventlab as el
+from eventlab.journal import Journal
 
 STREAMS = ("order-0", "order-1", "order-2", "order-3")
 
@@ -353,6 +354,12 @@ def journal_of(path: Path) -> Path:
     return path.with_name(path.name + ".journal")
 
 
+def journal_written(path: Path) -> bytes:
+    """The journal's records, without the zeros a synced journal writes ahead of them."""
+    journal = journal_of(path)
+    return journal.read_bytes()[: Journal.intact_size(journal)]
+
+
 def journal_bytes(path: Path) -> bytes:
     """The journal's content; a clean close may remove the (then empty) file."""
     journal = journal_of(path)
@@ -488,8 +495,9 @@ RECORD_HEADER = struct.Struct("<cII")
 
 
 def journal_records(data: bytes) -> list[bytes]:
+    """The records of a journal's bytes, up to the zeros a synced journal writes ahead."""
     records, offset = [], 0
-    while offset < len(data):
+    while offset < len(data) and data[offset] != 0:
         _, length, _ = RECORD_HEADER.unpack_from(data, offset)
         end = offset + RECORD_HEADER.size + length
         records.append(data[offset:end])
@@ -523,7 +531,7 @@ def test_torn_journal_tail_after_a_crash_is_dropped(
     source, units = crashed_store
     path = copy_store(source, tmp_path)
     journal = journal_of(path)
-    intact = journal.read_bytes()
+    intact = journal_written(path)
     journal.write_bytes(intact + TORN_TAILS[tail](intact))
 
     with el.EventStore(path) as store:
@@ -549,7 +557,7 @@ def test_torn_journal_tail_on_a_closed_store_is_dropped(tmp_path: Path, tail: st
         assert len(list(store.read_all())) == 3  # reading absorbs the journal into DuckDB
         # One more record, left in the journal (copied before close absorbs it).
         store.append("a", [el.Event("A", {"u": "a", "k": 2})], expected_version=2)
-        record_line = journal_of(path).read_bytes()
+        record_line = journal_written(path)
         assert len(journal_records(record_line)) == 1
         before = list(store.read_all())
     assert journal_bytes(path) == b""
@@ -574,11 +582,11 @@ def test_torn_arrow_record_of_a_big_transaction_is_dropped(tmp_path: Path, cut: 
     path = tmp_path / "store.duckdb"
     with el.EventStore(path) as store:
         store.append("a", [el.Event("A", {"u": "a", "k": 0})])
-        small = journal_of(path).read_bytes()
+        small = journal_written(path)
         with store.transaction():
             for k in range(100):
                 store.append(f"big-{k}", [el.Event("B", {"u": "big", "k": k})])
-        data = journal_of(path).read_bytes()
+        data = journal_written(path)
         big = data[len(small) :]
         assert [r[:1] for r in journal_records(data)] == [b"R", b"A"]
         torn = {
@@ -669,15 +677,15 @@ store = el.EventStore(path)
 first = store.append("a", [el.Event("A", {"u": "first", "k": 0})])
 print(json.dumps([[r.position, r.event_id, r.stream_id, r.version] for r in first]), flush=True)
 journal_fd = store._pending.journal._fd
-real_write, real_sync = os.write, os.fdatasync
+real_write, real_sync = os.pwrite, os.fdatasync
 state = {"armed": True}
 
 
-def short_write(fd, data):
+def short_write(fd, data, offset):
     if fd == journal_fd and state["armed"]:
         state["armed"] = False
-        return real_write(fd, data[: len(data) // 2])
-    return real_write(fd, data)
+        return real_write(fd, data[: len(data) // 2], offset)
+    return real_write(fd, data, offset)
 
 
 def failing_sync(fd):
@@ -688,7 +696,7 @@ def failing_sync(fd):
 
 
 if fault == "short-write":
-    eventlab.journal.os.write = short_write
+    eventlab.journal.os.pwrite = short_write
 else:
     eventlab.journal.os.fdatasync = failing_sync
 try:
