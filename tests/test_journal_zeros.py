@@ -60,13 +60,15 @@ def test_an_unsynced_journal_writes_no_zeros(tmp_path: Path) -> None:
         assert history(reopened) == [(1, "a", 1, "A", {"k": 1})]
 
 
-@pytest.mark.parametrize("step", [1, 64, 1000])
+@pytest.mark.parametrize(("step", "small"), [(1, 10**6), (64, 10**6), (1000, 10**6), (64, 300)])
 def test_records_across_many_small_steps_recover_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int, small: int
 ) -> None:
     # With tiny steps, records start, end and straddle the zeros' boundaries, and a
-    # big transaction's record is longer than a step.
+    # big transaction's record is longer than a step. Records above ``small`` bytes
+    # extend the file themselves, over the zeros and past them.
     monkeypatch.setattr(eventlab.journal, "_PREALLOCATE", step)
+    monkeypatch.setattr(eventlab.journal, "_SMALL_RECORD", small)
     path = tmp_path / "store.duckdb"
     journal = journal_paths(path)[0]
     store = el.EventStore(path)
@@ -79,9 +81,11 @@ def test_records_across_many_small_steps_recover_exactly(
         for n in range(100):
             store.append(f"big-{n}", [el.Event("B", {"n": n})])
             expected.append((f"big-{n}", "B", {"n": n}))
+    store.append("after", [el.Event("E", {"n": 0})])
+    expected.append(("after", "E", {"n": 0}))
     size = journal.stat().st_size
     written = Journal.intact_size(journal)
-    assert written <= size < written + max(step, 1) + 1
+    assert written <= size < written + step + 1
     assert journal.read_bytes()[written:] == bytes(size - written)
     crash(store)
     with el.EventStore(path) as reopened:
