@@ -113,3 +113,15 @@ def pm4py_logs() -> Callable[[str], pd.DataFrame]:
         return cache[name].copy()
 
     return read
+
+
+def crash(store: el.EventStore) -> None:
+    """Drop a store without absorbing or closing, as SIGKILL would (the file is released)."""
+    from eventlab.connection import release_file
+
+    # A background absorb may be running: the crash lands after it, committed or not.
+    store._absorber.abandon()
+    store._pending.journal.close()
+    store._con.close()
+    store._con = None
+    release_file(store)

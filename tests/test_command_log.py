@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import eventlab as el
 import eventlab.store
 from eventlab.journal import Journal
-from tests.conftest import START
+from tests.conftest import START, crash
 
 
 def make_executor(store):
@@ -36,18 +36,6 @@ def make_executor(store):
 
 def journal_of(path):
     return path.with_name(path.name + ".journal")
-
-
-def crash(store):
-    """Drop a store without absorbing or closing, as SIGKILL would (the file is released)."""
-    from eventlab.connection import release_file
-
-    # A background absorb may be running: the crash lands after it, committed or not.
-    store._absorber.abandon()
-    store._pending.journal.close()
-    store._con.close()
-    store._con = None
-    release_file(store)
 
 
 def test_events_and_command_rows_share_one_journal_record(store_path):

@@ -13,17 +13,8 @@ import pytest
 
 import eventlab as el
 import eventlab.journal
-from eventlab.connection import release_file
 from eventlab.journal import Journal, journal_paths
-
-
-def crash(store: el.EventStore) -> None:
-    """Drop a store without absorbing or closing, as SIGKILL would (the file is released)."""
-    store._absorber.abandon()
-    store._pending.journal.close()
-    store._con.close()
-    store._con = None
-    release_file(store)
+from tests.conftest import crash
 
 
 def history(store: el.EventStore) -> list[tuple]:
