@@ -93,6 +93,12 @@ class ProjectionRunner:
     twice while the first runner still follows the bus): each continues from
     the checkpoint the other left, so no event is applied twice. A runner whose
     projection another runner has redefined refuses to run it.
+
+    A Python projection's batch is written to DuckDB on a thread while the
+    handlers already run over the next batch, on the rows the batch before
+    leaves (see :mod:`eventlab.write_behind`). Should that write fail, the
+    handlers run over both batches again. Handlers should depend only on the
+    events, as they must for a rebuild to give the same read model anyway.
     """
 
     def __init__(
@@ -398,14 +404,20 @@ class ProjectionRunner:
             self.store._read_aheads.batches(reader, self.batch_size, prepare_ahead)
         )
         writing: _Writing | None = None  # the batch whose write runs on a thread
+        several = head - start > self.batch_size  # more than one batch to read, maybe
         with contextlib.closing(batches):
             try:
                 for records in batches:
                     if deadline is not None and time.monotonic() > deadline:
                         raise self._timeout(name, head)
                     # The handlers run while the batch before is written, on the rows
-                    # it leaves; its write must succeed for this to stand.
-                    ahead = self._feed_ahead(projection, cursor, records, existing, writing)
+                    # it leaves; its write must succeed for this to stand. (A catch-up
+                    # of one batch, as when following the bus, has nothing to overlap.)
+                    ahead = (
+                        self._feed_ahead(projection, cursor, records, existing, writing)
+                        if several
+                        else _NOT_TRIED
+                    )
                     if writing is not None:
                         finished, writing = writing, None
                         done, wrote = self._finish_write(projection, cursor, finished, existing)

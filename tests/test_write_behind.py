@@ -240,3 +240,24 @@ def test_batches_fed_ahead_give_what_batches_applied_one_by_one_give(history, ba
         assert result == expected
         if expected[1]["state"] == "caught up":
             assert answers == expected_answers
+
+
+def test_a_catch_up_of_one_batch_writes_in_the_runners_thread(store, monkeypatch):
+    # Following the bus catches up a few events at a time: nothing to overlap, so no
+    # thread is started for them.
+    started = []
+    real = runner_module.BackgroundWrite
+
+    def counted(cursor, steps):
+        started.append(len(steps))
+        return real(cursor, steps)
+
+    monkeypatch.setattr(runner_module, "BackgroundWrite", counted)
+    store.append("a", [ev("Set", count=1), ev("Set", count=2)])
+    runner = el.ProjectionRunner(store, [Seen], batch_size=2)
+    runner.catch_up()
+    assert started == []
+    store.append("b", [ev("Set", count=3), ev("Set", count=4), ev("Set", count=5)])
+    runner.catch_up()  # three events in batches of two: both written on threads
+    assert started == [2, 2]  # each: its row and its checkpoint
+    assert rows(store, "seen") == [("a", None, 2, None), ("b", None, 5, None)]
