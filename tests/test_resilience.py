@@ -590,3 +590,52 @@ def test_a_policy_tells_whether_it_retries_an_error_known_by_its_text():
     assert not policy.retries_error("KeyError: 'sku'")
     assert not policy.retries_error(None)
     assert el.RetryPolicy.fixed(1).retries_error("KeyError: 'sku'")  # retry_on=Exception
+
+
+class _FractionBucket:
+    """The token bucket as plain exact fractions: the model the limiter must match."""
+
+    def __init__(self, rate, capacity):
+        from fractions import Fraction
+
+        self.F = Fraction
+        self.rate, self.capacity = Fraction(rate), Fraction(capacity)
+        self.tokens, self.now = self.capacity, 0
+
+    def advance(self, micros):
+        self.now += micros
+        self.tokens = min(self.capacity, self.tokens + self.rate * micros / 1_000_000)
+
+    def take(self, tokens):
+        need = self.F(tokens)
+        if self.tokens >= need:
+            self.tokens -= need
+            return True
+        return False
+
+    def wait_us(self, tokens):
+        deficit = self.F(tokens) - self.tokens
+        return 0 if deficit <= 0 else -(-deficit * 1_000_000 // self.rate)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.sampled_from([1, 3, 0.1, 2.5, 1 / 3, 1000]),
+    capacity=st.sampled_from([1, 2, 10, 0.5, 7.25]),
+    steps=st.lists(
+        st.tuples(st.integers(0, 3_000_000), st.sampled_from([1, 1, 1, 2, 0.5, 0.3])),
+        max_size=40,
+    ),
+)
+def test_rate_limiter_counts_tokens_exactly_as_fractions_do(rate, capacity, steps):
+    clock = sim()
+    limiter = el.RateLimiter(rate, capacity, clock)
+    model = _FractionBucket(rate, capacity)
+    for micros, tokens in steps:
+        clock.advance(timedelta(microseconds=micros))
+        model.advance(micros)
+        if tokens > capacity:
+            continue  # refused as a bad request: tested above
+        assert limiter.wait_time(tokens) == timedelta(microseconds=int(model.wait_us(tokens)))
+        assert limiter.try_acquire(tokens) is model.take(tokens)
+        assert limiter.available == float(model.tokens)
