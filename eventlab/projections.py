@@ -299,6 +299,12 @@ class Changes:
     write does. ``upserts_only=True`` writes every row as an upsert, which the
     runner uses to retry a batch whose write failed.
 
+    ``previous`` is the batch before, while its statements (:meth:`plan`) still
+    run on another thread: a key it touched is answered from its entries, where
+    they tell what DuckDB will hold (see :meth:`_carried_row`), and otherwise
+    from DuckDB once ``before_query`` has waited for that write. :meth:`write`
+    is :meth:`plan`, its statements run here, then :meth:`settle`.
+
     The handler API (``upsert``, ``delete``, ``get``) is made of closures over
     the batch's state rather than methods: a handler calls them once or twice
     per event, and reading locals instead of attributes makes each call about
