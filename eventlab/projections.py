@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from .errors import ProjectionError
+from .event_views import ViewBatch
 
 # Tables of the store itself and of later layers: a read model may not take these names.
 RESERVED_NAMES = frozenset({"events", "snapshots", "checkpoints", "commands", "info"})
@@ -687,19 +688,21 @@ def feed(projection: Projection, changes: Changes, records: Sequence) -> tuple[i
     in ``changes``; returns ``(index, error)`` when the handler of ``records[index]``
     raised, else None."""
     handlers = projection.find_handlers()  # looked up per batch: a fixed method counts
-    types = list(map(_type, records))
+    batch = isinstance(records, ViewBatch)
+    types = records.types if batch else list(map(_type, records))
     for unhandled in set(types) - handlers.keys():  # the method was removed meanwhile
         handlers[unhandled] = _no_handler(unhandled)
     calls = list(map(handlers.__getitem__, types))
     projection._bind(changes)
     try:
-        pending = iter(records)
+        # ``counted`` knows how many events were not pulled yet (see ViewBatch).
+        pending, counted = records.counted_views() if batch else (iter(records),) * 2
         try:
             # The loop runs in C (map pulls a handler, then its event, and calls one
             # with the other); a failing event's index is what is not pulled yet.
             deque(map(call, calls, pending), maxlen=0)
         except Exception as exc:  # noqa: BLE001 - a failing handler stops only its projection
-            return len(records) - length_hint(pending) - 1, f"{type(exc).__name__}: {exc}"
+            return len(records) - length_hint(counted) - 1, f"{type(exc).__name__}: {exc}"
         return None
     finally:
         projection._unbind()

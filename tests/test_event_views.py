@@ -112,3 +112,31 @@ def test_views_cannot_be_changed(store):
     view = Recorder.received[0]
     with pytest.raises(AttributeError, match="immutable"):
         view.stream_id = "order-9"
+
+
+def test_a_view_batch_is_a_sequence_of_views_made_on_access(store):
+    from operator import length_hint
+
+    from eventlab.event_views import ViewBatch, view_batches
+    from eventlab.schema import SELECT_RECORD
+
+    fill(store)
+    expected = list(store.read_all())
+    reader = store._cursor().sql(SELECT_RECORD.format(src="events")).to_arrow_reader(100)
+    (batch,) = list(view_batches(reader))
+    assert isinstance(batch, ViewBatch)
+    assert len(batch) == len(expected) > 2
+
+    def fields(view):
+        return view.to_dict()
+
+    assert [fields(v) for v in batch] == [r.to_dict() for r in expected]
+    assert fields(batch[-1]) == expected[-1].to_dict()
+    assert [fields(v) for v in batch[1:3]] == [r.to_dict() for r in expected[1:3]]
+    assert [fields(v) for v in batch[::-1]] == [r.to_dict() for r in expected[::-1]]
+    with pytest.raises(IndexError):
+        batch[len(expected)]
+    views, counted = batch.counted_views()
+    assert length_hint(counted) == len(expected)
+    first = next(views)
+    assert (fields(first), length_hint(counted)) == (expected[0].to_dict(), len(expected) - 1)
