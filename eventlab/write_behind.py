@@ -39,15 +39,19 @@ class BackgroundWrite:
         # only at the runner's next switch interval (5 ms). Measured beside a busy
         # Python thread, an 8,000-row insert with a checkpoint update took about
         # 100 ms as four calls from the thread and 65 ms as one.
-        self._names = []
+        self._names: list[str] = []
         statements = ["BEGIN TRANSACTION"]
-        for sql, params, name, table in steps:
-            if params is not None:
-                raise ValueError(f"a background write takes no parameters: {sql!r}")
-            if table is not None:
-                cursor.register(name, table)
-                self._names.append(name)
-            statements.append(sql)
+        try:
+            for sql, params, name, table in steps:
+                if params is not None:
+                    raise ValueError(f"a background write takes no parameters: {sql!r}")
+                if table is not None:
+                    cursor.register(name, table)
+                    self._names.append(name)
+                statements.append(sql)
+        except BaseException:
+            self._unregister()
+            raise
         statements.append("COMMIT")
         # Not a daemon: an interpreter that exits meanwhile waits for the COMMIT
         # rather than stopping the thread inside DuckDB.
@@ -69,6 +73,9 @@ class BackgroundWrite:
         """Wait for the transaction to end; returns what made it fail, None if it
         committed. Safe to call again."""
         self._thread.join()
+        self._unregister()
+        return self._error
+
+    def _unregister(self) -> None:
         while self._names:
             unregister(self._cursor, self._names.pop())
-        return self._error

@@ -261,3 +261,21 @@ def test_a_catch_up_of_one_batch_writes_in_the_runners_thread(store, monkeypatch
     runner.catch_up()  # three events in batches of two: both written on threads
     assert started == [2, 2]  # each: its row and its checkpoint
     assert rows(store, "seen") == [("a", None, 2, None), ("b", None, 5, None)]
+
+
+def test_a_background_write_that_cannot_start_leaves_nothing_registered(store):
+    import pyarrow as pa
+
+    from eventlab.write_behind import BackgroundWrite
+
+    cursor = store._cursor()
+    table = pa.table({"x": [1]})
+    steps = [
+        ("SELECT 1", None, "_written_rows_0", table),
+        ("SELECT $1", [1], None, None),  # parameters: refused
+    ]
+    with pytest.raises(ValueError, match="takes no parameters"):
+        BackgroundWrite(cursor, steps)
+    with pytest.raises(Exception, match="_written_rows_0"):
+        cursor.execute("SELECT * FROM _written_rows_0")
+    assert writers_alive() == []
