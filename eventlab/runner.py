@@ -404,6 +404,15 @@ class ProjectionRunner:
             self.store._read_aheads.batches(reader, self.batch_size, prepare_ahead)
         )
         writing: _Writing | None = None  # the batch whose write runs on a thread
+
+        def finish_writing() -> tuple[bool, bool]:
+            """Wait for the batch being written and count it: whether the projection
+            stopped in it, and whether its background write stood."""
+            nonlocal writing
+            finished, writing = writing, None
+            done, wrote = self._finish_write(projection, cursor, finished, existing)
+            return not account(finished.records, done), wrote
+
         several = head - start > self.batch_size  # more than one batch to read, maybe
         with contextlib.closing(batches):
             try:
@@ -419,9 +428,8 @@ class ProjectionRunner:
                         else _NOT_TRIED
                     )
                     if writing is not None:
-                        finished, writing = writing, None
-                        done, wrote = self._finish_write(projection, cursor, finished, existing)
-                        if not account(finished.records, done):
+                        stopped, wrote = finish_writing()
+                        if stopped:
                             return applied
                         if not wrote:
                             # Fed on rows the failed write did not store: feed it again
@@ -437,11 +445,8 @@ class ProjectionRunner:
                     self._committed(cursor, name)
                     if not account(records, done):
                         return applied
-                if writing is not None:
-                    finished, writing = writing, None
-                    done, _ = self._finish_write(projection, cursor, finished, existing)
-                    if not account(finished.records, done):
-                        return applied
+                if writing is not None and finish_writing()[0]:
+                    return applied
             finally:
                 if writing is not None:  # leaving early (a timeout, an interrupt)
                     if writing.write.wait() is None:
