@@ -27,9 +27,9 @@ Crash safety:
 - A torn or corrupt record (a write cut short by SIGKILL or power loss) fails
   its length or checksum and is dropped with everything after it. It was never
   acknowledged, because acknowledgement follows the sync.
-- A synced journal writes zeros ahead of its records, synced (see
-  ``Journal._preallocate``): a record then overwrites blocks the file already
-  has, and its ``fdatasync`` flushes data only. Kind 0 is no record, so
+- A synced journal writes zeros ahead of its small records, synced (see
+  ``Journal._preallocate``): such a record then overwrites blocks the file
+  already has, and its ``fdatasync`` flushes data only. Kind 0 is no record, so
   recovery stops at the first zero header, as at a torn record.
 - A write that fails (disk full, I/O error) is cut off the file at once, so it
   can neither come back at recovery nor hide the records written after it.

@@ -37,8 +37,9 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Whether DuckDB knows the type is checked by the runner, which has a connection.
 _TYPE_NAME = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_ ]*(\([A-Za-z0-9_ ,()\[\]]*\))?(\[\d*\])*\s*$")
 
-# Key column types whose values DuckDB returns as exactly these Python types, so a
-# key a handler gives can be looked up in the set of stored keys (see stored_keys).
+# Column types whose values DuckDB returns as exactly these Python types, so a key a
+# handler gives can be looked up in the set of stored keys (see stored_keys), and a
+# value it gives is what DuckDB will give back (see Changes._carried_row).
 # A key of any other Python type (a str for a DATE column, a float for an INTEGER
 # one) is looked up in DuckDB instead, which casts it as the write will.
 _KEY_TYPES: dict[str, type] = {
@@ -59,8 +60,13 @@ def key_python_types(
     schema: Mapping[str, str], key_columns: tuple[str, ...]
 ) -> tuple[type, ...] | None:
     """The Python type DuckDB gives the values of each key column, or None if one has none."""
-    types = tuple(_KEY_TYPES.get(schema[k].strip().upper()) for k in key_columns)
+    types = tuple(python_type(schema[k]) for k in key_columns)
     return None if None in types else types  # type: ignore[return-value]
+
+
+def python_type(sql_type: str) -> type | None:
+    """The one Python type DuckDB gives the values of a column of ``sql_type``, if any."""
+    return _KEY_TYPES.get(sql_type.strip().upper())
 
 
 def check_table_name(name: object, what: str) -> str:
@@ -342,8 +348,7 @@ class Changes:
         self.carried = previous.entries if previous is not None else None
         # Called before any query: waits for that write, whose transaction holds the cursor.
         self.before_query = before_query
-        schema = projection.schema
-        self.column_types = {c: _KEY_TYPES.get(schema[c].strip().upper()) for c in self.columns}
+        self.column_types = {c: python_type(t) for c, t in projection.schema.items()}
         self.upsert, self.delete, self.get = self._handler_api()
 
     def _handler_api(self) -> tuple[Callable, Callable, Callable]:

@@ -46,20 +46,7 @@ def history(store: el.EventStore) -> list[tuple]:
 
 def fields(record: el.RecordedEvent) -> tuple:
     """Every field of a record, decoded."""
-    return (
-        record.position,
-        record.event_id,
-        record.stream_id,
-        record.version,
-        record.type,
-        record.data,
-        record.metadata,
-        record.correlation_id,
-        record.causation_id,
-        record.recorded_at,
-        record.occurred_at,
-        record.schema_version,
-    )
+    return tuple(record.to_dict().values())
 
 
 def three_streams() -> dict[str, list[el.Event]]:
