@@ -31,6 +31,10 @@ Crash safety:
   ``Journal._preallocate``): such a record then overwrites blocks the file
   already has, and its ``fdatasync`` flushes data only. Kind 0 is no record, so
   recovery stops at the first zero header, as at a torn record.
+- A journal without sync copies its small records into a shared memory map of
+  the file, over zeros written ahead (see ``Journal._map_ahead``). The copied
+  bytes are in the operating system's page cache at once, as ``pwrite``'s are,
+  so a killed process loses nothing; a copy cut short fails its checksum.
 - A write that fails (disk full, I/O error) is cut off the file at once, so it
   can neither come back at recovery nor hide the records written after it.
 - Absorbing commits in DuckDB first and empties the journal after. A crash in
@@ -41,6 +45,7 @@ Crash safety:
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import zlib
@@ -71,7 +76,11 @@ _SYNCED_COMPRESSION = "lz4" if pa.Codec.is_available("lz4") else None
 # writing zeros first would cost more than it saves.
 _PREALLOCATE = 1 << 20
 _SMALL_RECORD = 64 << 10
-_ZEROS = bytes(1 << 20)
+_ZEROS = memoryview(bytes(1 << 20))
+
+# A journal without sync maps this much of the file ahead of its small records at a
+# time (see Journal._map_ahead).
+_MAP_AHEAD = 8 << 20
 
 # What a side record holds: (table name, row) pairs in commit order.
 SideRows = list[tuple[str, tuple]]
@@ -102,6 +111,9 @@ class Journal:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size  # bytes of intact, synced records
         self._allocated = self._size  # bytes of the file: records, then zeros
+        # Without sync, small records are copied into a map of the file (see _map_ahead).
+        self._mapped = not sync and _HAS_PWRITE
+        self._map: mmap.mmap | None = None
         self._broken: str | None = None
         if not existed:
             # Make the new file's directory entry durable too.
@@ -133,20 +145,55 @@ class Journal:
     def _write(self, kind: bytes, payload) -> None:
         if self._broken:
             raise JournalError(self._broken)
-        record = _HEADER.pack(kind, len(payload), zlib.crc32(payload)) + memoryview(payload)
+        header = _HEADER.pack(kind, len(payload), zlib.crc32(payload))
+        start = self._size
+        end = start + len(header) + len(payload)
+        small = end - start <= _SMALL_RECORD
         try:
-            end = self._size + len(record)
-            if self.sync and end > self._allocated and len(record) <= _SMALL_RECORD:
-                self._preallocate(end)
-            written = _pwrite(self._fd, record, self._size)
-            if written != len(record):
-                raise OSError(f"short write ({written} of {len(record)} bytes)")
-            if self.sync:
-                os.fdatasync(self._fd)
+            if small and self._mapped:
+                if self._map is None or end > len(self._map):
+                    self._map_ahead(end)
+                self._map[start : start + len(header)] = header
+                self._map[start + len(header) : end] = payload
+            else:
+                if self.sync and end > self._allocated and small:
+                    self._preallocate(end)
+                record = header + memoryview(payload)
+                written = _pwrite(self._fd, record, start)
+                if written != len(record):
+                    raise OSError(f"short write ({written} of {len(record)} bytes)")
+                if self.sync:
+                    os.fdatasync(self._fd)
         except OSError as exc:
             self._undo_failed_write(exc)
-        self._size += len(record)
-        self._allocated = max(self._allocated, self._size)
+        self._size = end
+        self._allocated = max(self._allocated, end)
+
+    def _map_ahead(self, end: int) -> None:
+        """Write zeros to at least ``end`` bytes and map the whole file, for copying
+        small records into.
+
+        ``os.pwrite`` lets go of the GIL, and a background absorb's thread then
+        takes it: getting it back cost a ``simulate()`` of 10,000 orders about a
+        sixth of its time (2026-11-28: 9.5 s against 8.0 s with no write at all),
+        for about 120,000 small records. A copy into a shared map keeps the GIL
+        and makes no system call; the pages are the page cache's, as written
+        bytes are. The zeros are written, not a hole left by ``ftruncate``: a
+        full disk then fails here with an error instead of killing the process
+        with SIGBUS when a copy touches a page no block backs.
+        """
+        self._unmap()
+        stop = max(end, self._allocated + _MAP_AHEAD)
+        stop += -stop % mmap.ALLOCATIONGRANULARITY
+        self._write_zeros(self._allocated, stop)
+        self._allocated = stop
+        self._map = mmap.mmap(self._fd, stop)
+
+    def _unmap(self) -> None:
+        # Before the file shrinks: a mapped page past its end would raise SIGBUS.
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
     def _preallocate(self, end: int) -> None:
         """Extend the file with zeros, synced, to at least ``end`` bytes.
@@ -161,16 +208,21 @@ class Journal:
         20 of them took 17 ms appended, 24 ms with 8 MB of zeros written first.)
         Recovery stops at the first zero header: kind 0 is no record.
         """
-        start = self._allocated
-        stop = max(end, start + _PREALLOCATE)
-        for offset in range(start, stop, len(_ZEROS)):
-            _pwrite(self._fd, _ZEROS[: min(len(_ZEROS), stop - offset)], offset)
+        stop = max(end, self._allocated + _PREALLOCATE)
+        self._write_zeros(self._allocated, stop)
         os.fsync(self._fd)
         self._allocated = stop
+
+    def _write_zeros(self, start: int, stop: int) -> None:
+        for offset in range(start, stop, len(_ZEROS)):
+            size = min(len(_ZEROS), stop - offset)
+            if _pwrite(self._fd, _ZEROS[:size], offset) != size:
+                raise OSError(f"short write of zeros at byte {offset}")
 
     def _undo_failed_write(self, exc: OSError) -> None:
         """Cut a failed record off the file: its positions are about to be reused."""
         try:
+            self._unmap()
             os.ftruncate(self._fd, self._size)
             self._allocated = self._size
             os.fsync(self._fd)
@@ -207,11 +259,13 @@ class Journal:
 
     def clear(self) -> None:
         """Empty the journal once its rows are safely in DuckDB."""
+        self._unmap()
         os.ftruncate(self._fd, 0)
         os.fsync(self._fd)
         self._size = self._allocated = 0
 
     def close(self) -> None:
+        self._unmap()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -799,7 +799,7 @@ def test_an_intact_journal_record_the_table_cannot_take_is_reported_not_dropped(
     good = (2, "id-2", "b", 1, "B", "{}", "{}", None, None, 1_000, 1_000, 1)
     bad = (3, "id-3", "b", 2, "B", "{}", "{}", None, None, 2_000, None, 1)
     journal.write_rows([good])
-    offset = journal.path.stat().st_size  # where the bad record starts
+    offset = Journal.intact_size(journal.path)  # where the bad record starts
     journal.write_rows([bad])
     journal.close()
     before = file_state(tmp_path)
