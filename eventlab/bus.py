@@ -93,6 +93,11 @@ class EventBus:
         self._subscriptions: dict[str, Subscription] = {}
         self._queue: deque[RecordedEvent] = deque()
         self._dispatching = False
+        # Per event type, the subscriptions whose types take it, in subscription order
+        # (see _route); emptied whenever a subscription comes or goes.
+        self._routes: dict[str, tuple[Subscription, ...]] = {}
+        # Set whenever a subscription starts catching up; cleared by _drain once none is.
+        self._catching_up = False
         self._lock = threading.RLock()
         self._failures: list[dict[str, Any]] = []
         self._store: EventStore | None = None
@@ -189,7 +194,9 @@ class EventBus:
             if from_position is not None:
                 subscription.position = self._check_catch_up(from_position)
                 subscription.state = CATCHING_UP
+                self._catching_up = True
             self._subscriptions[name] = subscription
+            self._routes = {}
             self._drain()
         return subscription
 
@@ -209,6 +216,7 @@ class EventBus:
                     f"{sorted(self._subscriptions)}"
                 )
             removed.state = UNSUBSCRIBED
+            self._routes = {}
 
     def _live_position(self) -> int:
         return self._store.head if self._store is not None and not self._store.closed else 0
@@ -263,29 +271,60 @@ class EventBus:
             for subscription in self._subscriptions.values():
                 if subscription.state == LIVE:
                     subscription.state = CATCHING_UP
+                    self._catching_up = True
             self._drain()
 
     def _drain(self) -> None:
         if self._dispatching:
             return  # the dispatch loop further up the stack delivers them in order
         self._dispatching = True
+        queue, seen = self._queue, 0
         try:
             while True:
-                catching_up = [s for s in self._subscriptions.values() if s.state == CATCHING_UP]
-                for subscription in catching_up:
-                    self._catch_up(subscription)
-                if not self._queue:
-                    if not any(s.state == CATCHING_UP for s in self._subscriptions.values()):
-                        return
+                if self._catching_up:
+                    self._catch_up_all()
                     continue
-                event = self._queue.popleft()
-                for subscription in list(self._subscriptions.values()):
-                    if subscription.state == LIVE and event.position > subscription.position:
-                        self._deliver(subscription, event)
-                    elif subscription.state == FAILED and self._store is None:
+                if not queue:
+                    self._settle(seen)
+                    return
+                event = queue.popleft()
+                seen = max(seen, event.position)
+                # Only the subscriptions whose types take the event: their positions
+                # move here, the others' once the queue is empty (see _settle).
+                for subscription in self._route(event.type):
+                    state = subscription.state
+                    if state == LIVE:
+                        if event.position > subscription.position:
+                            self._deliver(subscription, event)
+                    elif state == FAILED and self._store is None:
                         subscription._backlog.append(event)
         finally:
             self._dispatching = False
+
+    def _catch_up_all(self) -> None:
+        """Catch up every subscription that is catching up, until none is."""
+        self._catching_up = False
+        for subscription in list(self._subscriptions.values()):
+            if subscription.state == CATCHING_UP:
+                self._catch_up(subscription)
+        if any(s.state == CATCHING_UP for s in self._subscriptions.values()):
+            self._catching_up = True
+
+    def _route(self, event_type: str) -> tuple[Subscription, ...]:
+        """The subscriptions whose types take ``event_type`` (made once per type)."""
+        route = self._routes.get(event_type)
+        if route is None:
+            route = self._routes[event_type] = tuple(
+                s for s in self._subscriptions.values() if s.types is None or event_type in s.types
+            )
+        return route
+
+    def _settle(self, seen: int) -> None:
+        """Move the live subscriptions that no event of the drain was for up to ``seen``,
+        the last position it dispatched: they have seen those events, skipped."""
+        for subscription in self._subscriptions.values():
+            if subscription.state == LIVE and subscription.position < seen:
+                subscription.position = seen
 
     def _deliver(self, subscription: Subscription, event: RecordedEvent) -> bool:
         if subscription.matches(event):
@@ -384,6 +423,7 @@ class EventBus:
                 backlog, subscription._backlog = subscription._backlog, []
                 if self._store is not None:
                     subscription.state = CATCHING_UP  # re-read from the failing event on
+                    self._catching_up = True
                 else:
                     subscription.state = LIVE
                     self._queue.extendleft(reversed(backlog))
