@@ -274,3 +274,38 @@ def test_an_in_memory_store_absorbs_in_the_background_too(clock, gate):
         assert gate.calls >= 3
         assert store.sql("SELECT count(*) AS n FROM events")["n"][0] == 30
         assert [store.version(f"s-{k}") for k in range(3)] == [10, 10, 10]
+
+
+def _threads(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["absorbed", "failed"])
+def test_a_background_absorb_runs_duckdb_on_one_thread_then_restores_the_setting(
+    tmp_path: Path, gate: Gate, fails: bool
+) -> None:
+    # DuckDB's threads are a setting of the whole database: the absorb's thread sets
+    # one (leaving the other cores to the appending thread) and puts back what it found.
+    seen: list[int] = []
+    real = eventlab.absorber.write_batch
+
+    def observed(con, batch, writers):
+        seen.append(_threads(con))
+        real(con, batch, writers)
+
+    gate.failures = int(fails)
+    with el.EventStore(tmp_path / "s.duckdb") as store:
+        store._con.execute("SET threads = 3")  # say a user asked for three
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(eventlab.absorber, "write_batch", observed)  # before the gate
+            store.append("s-1", events(THRESHOLD))  # hands the buffer over
+            assert absorb_threads()
+            gate.opened.set()
+            absorb_threads()[0].join(10)
+            assert seen == [1]
+            assert _threads(store._con) == 3
+            # A failed absorb is retried by the next read, in the reading thread, which
+            # waits for it: on every thread the database has.
+            assert stored(store) == [(p, "s-1", p, p - 1) for p in range(1, THRESHOLD + 1)]
+            assert seen == ([1, 3] if fails else [1])
+            assert _threads(store._con) == 3
