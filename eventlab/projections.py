@@ -359,6 +359,7 @@ class Changes:
         reject, is_new = self._reject, self._is_new
         key_type = None if self.key_types is None else self.key_types[0]
         carried, carried_row = self.carried, self._carried_row
+        width = len(null_row)
 
         def upsert(key: Any, /, **columns: Any) -> None:
             if composite:
@@ -419,6 +420,12 @@ class Changes:
                     base = entry[0] = null_row
             if written is None:
                 return None if base is None else dict(base)
+            if base is null_row:
+                # A new row is what its upserts wrote: make that every column once,
+                # then each get copies one dict instead of merging two.
+                if len(written) != width:
+                    written = entry[1] = {**null_row, **written}
+                return written.copy()
             return {**base, **written}
 
         return upsert, delete, get
