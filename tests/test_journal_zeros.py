@@ -25,38 +25,26 @@ def history(store: el.EventStore) -> list[tuple]:
     return [(r.position, r.stream_id, r.version, r.type, r.data) for r in store.read_all()]
 
 
-def test_a_synced_journal_runs_ahead_with_zeros_that_recovery_skips(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sync", "ahead"), [(True, "_PREALLOCATE"), (False, "_MAP_AHEAD")], ids=["synced", "mapped"]
+)
+def test_a_journal_runs_ahead_with_zeros_that_recovery_skips(
+    tmp_path: Path, sync: bool, ahead: str
+) -> None:
+    # A synced journal writes its records over zeros synced before; one without sync
+    # copies them into a map of the file over zeros, and the file shows them at once
+    # (the map's pages are the page cache's).
     path = tmp_path / "store.duckdb"
     journal = journal_paths(path)[0]
-    store = el.EventStore(path)
-    store.append("a", [el.Event("A", {"k": 1})])
-    store.append("a", [el.Event("A", {"k": 2}), el.Event("A", {"k": 3})])
-    written = Journal.intact_size(journal)
-    data = journal.read_bytes()
-    assert 0 < written < len(data) == eventlab.journal._PREALLOCATE
-    assert data[written:] == bytes(len(data) - written)
-    crash(store)
-    with el.EventStore(path) as reopened:
-        assert history(reopened) == [
-            (1, "a", 1, "A", {"k": 1}),
-            (2, "a", 2, "A", {"k": 2}),
-            (3, "a", 3, "A", {"k": 3}),
-        ]
-
-
-def test_an_unsynced_journal_copies_its_records_into_a_map_over_zeros(tmp_path: Path) -> None:
-    path = tmp_path / "store.duckdb"
-    journal = journal_paths(path)[0]
-    store = el.EventStore(path, sync=False)
+    store = el.EventStore(path, sync=sync)
     store.append("a", [el.Event("A", {"k": 1})])
     first = Journal.intact_size(journal)
     store.append("a", [el.Event("A", {"k": 2}), el.Event("A", {"k": 3})])
-    # What the map holds, the file shows at once: the page cache is the same.
     written = Journal.intact_size(journal)
     data = journal.read_bytes()
-    assert 0 < first < written < len(data) == eventlab.journal._MAP_AHEAD
+    assert 0 < first < written < len(data) == getattr(eventlab.journal, ahead)
     assert data[written:] == bytes(len(data) - written)
-    assert store._pending.journal._map is not None
+    assert (store._pending.journal._map is None) == sync
     crash(store)
     with el.EventStore(path) as reopened:
         assert history(reopened) == [
@@ -65,42 +53,6 @@ def test_an_unsynced_journal_copies_its_records_into_a_map_over_zeros(tmp_path: 
             (3, "a", 3, "A", {"k": 3}),
         ]
     assert not journal.exists() or journal.read_bytes() == b""
-
-
-@pytest.mark.parametrize(("ahead", "small"), [(1, 10**6), (4096, 10**6), (3 * 4096, 300)])
-def test_mapped_records_across_many_remaps_recover_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: int, small: int
-) -> None:
-    # With a tiny map, records start, end and straddle its end, and the file is mapped
-    # again and again. Records above ``small`` bytes are written with pwrite, past the
-    # map's end too; the small records after them go into a new, longer map.
-    monkeypatch.setattr(eventlab.journal, "_MAP_AHEAD", ahead)
-    monkeypatch.setattr(eventlab.journal, "_SMALL_RECORD", small)
-    path = tmp_path / "store.duckdb"
-    journal = journal_paths(path)[0]
-    store = el.EventStore(path, sync=False)
-    expected = []
-    for n in range(1, 40):
-        events = [el.Event("E", {"n": n, "pad": "x" * (97 * n)})]
-        store.append(f"s{n % 3}", events)
-        expected.append((f"s{n % 3}", "E", {"n": n, "pad": "x" * (97 * n)}))
-        if n % 10 == 0:
-            with store.transaction():
-                for m in range(100):
-                    store.append(f"big-{n}-{m}", [el.Event("B", {"m": m})])
-                    expected.append((f"big-{n}-{m}", "B", {"m": m}))
-    store.append("after", [el.Event("E", {})])  # a small record: mapped again
-    expected.append(("after", "E", {}))
-    size = journal.stat().st_size
-    written = Journal.intact_size(journal)
-    granularity = mmap.ALLOCATIONGRANULARITY
-    assert size % granularity == 0
-    assert written <= size < written + max(ahead, granularity) + granularity
-    assert journal.read_bytes()[written:] == bytes(size - written)
-    crash(store)
-    with el.EventStore(path) as reopened:
-        assert [(r.stream_id, r.type, r.data) for r in reopened.read_all()] == expected
-        assert [r.position for r in reopened.read_all()] == list(range(1, len(expected) + 1))
 
 
 def test_a_full_disk_while_mapping_ahead_fails_that_append_only(
@@ -129,32 +81,52 @@ def test_a_full_disk_while_mapping_ahead_fails_that_append_only(
         assert history(reopened) == [(1, "a", 1, "A", {"k": 1}), (2, "a", 2, "A", {"k": 2})]
 
 
-@pytest.mark.parametrize(("step", "small"), [(1, 10**6), (64, 10**6), (1000, 10**6), (64, 300)])
+@pytest.mark.parametrize(
+    ("sync", "step", "small"),
+    [
+        (True, 1, 10**6),
+        (True, 64, 10**6),
+        (True, 1000, 10**6),
+        (True, 64, 300),
+        (False, 1, 10**6),
+        (False, 4096, 10**6),
+        (False, 3 * 4096, 300),
+    ],
+)
 def test_records_across_many_small_steps_recover_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int, small: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool, step: int, small: int
 ) -> None:
-    # With tiny steps, records start, end and straddle the zeros' boundaries, and a
-    # big transaction's record is longer than a step. Records above ``small`` bytes
-    # extend the file themselves, over the zeros and past them.
+    # With tiny steps, records start, end and straddle the zeros' boundaries (synced),
+    # or the map's end, which is then mapped again and again (not synced). Records
+    # above ``small`` bytes extend the file themselves, over the zeros and past them
+    # (with pwrite, past the map's end too; the small records after them go into a
+    # new, longer map).
     monkeypatch.setattr(eventlab.journal, "_PREALLOCATE", step)
+    monkeypatch.setattr(eventlab.journal, "_MAP_AHEAD", step)
     monkeypatch.setattr(eventlab.journal, "_SMALL_RECORD", small)
     path = tmp_path / "store.duckdb"
     journal = journal_paths(path)[0]
-    store = el.EventStore(path)
+    store = el.EventStore(path, sync=sync)
     expected = []
-    for n in range(1, 8):
+    for n in range(1, 40):
         events = [el.Event("E", {"n": n, "pad": "x" * (37 * n)})]
         store.append(f"s{n % 3}", events)
         expected.append((f"s{n % 3}", "E", {"n": n, "pad": "x" * (37 * n)}))
-    with store.transaction():
-        for n in range(100):
-            store.append(f"big-{n}", [el.Event("B", {"n": n})])
-            expected.append((f"big-{n}", "B", {"n": n}))
-    store.append("after", [el.Event("E", {"n": 0})])
+        if n % 10 == 0:
+            with store.transaction():
+                for m in range(100):
+                    store.append(f"big-{n}-{m}", [el.Event("B", {"m": m})])
+                    expected.append((f"big-{n}-{m}", "B", {"m": m}))
+    store.append("after", [el.Event("E", {"n": 0})])  # a small record
     expected.append(("after", "E", {"n": 0}))
     size = journal.stat().st_size
     written = Journal.intact_size(journal)
-    assert written <= size < written + step + 1
+    if sync:
+        assert written <= size < written + step + 1
+    else:  # mapped: whole pages
+        granularity = mmap.ALLOCATIONGRANULARITY
+        assert size % granularity == 0
+        assert written <= size < written + max(step, granularity) + granularity
     assert journal.read_bytes()[written:] == bytes(size - written)
     crash(store)
     with el.EventStore(path) as reopened:
