@@ -150,9 +150,7 @@ class Journal:
         end = start + len(header) + len(payload)
         small = end - start <= _SMALL_RECORD
         try:
-            if small and self._mapped:
-                if self._map is None or end > len(self._map):
-                    self._map_ahead(end)
+            if small and self._mapped and self._map_covers(end):
                 self._map[start : start + len(header)] = header
                 self._map[start + len(header) : end] = payload
             else:
@@ -169,9 +167,18 @@ class Journal:
         self._size = end
         self._allocated = max(self._allocated, end)
 
+    def _map_covers(self, end: int) -> bool:
+        """Whether the map reaches ``end`` bytes, mapping further ahead if need be
+        (see :meth:`_map_ahead`); False from then on where the file cannot be mapped."""
+        if self._map is not None and end <= len(self._map):
+            return True
+        self._map_ahead(end)
+        return self._map is not None
+
     def _map_ahead(self, end: int) -> None:
         """Write zeros to at least ``end`` bytes and map the whole file, for copying
-        small records into.
+        small records into; where the file system cannot map files, leave the
+        records to ``pwrite``.
 
         ``os.pwrite`` lets go of the GIL, and a background absorb's thread then
         takes it: getting it back cost a ``simulate()`` of 10,000 orders about a
@@ -187,7 +194,10 @@ class Journal:
         stop += -stop % mmap.ALLOCATIONGRANULARITY
         self._write_zeros(self._allocated, stop)
         self._allocated = stop
-        self._map = mmap.mmap(self._fd, stop)
+        try:
+            self._map = mmap.mmap(self._fd, stop)
+        except OSError:  # e.g. ENODEV: a file system that cannot map files
+            self._mapped = False
 
     def _unmap(self) -> None:
         # Before the file shrinks: a mapped page past its end would raise SIGBUS.

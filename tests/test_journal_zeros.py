@@ -168,3 +168,24 @@ def test_reopening_cuts_the_zeros_and_goes_on_after_the_last_record(
     crash(store)
     with el.EventStore(path) as reopened:
         assert history(reopened) == [(1, "a", 1, "A", {"k": 1}), (2, "a", 2, "A", {"k": 2})]
+
+
+def test_a_file_system_that_cannot_map_files_gets_its_records_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(eventlab.journal.mmap, "mmap", refuse)
+    path = tmp_path / "store.duckdb"
+    journal = journal_paths(path)[0]
+    store = el.EventStore(path, sync=False)
+    store.append("a", [el.Event("A", {"k": 1})])
+    store.append("a", [el.Event("A", {"k": 2})])
+    assert store._pending.journal._map is None
+    written = Journal.intact_size(journal)
+    # The zeros written ahead for the map stay, and the records go over them.
+    assert journal.read_bytes()[written:] == bytes(journal.stat().st_size - written)
+    crash(store)
+    with el.EventStore(path) as reopened:
+        assert history(reopened) == [(1, "a", 1, "A", {"k": 1}), (2, "a", 2, "A", {"k": 2})]
