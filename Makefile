@@ -26,6 +26,7 @@ lab: install
 
 lint: install
 	$(BIN)/ruff check eventlab tests benchmarks notebooks
+	$(BIN)/ruff format --check eventlab tests benchmarks notebooks
 
 test: lint
 	$(BIN)/python -m pytest --nbmake --doctest-modules tests notebooks eventlab

@@ -126,6 +126,7 @@ except AttributeError as error:
 # how we rebuild an order's current state; here a small function folds the events
 # into a total.
 
+
 # %%
 def order_total(events):
     total = 0.0

@@ -82,6 +82,7 @@ for event in store.read_stream("order-1"):
 # A **reducer** takes the state so far and one event, and returns the next state.
 # This one keeps a small summary of an order in a dict.
 
+
 # %%
 def summarise(state, event):
     if event.type == "OrderPlaced":
@@ -110,6 +111,7 @@ print("replay:", el.replay(events, summarise, blank))
 # **aggregate** keeps them next to the state they protect. Its *command methods*
 # check a rule and `emit` an event; its `apply_<Type>` *handlers* change the state
 # and never refuse, because an event is a fact that already happened.
+
 
 # %%
 class OrderError(Exception):
@@ -368,14 +370,28 @@ ax.axhline(K, linestyle=":", linewidth=1, label="known_at = yesterday")
 ax.fill_between([start, T], start, K, alpha=0.15, label="what that question sees")
 ax.scatter(events2["occurred_at"], events2["recorded_at"], zorder=3)
 first = events2.iloc[0]
-ax.annotate("v1-v3: placed, item, paid", (first["occurred_at"], first["recorded_at"]),
-            xytext=(8, -4), textcoords="offset points", fontsize=8)
-ax.annotate("v4: AddressChanged,\nrecorded four days late", (late.occurred_at, late.recorded_at),
-            xytext=(8, -22), textcoords="offset points", fontsize=8)
+ax.annotate(
+    "v1-v3: placed, item, paid",
+    (first["occurred_at"], first["recorded_at"]),
+    xytext=(8, -4),
+    textcoords="offset points",
+    fontsize=8,
+)
+ax.annotate(
+    "v4: AddressChanged,\nrecorded four days late",
+    (late.occurred_at, late.recorded_at),
+    xytext=(8, -22),
+    textcoords="offset points",
+    fontsize=8,
+)
 ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d"))
 ax.yaxis.set_major_formatter(mdates.DateFormatter("%a %d"))
-ax.set(xlim=(start, end), ylim=(start, end), xlabel="occurred_at (business time)",
-       ylabel="recorded_at (knowledge time)")
+ax.set(
+    xlim=(start, end),
+    ylim=(start, end),
+    xlabel="occurred_at (business time)",
+    ylabel="recorded_at (knowledge time)",
+)
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 plt.show()
@@ -523,6 +539,7 @@ cafe.version
 # are the one thing in this lesson that differs from run to run and machine to
 # machine.
 
+
 # %%
 def best_ms(call, runs=3):
     times = []
@@ -542,6 +559,7 @@ print(f"Order.load replays {cafe.version} events in {slow_ms:.1f} ms")
 # class attribute `snapshot_every`; a subclass keeps `Order` itself unchanged.
 # `save` takes a snapshot whenever the stream crosses a multiple of it, and
 # `store.rebuild_snapshots` takes them for a history that already exists.
+
 
 # %%
 class SnapshotOrder(Order):
@@ -633,6 +651,7 @@ except el.ReplayError as error:
 # %% [markdown]
 # Stored events are never rewritten. Instead an **upcaster** converts schema version
 # 1 of `ItemAdded` to version 2 whenever such an event is read.
+
 
 # %%
 @el.upcaster("ItemAdded", from_version=1)

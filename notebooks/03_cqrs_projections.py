@@ -83,6 +83,7 @@ store.streams()
 # Orders have rules (no items after payment, nothing to pay on an empty order), so
 # they get an aggregate like the one in lesson 02, trimmed down. Prices are in cents.
 
+
 # %%
 class OrderError(Exception):
     """A shop rule refused a command."""
@@ -127,6 +128,7 @@ class Order(el.Aggregate):
 # transaction. Each payment id may be used once: `expected_version=0` says the
 # payment stream must be new.
 
+
 # %%
 def place_order(order_id, customer, items):
     order = Order.load(store, order_id)
@@ -160,6 +162,7 @@ store.sql("SELECT position, stream_id, type, data FROM events ORDER BY position"
 # `store.bus`. A subscriber is a function called with each committed event. It can
 # choose event types and streams; `streams="order-"` is a prefix, so it matches the
 # whole order category.
+
 
 # %%
 def announce(event):
@@ -227,6 +230,7 @@ store.bus.unsubscribe("audit")
 #
 # This one keeps one row per order. The line total is worked out by a small helper,
 # `line`, which we will need again in section 7.
+
 
 # %%
 def line(item):
@@ -504,6 +508,7 @@ store.sql(
 # read `qty` as an integer whatever its JSON type. `on_ItemAdded` looks `line` up
 # each time it runs, so redefining the helper fixes the projection in place.
 # `runner.retry("orders")` resumes from the failing event.
+
 
 # %%
 def line(item):  # noqa: F811 - replacing the buggy helper is the point

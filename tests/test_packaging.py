@@ -115,6 +115,7 @@ def test_makefile_has_the_documented_targets():
     for target in ("lab", "test", "demo", "bench", "bench-quick"):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), target
     assert "ruff check" in makefile
+    assert "ruff format --check" in makefile
     assert "--nbmake" in makefile
 
 
